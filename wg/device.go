@@ -1,0 +1,569 @@
+package wg
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"golang.zx2c4.com/wireguard/conn"
+	"golang.zx2c4.com/wireguard/device"
+	"golang.zx2c4.com/wireguard/tun"
+)
+
+// DeviceOptions are the optional settings of NewDevice. A nil *DeviceOptions
+// and every zero field mean the documented default.
+type DeviceOptions struct {
+	// Logger receives the engine's log: its verbose lines at slog.LevelDebug
+	// and its errors at slog.LevelError. nil discards them.
+	Logger *slog.Logger
+
+	// Bind is the engine's outer transport. nil means conn.NewDefaultBind(),
+	// UDP sockets on all addresses at the config's ListenPort. The device
+	// owns the Bind: Close closes it.
+	Bind conn.Bind
+
+	// UAPI, when set, is a listener on which the device serves wg(8)'s
+	// configuration protocol, so that `wg show` and `wg set` work on it
+	// (see ListenUAPI). The device owns the listener: Close closes it and
+	// every connection accepted from it. nil serves nothing.
+	UAPI net.Listener
+
+	// Resolver resolves peer endpoint host names. nil means
+	// net.DefaultResolver.
+	Resolver *net.Resolver
+}
+
+// Device is a running wireguard-go engine on a tun.Device with a typed
+// configuration. Create one with NewDevice; backends such as netstack and
+// tun create theirs and hand it out for status and run-time changes.
+//
+// All methods are safe for concurrent use. After Close, every method that
+// changes the device returns an error wrapping net.ErrClosed.
+type Device struct {
+	engine   *device.Device
+	log      *slog.Logger
+	resolver *net.Resolver
+
+	uapi     net.Listener
+	uapiWG   sync.WaitGroup // the accept loop and every UAPI connection handler
+	uapiMu   sync.Mutex
+	uapiConn map[net.Conn]struct{} // guarded by uapiMu; nil once closed
+
+	mu     sync.Mutex // serializes configuration changes and Close
+	closed bool       // guarded by mu
+	// iface holds the Interface fields the engine does not keep (addresses,
+	// DNS, MTU, hooks...). Guarded by mu.
+	iface Interface
+	// endpoints holds each peer's Endpoint as configured, which may be a
+	// host name, so that Config can return it and Reconfigure can tell
+	// whether it changed. Guarded by mu.
+	endpoints map[Key]string
+	// order is the configured order of peers, for stable output. Guarded by mu.
+	order []Key
+}
+
+// NewDevice runs the wireguard-go engine on t, applies cfg and brings the
+// device up. Endpoint host names are resolved here; use NewDeviceContext to
+// bound that in time.
+//
+// NewDevice takes ownership of t: t is closed if NewDevice fails, and by
+// Close otherwise.
+func NewDevice(t tun.Device, cfg *Config, opts *DeviceOptions) (*Device, error) {
+	return NewDeviceContext(context.Background(), t, cfg, opts)
+}
+
+// NewDeviceContext is NewDevice with a context that bounds the set-up
+// (endpoint name resolution), not the life of the device.
+func NewDeviceContext(ctx context.Context, t tun.Device, cfg *Config, opts *DeviceOptions) (*Device, error) {
+	if t == nil {
+		return nil, errors.New("wg: new device: nil tun.Device")
+	}
+	if opts == nil {
+		opts = &DeviceOptions{}
+	}
+	fail := func(err error) (*Device, error) {
+		t.Close()
+		if opts.Bind != nil {
+			opts.Bind.Close()
+		}
+		if opts.UAPI != nil {
+			opts.UAPI.Close()
+		}
+		return nil, fmt.Errorf("wg: new device: %w", err)
+	}
+	if cfg == nil {
+		return fail(errors.New("nil config"))
+	}
+	if err := cfg.Validate(); err != nil {
+		return fail(err)
+	}
+	d := &Device{
+		log:       opts.Logger,
+		resolver:  opts.Resolver,
+		uapi:      opts.UAPI,
+		endpoints: make(map[Key]string),
+	}
+	if d.log == nil {
+		d.log = slog.New(slog.DiscardHandler)
+	}
+	if d.resolver == nil {
+		d.resolver = net.DefaultResolver
+	}
+	resolved, err := d.resolveAll(ctx, cfg.Peers)
+	if err != nil {
+		return fail(err)
+	}
+	bind := opts.Bind
+	if bind == nil {
+		bind = conn.NewDefaultBind()
+	}
+	// From here on the engine owns t and bind: closing it closes both.
+	d.engine = device.NewDevice(t, bind, engineLogger(d.log))
+	var w uapiWriter
+	w.key("private_key", cfg.Interface.PrivateKey)
+	w.line("listen_port", fmt.Sprint(cfg.Interface.ListenPort))
+	w.line("fwmark", fmt.Sprint(cfg.Interface.FwMark))
+	w.line("replace_peers", "true")
+	for i := range cfg.Peers {
+		w.peer(&cfg.Peers[i], resolved[i])
+	}
+	if err := d.engine.IpcSet(w.String()); err != nil {
+		d.engine.Close()
+		return nil, fmt.Errorf("wg: new device: apply config: %w", err)
+	}
+	if err := d.engine.Up(); err != nil {
+		d.engine.Close()
+		if opts.UAPI != nil {
+			opts.UAPI.Close()
+		}
+		return nil, fmt.Errorf("wg: new device: up: %w", err)
+	}
+	d.iface = cfg.Clone().Interface
+	for _, p := range cfg.Peers {
+		d.endpoints[p.PublicKey] = p.Endpoint
+		d.order = append(d.order, p.PublicKey)
+	}
+	if d.uapi != nil {
+		d.uapiConn = make(map[net.Conn]struct{})
+		d.uapiWG.Add(1)
+		go d.serveUAPI()
+	}
+	return d, nil
+}
+
+// engineLogger adapts an slog.Logger to wireguard-go's printf-style logger,
+// formatting only when the level is enabled.
+func engineLogger(l *slog.Logger) *device.Logger {
+	ctx := context.Background()
+	logf := func(level slog.Level) func(string, ...any) {
+		if !l.Enabled(ctx, level) {
+			return device.DiscardLogf
+		}
+		return func(format string, args ...any) {
+			if l.Enabled(ctx, level) {
+				l.Log(ctx, level, fmt.Sprintf(format, args...))
+			}
+		}
+	}
+	return &device.Logger{Verbosef: logf(slog.LevelDebug), Errorf: logf(slog.LevelError)}
+}
+
+// serveUAPI accepts wg(8) connections until the listener is closed.
+func (d *Device) serveUAPI() {
+	defer d.uapiWG.Done()
+	for {
+		c, err := d.uapi.Accept()
+		if err != nil {
+			return
+		}
+		d.uapiMu.Lock()
+		if d.uapiConn == nil {
+			d.uapiMu.Unlock()
+			c.Close()
+			return
+		}
+		d.uapiConn[c] = struct{}{}
+		d.uapiWG.Add(1)
+		d.uapiMu.Unlock()
+		go func() {
+			defer d.uapiWG.Done()
+			d.engine.IpcHandle(c) // closes c when done
+			d.uapiMu.Lock()
+			delete(d.uapiConn, c)
+			d.uapiMu.Unlock()
+		}()
+	}
+}
+
+// resolveAll resolves every peer's endpoint to "ip:port" ("" where none).
+func (d *Device) resolveAll(ctx context.Context, peers []Peer) ([]string, error) {
+	out := make([]string, len(peers))
+	for i, p := range peers {
+		ap, err := d.resolve(ctx, p.Endpoint)
+		if err != nil {
+			return nil, fmt.Errorf("peer %s: %w", p.PublicKey, err)
+		}
+		if ap.IsValid() {
+			out[i] = ap.String()
+		}
+	}
+	return out, nil
+}
+
+// resolve turns "host:port" into an address; an empty endpoint gives the
+// zero AddrPort. Like wg(8), it takes the first address, preferring IPv4.
+func (d *Device) resolve(ctx context.Context, endpoint string) (netip.AddrPort, error) {
+	if endpoint == "" {
+		return netip.AddrPort{}, nil
+	}
+	if ap, err := netip.ParseAddrPort(endpoint); err == nil {
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
+	}
+	host, portStr, err := net.SplitHostPort(endpoint)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("endpoint %q: %w", endpoint, err)
+	}
+	port, err := net.LookupPort("udp", portStr)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("endpoint %q: bad port: %w", endpoint, err)
+	}
+	if ctx.Err() == nil {
+		if _, ok := ctx.Deadline(); !ok {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, 30*time.Second)
+			defer cancel()
+		}
+	}
+	addrs, err := d.resolver.LookupNetIP(ctx, "ip", host)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("endpoint %q: resolve: %w", endpoint, err)
+	}
+	if len(addrs) == 0 {
+		return netip.AddrPort{}, fmt.Errorf("endpoint %q: resolve: no addresses", endpoint)
+	}
+	best := addrs[0]
+	for _, a := range addrs {
+		if a.Unmap().Is4() {
+			best = a
+			break
+		}
+	}
+	return netip.AddrPortFrom(best.Unmap(), uint16(port)), nil
+}
+
+// state reads the engine's current state.
+func (d *Device) state() (*engineState, error) {
+	text, err := d.engine.IpcGet()
+	if err != nil {
+		return nil, fmt.Errorf("wg: read engine state: %w", err)
+	}
+	return parseUAPIGet(text)
+}
+
+// errClosedLocked returns the error for a call after Close, or nil.
+func (d *Device) errClosedLocked(op string) error {
+	if d.closed {
+		return fmt.Errorf("wg: %s: %w", op, net.ErrClosed)
+	}
+	return nil
+}
+
+// PeerStatus is the state of one peer as the engine reports it.
+type PeerStatus struct {
+	// PublicKey identifies the peer.
+	PublicKey Key
+	// Endpoint is the peer's current outer address: the configured one, or
+	// the one it last sent an authenticated packet from (roaming). The zero
+	// value means unknown.
+	Endpoint netip.AddrPort
+	// AllowedIPs are the inner prefixes routed to this peer, masked.
+	AllowedIPs []netip.Prefix
+	// LastHandshake is the time of the last completed handshake; the zero
+	// Time means none yet.
+	LastHandshake time.Time
+	// RxBytes and TxBytes count the bytes received from and sent to the
+	// peer, including WireGuard overhead.
+	RxBytes, TxBytes uint64
+	// PersistentKeepalive is the keepalive interval; 0 means off.
+	PersistentKeepalive time.Duration
+}
+
+// Peers returns the status of every peer, in configured order (peers added
+// through wg(8) come last, ordered by key). It returns nil after Close.
+func (d *Device) Peers() []PeerStatus {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil
+	}
+	st, err := d.state()
+	if err != nil {
+		d.log.Error("wg: peers", "err", err)
+		return nil
+	}
+	return d.sortLocked(st.peers)
+}
+
+// sortLocked orders peers by configured order, then by key.
+func (d *Device) sortLocked(peers []PeerStatus) []PeerStatus {
+	rank := make(map[Key]int, len(d.order))
+	for i, k := range d.order {
+		rank[k] = i
+	}
+	slices.SortFunc(peers, func(a, b PeerStatus) int {
+		ra, oka := rank[a.PublicKey]
+		rb, okb := rank[b.PublicKey]
+		switch {
+		case oka && okb:
+			return ra - rb
+		case oka:
+			return -1
+		case okb:
+			return 1
+		}
+		return slices.Compare(a.PublicKey[:], b.PublicKey[:])
+	})
+	return peers
+}
+
+// PublicKey returns the device's public key.
+func (d *Device) PublicKey() Key {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.iface.PrivateKey.PublicKey()
+}
+
+// ListenPort returns the UDP port the device is bound to, which is the
+// chosen one when the config's ListenPort was 0. It returns 0 after Close
+// or with a Bind that has no ports.
+func (d *Device) ListenPort() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return 0
+	}
+	st, err := d.state()
+	if err != nil {
+		return 0
+	}
+	return st.listenPort
+}
+
+// Config returns a copy of the running configuration: the Interface as
+// last applied (with the bound ListenPort if it was 0) and the peers as the
+// engine has them now, including changes made through wg(8). A peer's
+// Endpoint is the configured string (which may name a host), or the
+// engine's current endpoint for a peer configured without one.
+func (d *Device) Config() *Config {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	cfg := &Config{Interface: d.iface}
+	cfg = cfg.Clone()
+	if d.closed {
+		return cfg
+	}
+	st, err := d.state()
+	if err != nil {
+		d.log.Error("wg: config", "err", err)
+		return cfg
+	}
+	cfg.Interface.PrivateKey = st.privateKey
+	cfg.Interface.FwMark = st.fwMark
+	if cfg.Interface.ListenPort == 0 {
+		cfg.Interface.ListenPort = st.listenPort
+	}
+	for _, ps := range d.sortLocked(st.peers) {
+		p := Peer{
+			PublicKey:           ps.PublicKey,
+			PresharedKey:        st.psk[ps.PublicKey],
+			Endpoint:            d.endpoints[ps.PublicKey],
+			AllowedIPs:          ps.AllowedIPs,
+			PersistentKeepalive: ps.PersistentKeepalive,
+		}
+		if p.Endpoint == "" && ps.Endpoint.IsValid() {
+			p.Endpoint = ps.Endpoint.String()
+		}
+		cfg.Peers = append(cfg.Peers, p)
+	}
+	return cfg
+}
+
+// SetPeer adds p, or updates the peer with p's public key, while traffic to
+// the other peers keeps flowing. An update replaces the peer's allowed IPs,
+// preshared key and keepalive; its endpoint changes only when p.Endpoint is
+// set. Host names in p.Endpoint are resolved here.
+func (d *Device) SetPeer(p Peer) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.errClosedLocked("set peer"); err != nil {
+		return err
+	}
+	// Validate p as the only peer of a config with our key, which checks
+	// it on its own and against our public key.
+	probe := Config{Interface: Interface{PrivateKey: d.iface.PrivateKey}, Peers: []Peer{p}}
+	if err := probe.Validate(); err != nil {
+		return fmt.Errorf("wg: set peer: %w", err)
+	}
+	ap, err := d.resolve(context.Background(), p.Endpoint)
+	if err != nil {
+		return fmt.Errorf("wg: set peer %s: %w", p.PublicKey, err)
+	}
+	var w uapiWriter
+	endpoint := ""
+	if ap.IsValid() {
+		endpoint = ap.String()
+	}
+	w.peer(&p, endpoint)
+	if err := d.engine.IpcSet(w.String()); err != nil {
+		return fmt.Errorf("wg: set peer %s: %w", p.PublicKey, err)
+	}
+	d.notePeerLocked(p)
+	return nil
+}
+
+// notePeerLocked records p's configured endpoint and order.
+func (d *Device) notePeerLocked(p Peer) {
+	if p.Endpoint != "" {
+		d.endpoints[p.PublicKey] = p.Endpoint
+	}
+	if !slices.Contains(d.order, p.PublicKey) {
+		d.order = append(d.order, p.PublicKey)
+	}
+}
+
+// RemovePeer removes the peer with the given public key. Removing a peer
+// the device does not have is not an error.
+func (d *Device) RemovePeer(pub Key) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.errClosedLocked("remove peer"); err != nil {
+		return err
+	}
+	var w uapiWriter
+	w.key("public_key", pub)
+	w.line("remove", "true")
+	if err := d.engine.IpcSet(w.String()); err != nil {
+		return fmt.Errorf("wg: remove peer %s: %w", pub, err)
+	}
+	d.forgetPeerLocked(pub)
+	return nil
+}
+
+func (d *Device) forgetPeerLocked(pub Key) {
+	delete(d.endpoints, pub)
+	d.order = slices.DeleteFunc(d.order, func(k Key) bool { return k == pub })
+}
+
+// Reconfigure makes the device run cfg, applying only the differences:
+// unchanged peers keep their sessions and learned endpoints, the private
+// key and listen port are set only when they change. Interface fields the
+// engine does not use (addresses, DNS, MTU...) are recorded for Config but
+// change nothing on a running backend.
+func (d *Device) Reconfigure(cfg *Config) error {
+	if cfg == nil {
+		return errors.New("wg: reconfigure: nil config")
+	}
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("wg: reconfigure: %w", err)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.errClosedLocked("reconfigure"); err != nil {
+		return err
+	}
+	st, err := d.state()
+	if err != nil {
+		return fmt.Errorf("wg: reconfigure: %w", err)
+	}
+	resolved, err := d.resolveAll(context.Background(), cfg.Peers)
+	if err != nil {
+		return fmt.Errorf("wg: reconfigure: %w", err)
+	}
+	var w uapiWriter
+	in := cfg.Interface
+	if in.PrivateKey != st.privateKey {
+		w.key("private_key", in.PrivateKey)
+	}
+	if in.ListenPort != 0 && in.ListenPort != st.listenPort {
+		w.line("listen_port", fmt.Sprint(in.ListenPort))
+	}
+	if in.FwMark != st.fwMark {
+		w.line("fwmark", fmt.Sprint(in.FwMark))
+	}
+	running := make(map[Key]PeerStatus, len(st.peers))
+	for _, ps := range st.peers {
+		running[ps.PublicKey] = ps
+	}
+	wanted := make(map[Key]bool, len(cfg.Peers))
+	for i := range cfg.Peers {
+		p := &cfg.Peers[i]
+		wanted[p.PublicKey] = true
+		cur, ok := running[p.PublicKey]
+		endpoint := resolved[i]
+		if ok {
+			if p.Endpoint == d.endpoints[p.PublicKey] {
+				endpoint = "" // unchanged: keep what the engine learned
+			}
+			if endpoint == "" && st.psk[p.PublicKey] == p.PresharedKey &&
+				cur.PersistentKeepalive == p.PersistentKeepalive.Truncate(time.Second) &&
+				prefixesEqual(cur.AllowedIPs, p.AllowedIPs) {
+				continue
+			}
+		}
+		w.peer(p, endpoint)
+	}
+	for k := range running {
+		if !wanted[k] {
+			w.key("public_key", k)
+			w.line("remove", "true")
+		}
+	}
+	if body := w.String(); body != "" {
+		if err := d.engine.IpcSet(body); err != nil {
+			return fmt.Errorf("wg: reconfigure: %w", err)
+		}
+	}
+	d.iface = cfg.Clone().Interface
+	d.order = d.order[:0]
+	clear(d.endpoints)
+	for _, p := range cfg.Peers {
+		d.notePeerLocked(p)
+	}
+	return nil
+}
+
+// Close stops the engine and releases everything the device holds: its
+// goroutines, the Bind's sockets, the tun.Device and the UAPI listener with
+// its connections. It is safe to call more than once; calls after the first
+// return an error wrapping net.ErrClosed.
+func (d *Device) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.errClosedLocked("close"); err != nil {
+		return err
+	}
+	d.closed = true
+	// Order: stop taking UAPI connections first so that nobody reconfigures
+	// a closing engine, then close the engine (which closes the tun.Device
+	// and the Bind and waits for its workers), then wait for the UAPI
+	// handlers, which return once their connections are closed.
+	if d.uapi != nil {
+		d.uapi.Close()
+		d.uapiMu.Lock()
+		for c := range d.uapiConn {
+			c.Close()
+		}
+		d.uapiConn = nil
+		d.uapiMu.Unlock()
+	}
+	d.engine.Close()
+	<-d.engine.Wait()
+	d.uapiWG.Wait()
+	return nil
+}
