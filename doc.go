@@ -1,0 +1,63 @@
+// Package wgkit is an embeddable WireGuard library for Go: any Go program
+// can open a WireGuard tunnel with one call and use it through the types of
+// the standard library. This root package holds only documentation; the code
+// lives in the packages named below.
+//
+// # Overview
+//
+// wgkit wraps the wireguard-go protocol engine (golang.zx2c4.com/wireguard)
+// behind one typed API with interchangeable backends. A configuration is a
+// [github.com/wgkit/wgkit/wg.Config], parsed from and written to the
+// wg-quick(8) format with [github.com/wgkit/wgkit/wg.ParseConfig] and
+// [github.com/wgkit/wgkit/wg.Config.MarshalText]. A running engine is a
+// [github.com/wgkit/wgkit/wg.Device], which reports typed peer status
+// ([github.com/wgkit/wgkit/wg.PeerStatus]) and takes peer changes while
+// traffic flows. The seam between the engine and a backend is wireguard-go's
+// tun.Device, so a custom tun.Device plugs in through
+// [github.com/wgkit/wgkit/wg.NewDevice].
+//
+// # Usage
+//
+// From a wg-quick file to a net.Conn through an in-process tunnel, without
+// root:
+//
+//	cfg, err := wg.ParseConfig(f)
+//	tnet, err := netstack.Open(ctx, cfg, nil)
+//	defer tnet.Close()
+//	conn, err := tnet.DialContext(ctx, "tcp", "10.0.0.1:80")
+//
+// [github.com/wgkit/wgkit/netstack.Net] also listens, pings, resolves names
+// through the tunnel's DNS servers and hands out an [net/http.Client]. For
+// tests, [github.com/wgkit/wgkit/wg/wgtest] runs real WireGuard peers in the
+// test process, the way net/http/httptest runs HTTP servers.
+//
+// # Backends
+//
+//   - [github.com/wgkit/wgkit/netstack]: a gVisor TCP/IP stack inside the
+//     process. No root, no adapter, no change to the host: the application
+//     dials and listens on the tunnel directly. Suits in-app VPN dialers,
+//     proxies and test fixtures.
+//   - [github.com/wgkit/wgkit/tun] on Linux: a kernel TUN interface with its
+//     addresses, MTU, routes and policy rules set up as wg-quick(8) does,
+//     and removed on Close. Needs CAP_NET_ADMIN.
+//   - [github.com/wgkit/wgkit/tun] on Windows: the same through Wintun and
+//     the IP helper API. Needs Administrator rights.
+//
+// Every backend's Close is idempotent, releases every goroutine, socket,
+// interface and route, and returns an error wrapping [net.ErrClosed] when
+// called again. Two tunnels in one process never interfere: there is no
+// package-level mutable state.
+//
+// # Platform support
+//
+// The wg and netstack packages work wherever Go and wireguard-go run. The
+// tun package supports Linux and Windows; on other systems its Open returns
+// an error naming the system. The wg(8) configuration socket (UAPI) is
+// served on Unix sockets and on Windows named pipes, so `wg show` works on a
+// wgkit device.
+//
+// Out of scope: the WireGuard protocol itself (wireguard-go implements it),
+// the in-kernel WireGuard module and WireGuardNT (use wgctrl-go to configure
+// those), and running wg-quick's PreUp/PostUp/PreDown/PostDown hooks, which
+// wgkit parses and carries but never executes.
+package wgkit
