@@ -1,0 +1,601 @@
+package wg
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+)
+
+// ConfigError is the error ParseConfig returns for a line it cannot accept.
+// Use errors.As to get the line number:
+//
+//	var cerr *wg.ConfigError
+//	if errors.As(err, &cerr) {
+//		fmt.Println("bad line", cerr.Line)
+//	}
+type ConfigError struct {
+	// Line is the 1-based number of the offending line. For a [Peer]
+	// section without a PublicKey it is the line of the [Peer] header.
+	Line int
+	// Err describes the problem.
+	Err error
+}
+
+// Error returns the message in the form
+// `wg: parse config line 7: unknown key "Foo" in [Interface]`.
+func (e *ConfigError) Error() string {
+	return fmt.Sprintf("wg: parse config line %d: %v", e.Line, e.Err)
+}
+
+// Unwrap returns e.Err.
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+// ParseConfig reads a configuration in the wg-quick(8) format: the keys of
+// wg(8) setconf plus wg-quick's Address, DNS, MTU, Table, PreUp, PostUp,
+// PreDown, PostDown and SaveConfig in [Interface].
+//
+// It follows the two tools' rules: section names and keys are
+// case-insensitive; '#' starts a comment except in the hook commands
+// (PreUp, PostUp, PreDown, PostDown), which keep their whole value; CRLF
+// line endings and whitespace around keys and values are ignored, and as
+// in wg(8) all whitespace inside the value of a wg(8) key is removed;
+// lists are separated by commas, spaces or both; repeated Address, DNS
+// and AllowedIPs lines append, and a repeated single-valued key
+// overrides the earlier one. Several [Interface] sections are merged as
+// wg-quick and wg(8) merge them: lists append, later values win.
+//
+// Addresses and AllowedIPs are kept as written, host bits included; an
+// address without a prefix length is a single host (/32 or /128). A DNS
+// entry that looks like an IP address (digits and dots only, or containing
+// ':', as wg-quick tells them apart) must be one and goes to DNS; any
+// other entry is a search domain and goes to DNSSearch. Endpoint host
+// names are not resolved; the endpoint is stored as net.JoinHostPort
+// writes it, so an unbracketed IPv6 host that wg(8) accepts
+// ("fe80::1:51820") is stored bracketed.
+//
+// Deliberately stricter than the tools: ListenPort and the Endpoint port
+// must be numbers, not service names; an Endpoint port must be 1..65535;
+// MTU must be 576..65535 (wg-quick leaves it to ip(8)); Table must not
+// contain whitespace; a search domain may hold only letters, digits and
+// ".-_~", an endpoint host name and an IPv6 zone only letters, digits and
+// ".-_"; an AllowedIPs entry may not carry wg(8) set's '+'/'-' prefix; a
+// key may not have whitespace inside its name ("Private Key").
+//
+// ParseConfig does not call Validate: a file wg-quick accepts parses even
+// if a device could not run it (no private key, for instance).
+//
+// A problem with a line is returned as a *ConfigError naming the line.
+func ParseConfig(r io.Reader) (*Config, error) {
+	p := &parser{cfg: &Config{}}
+	br := bufio.NewReader(r)
+	for {
+		line, err := br.ReadString('\n')
+		if line != "" {
+			p.line++
+			if perr := p.parseLine(strings.TrimSuffix(line, "\n")); perr != nil {
+				return nil, p.lineError(perr)
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("wg: parse config: %w", err)
+		}
+	}
+	if err := p.finishPeer(); err != nil {
+		return nil, err
+	}
+	return p.cfg, nil
+}
+
+// section is the part of the file the parser is in.
+type section int
+
+const (
+	sectionNone section = iota
+	sectionInterface
+	sectionPeer
+)
+
+func (s section) String() string {
+	switch s {
+	case sectionInterface:
+		return "[Interface]"
+	case sectionPeer:
+		return "[Peer]"
+	}
+	return "no section"
+}
+
+// parser holds the state of one ParseConfig call.
+type parser struct {
+	cfg     *Config
+	line    int     // number of the current line
+	section section // section of the current line
+	peer    *Peer   // the peer being filled in [Peer]; nil elsewhere
+
+	peerLine   int  // line of the current [Peer] header
+	peerHasKey bool // the current peer had a PublicKey line
+}
+
+// valueKind says how a key's raw value is cleaned before its handler sees it.
+type valueKind int
+
+const (
+	// wgValue: a wg(8) key. As wg(8) does, the comment is cut and all
+	// whitespace is removed; an empty value is an error.
+	wgValue valueKind = iota
+	// quickValue: a wg-quick key. The comment is cut and the value trimmed.
+	quickValue
+	// hookValue: a hook command. Only trimmed: '#' belongs to the command.
+	hookValue
+)
+
+// keySpec describes one key of a section.
+type keySpec struct {
+	name  string // canonical spelling
+	kind  valueKind
+	iface func(*Interface, string) error // set for [Interface] keys
+	peer  func(*Peer, string) error      // set for [Peer] keys
+}
+
+// keySpecs lists every key ParseConfig knows. It is never modified.
+var keySpecs = []keySpec{
+	{name: "PrivateKey", kind: wgValue, iface: parsePrivateKey},
+	{name: "ListenPort", kind: wgValue, iface: parseListenPort},
+	{name: "FwMark", kind: wgValue, iface: parseFwMark},
+	{name: "Address", kind: quickValue, iface: parseAddress},
+	{name: "DNS", kind: quickValue, iface: parseDNS},
+	{name: "MTU", kind: quickValue, iface: parseMTU},
+	{name: "Table", kind: quickValue, iface: parseTable},
+	{name: "SaveConfig", kind: quickValue, iface: parseSaveConfig},
+	{name: "PreUp", kind: hookValue, iface: func(i *Interface, v string) error { i.PreUp = append(i.PreUp, v); return nil }},
+	{name: "PostUp", kind: hookValue, iface: func(i *Interface, v string) error { i.PostUp = append(i.PostUp, v); return nil }},
+	{name: "PreDown", kind: hookValue, iface: func(i *Interface, v string) error { i.PreDown = append(i.PreDown, v); return nil }},
+	{name: "PostDown", kind: hookValue, iface: func(i *Interface, v string) error { i.PostDown = append(i.PostDown, v); return nil }},
+	{name: "PublicKey", kind: wgValue, peer: parsePublicKey},
+	{name: "PresharedKey", kind: wgValue, peer: parsePresharedKey},
+	{name: "Endpoint", kind: wgValue, peer: parsePeerEndpoint},
+	{name: "AllowedIPs", kind: wgValue, peer: parseAllowedIPs},
+	{name: "PersistentKeepalive", kind: wgValue, peer: parseKeepalive},
+}
+
+func lookupKey(name string) (keySpec, bool) {
+	for _, k := range keySpecs {
+		if strings.EqualFold(k.name, name) {
+			return k, true
+		}
+	}
+	return keySpec{}, false
+}
+
+// asciiSpace is C's isspace set, which wg(8) and bash's [[:space:]] use.
+const asciiSpace = " \t\n\v\f\r"
+
+func trimSpace(s string) string { return strings.Trim(s, asciiSpace) }
+
+func removeSpace(s string) string {
+	return strings.Map(func(r rune) rune {
+		if strings.ContainsRune(asciiSpace, r) {
+			return -1
+		}
+		return r
+	}, s)
+}
+
+func (p *parser) parseLine(raw string) error {
+	stripped, _, _ := strings.Cut(raw, "#")
+	stripped = trimSpace(stripped)
+	if stripped == "" {
+		return nil
+	}
+	if strings.HasPrefix(stripped, "[") {
+		return p.parseHeader(stripped)
+	}
+	keyText, value, ok := strings.Cut(stripped, "=")
+	key := trimSpace(keyText)
+	if !ok {
+		return fmt.Errorf("want \"Key = Value\" or a section header, got %q", stripped)
+	}
+	spec, ok := lookupKey(key)
+	if !ok {
+		return fmt.Errorf("unknown key %q in %v", key, p.section)
+	}
+	switch spec.kind {
+	case wgValue:
+		value = removeSpace(value)
+		if value == "" {
+			return fmt.Errorf("empty value for %s", spec.name)
+		}
+	case quickValue:
+		value = trimSpace(value)
+	case hookValue:
+		// The whole value, comment included: '=' lies before any '#'.
+		_, value, _ = strings.Cut(raw, "=")
+		value = trimSpace(value)
+	}
+	return p.apply(spec, key, value)
+}
+
+func (p *parser) apply(spec keySpec, key, value string) error {
+	var err error
+	switch {
+	case p.section == sectionNone:
+		return fmt.Errorf("key %q outside a section; put it under [Interface] or [Peer]", key)
+	case p.section == sectionInterface && spec.iface != nil:
+		err = spec.iface(&p.cfg.Interface, value)
+	case p.section == sectionPeer && spec.peer != nil:
+		err = spec.peer(p.peer, value)
+		if err == nil && spec.name == "PublicKey" {
+			p.peerHasKey = true
+		}
+	case spec.iface != nil:
+		return fmt.Errorf("key %q belongs in [Interface], not in %v", key, p.section)
+	default:
+		return fmt.Errorf("key %q belongs in [Peer], not in %v", key, p.section)
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", spec.name, err)
+	}
+	return nil
+}
+
+func (p *parser) parseHeader(h string) error {
+	var next section
+	switch {
+	case strings.EqualFold(h, "[Interface]"):
+		next = sectionInterface
+	case strings.EqualFold(h, "[Peer]"):
+		next = sectionPeer
+	default:
+		return fmt.Errorf("unknown section %q; want [Interface] or [Peer]", h)
+	}
+	if err := p.finishPeer(); err != nil {
+		return err
+	}
+	p.section = next
+	if next == sectionPeer {
+		p.cfg.Peers = append(p.cfg.Peers, Peer{})
+		p.peer = &p.cfg.Peers[len(p.cfg.Peers)-1]
+		p.peerLine = p.line
+		p.peerHasKey = false
+	}
+	return nil
+}
+
+// finishPeer checks the [Peer] section that just ended, if any.
+func (p *parser) finishPeer() error {
+	if p.peer == nil {
+		return nil
+	}
+	p.peer = nil
+	if !p.peerHasKey {
+		return &ConfigError{Line: p.peerLine, Err: errors.New("[Peer] has no PublicKey")}
+	}
+	return nil
+}
+
+// lineError wraps err in a *ConfigError for the current line, unless it
+// already is one (finishPeer names the [Peer] header's line).
+func (p *parser) lineError(err error) error {
+	var cerr *ConfigError
+	if errors.As(err, &cerr) {
+		return err
+	}
+	return &ConfigError{Line: p.line, Err: err}
+}
+
+// keyError is a ParseKey error inside a ConfigError, without its own
+// "wg: " prefix.
+type keyError struct{ err error }
+
+func (e keyError) Error() string { return strings.TrimPrefix(e.err.Error(), "wg: ") }
+func (e keyError) Unwrap() error { return e.err }
+
+// parseKeyValue is ParseKey for a config value. The value is never put
+// in the message: it may be a private key.
+func parseKeyValue(dst *Key, v string) error {
+	k, err := ParseKey(v)
+	if err != nil {
+		return keyError{err}
+	}
+	*dst = k
+	return nil
+}
+
+func parsePrivateKey(i *Interface, v string) error { return parseKeyValue(&i.PrivateKey, v) }
+func parsePublicKey(p *Peer, v string) error       { return parseKeyValue(&p.PublicKey, v) }
+func parsePresharedKey(p *Peer, v string) error    { return parseKeyValue(&p.PresharedKey, v) }
+
+func parseListenPort(i *Interface, v string) error {
+	n, err := parseDecimal(v, 65535)
+	if err != nil {
+		return fmt.Errorf("bad port %q: want 0..65535", v)
+	}
+	i.ListenPort = int(n)
+	return nil
+}
+
+// parseFwMark accepts what wg(8) does: "off", a decimal number, or a hex
+// number starting with a lowercase "0x", at most 0xffffffff.
+func parseFwMark(i *Interface, v string) error {
+	if strings.EqualFold(v, "off") {
+		i.FwMark = 0
+		return nil
+	}
+	base, digits := 10, v
+	if len(v) > 2 && strings.HasPrefix(v, "0x") {
+		base, digits = 16, v[2:]
+	}
+	n, err := strconv.ParseUint(digits, base, 32)
+	if err != nil {
+		return fmt.Errorf("bad fwmark %q: want off, 0..4294967295 or 0x0..0xffffffff", v)
+	}
+	i.FwMark = uint32(n)
+	return nil
+}
+
+// parseDecimal parses a number of ASCII digits only (no sign, no
+// underscores) that is at most max.
+func parseDecimal(v string, max uint64) (uint64, error) {
+	if v == "" || strings.Trim(v, "0123456789") != "" {
+		return 0, errors.New("not a decimal number")
+	}
+	n, err := strconv.ParseUint(v, 10, 64)
+	if err != nil || n > max {
+		return 0, errors.New("out of range")
+	}
+	return n, nil
+}
+
+func parseAddress(i *Interface, v string) error {
+	for _, s := range splitList(v) {
+		pfx, err := parsePrefix(s)
+		if err != nil {
+			return err
+		}
+		i.Addresses = append(i.Addresses, pfx)
+	}
+	return nil
+}
+
+// splitList splits a wg-quick list value as bash does after wg-quick turns
+// commas into spaces: on commas, spaces, tabs and newlines, dropping empty
+// entries.
+func splitList(v string) []string {
+	return strings.FieldsFunc(v, func(r rune) bool {
+		return r == ',' || r == ' ' || r == '\t' || r == '\n'
+	})
+}
+
+// parsePrefix parses an address with an optional prefix length, keeping
+// the host bits. Without a prefix length the address is a single host.
+func parsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		pfx, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("bad prefix %q", s)
+		}
+		return pfx, nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil || a.Zone() != "" {
+		return netip.Prefix{}, fmt.Errorf("bad address %q", s)
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+func parseDNS(i *Interface, v string) error {
+	for _, s := range splitList(v) {
+		if !looksLikeIP(s) {
+			if err := checkSearchDomain(s); err != nil {
+				return err
+			}
+			i.DNSSearch = append(i.DNSSearch, s)
+			continue
+		}
+		a, err := netip.ParseAddr(s)
+		if err != nil || checkZone(a) != nil {
+			return fmt.Errorf("bad DNS server address %q", s)
+		}
+		i.DNS = append(i.DNS, a)
+	}
+	return nil
+}
+
+// looksLikeIP is wg-quick's test that tells DNS servers from search
+// domains: digits and dots only, or any ':'.
+func looksLikeIP(s string) bool {
+	return strings.Contains(s, ":") || strings.Trim(s, "0123456789.") == ""
+}
+
+// checkSearchDomain accepts a DNS search domain: letters, digits and
+// ".-_~" ('~' for systemd-resolved's routing domains such as "~.").
+func checkSearchDomain(s string) error {
+	if s == "" {
+		return errors.New("empty DNS search domain")
+	}
+	if looksLikeIP(s) {
+		return fmt.Errorf("DNS search domain %q looks like an IP address", s)
+	}
+	for _, r := range s {
+		if !unicode.IsLetter(r) && !unicode.IsDigit(r) && !strings.ContainsRune(".-_~", r) {
+			return fmt.Errorf("bad DNS search domain %q: character %q not allowed", s, r)
+		}
+	}
+	return nil
+}
+
+// MTU bounds ParseConfig accepts: 576, the smallest IPv4 datagram every
+// host must accept, and the largest a 16-bit length allows.
+const (
+	minMTU     = 576
+	minMTUIPv6 = 1280
+	maxMTU     = 65535
+)
+
+func parseMTU(i *Interface, v string) error {
+	if v == "" { // wg-quick: unset, automatic
+		i.MTU = 0
+		return nil
+	}
+	n, err := parseDecimal(v, maxMTU)
+	if err != nil || n < minMTU {
+		return fmt.Errorf("bad MTU %q: want %d..%d", v, minMTU, maxMTU)
+	}
+	i.MTU = int(n)
+	return nil
+}
+
+func parseTable(i *Interface, v string) error {
+	if err := checkTable(v); err != nil {
+		return err
+	}
+	i.Table = v
+	return nil
+}
+
+// checkTable accepts a routing table setting without whitespace or
+// control characters, which neither ip(8) nor a round trip can take.
+func checkTable(v string) error {
+	for _, r := range v {
+		if unicode.IsSpace(r) || unicode.IsControl(r) || r == '#' {
+			return fmt.Errorf("bad table %q: character %q not allowed", v, r)
+		}
+	}
+	return nil
+}
+
+func parseSaveConfig(i *Interface, v string) error {
+	// wg-quick compares case-insensitively (nocasematch is on).
+	switch {
+	case strings.EqualFold(v, "true"):
+		i.SaveConfig = true
+	case strings.EqualFold(v, "false"):
+		i.SaveConfig = false
+	default:
+		return fmt.Errorf("bad boolean %q: want true or false", v)
+	}
+	return nil
+}
+
+func parseAllowedIPs(p *Peer, v string) error {
+	// wg(8) splits on commas only and rejects empty entries.
+	for _, s := range strings.Split(v, ",") {
+		pfx, err := parsePrefix(s)
+		if err != nil {
+			return err
+		}
+		p.AllowedIPs = append(p.AllowedIPs, pfx)
+	}
+	return nil
+}
+
+func parseKeepalive(p *Peer, v string) error {
+	if strings.EqualFold(v, "off") {
+		p.PersistentKeepalive = 0
+		return nil
+	}
+	n, err := parseDecimal(v, 65535)
+	if err != nil {
+		return fmt.Errorf("bad keepalive %q: want off or 0..65535 seconds", v)
+	}
+	p.PersistentKeepalive = time.Duration(n) * time.Second
+	return nil
+}
+
+func parsePeerEndpoint(p *Peer, v string) error {
+	ep, err := parseEndpoint(v)
+	if err != nil {
+		return err
+	}
+	p.Endpoint = ep
+	return nil
+}
+
+// parseEndpoint splits an endpoint as wg(8) does ("[host]:port", or else
+// at the last ':') and returns it in net.JoinHostPort's form. The host is
+// an IP address or a host name; it is not resolved.
+func parseEndpoint(v string) (string, error) {
+	var host, port string
+	if rest, ok := strings.CutPrefix(v, "["); ok {
+		h, after, ok := strings.Cut(rest, "]")
+		if !ok {
+			return "", fmt.Errorf("bad endpoint %q: no matching ']'", v)
+		}
+		pt, ok := strings.CutPrefix(after, ":")
+		if !ok || pt == "" {
+			return "", fmt.Errorf("bad endpoint %q: no port", v)
+		}
+		host, port = h, pt
+	} else {
+		i := strings.LastIndexByte(v, ':')
+		if i < 0 || i == len(v)-1 {
+			return "", fmt.Errorf("bad endpoint %q: no port", v)
+		}
+		host, port = v[:i], v[i+1:]
+	}
+	n, err := parseDecimal(port, 65535)
+	if err != nil || n == 0 {
+		return "", fmt.Errorf("bad endpoint %q: port %q is not 1..65535", v, port)
+	}
+	if err := checkEndpointHost(host); err != nil {
+		return "", fmt.Errorf("bad endpoint %q: %w", v, err)
+	}
+	return joinHostPort(host, n), nil
+}
+
+func joinHostPort(host string, port uint64) string {
+	if strings.Contains(host, ":") {
+		return "[" + host + "]:" + strconv.FormatUint(port, 10)
+	}
+	return host + ":" + strconv.FormatUint(port, 10)
+}
+
+// checkEndpointHost accepts an IP address (IPv6 with an optional zone)
+// or a host name of letters, digits and ".-_".
+func checkEndpointHost(h string) error {
+	if h == "" {
+		return errors.New("empty host")
+	}
+	if strings.Contains(h, ":") {
+		a, err := netip.ParseAddr(h)
+		if err != nil || checkZone(a) != nil {
+			return fmt.Errorf("bad IPv6 address %q", h)
+		}
+		return nil
+	}
+	if !isName(h) {
+		return fmt.Errorf("bad host name %q", h)
+	}
+	return nil
+}
+
+// checkZone accepts an IPv6 zone that is an interface name or number of
+// letters, digits and ".-_", so that it survives a round trip.
+func checkZone(a netip.Addr) error {
+	if z := a.Zone(); z != "" && !isName(z) {
+		return fmt.Errorf("bad IPv6 zone %q", z)
+	}
+	return nil
+}
+
+// isName reports whether s is a non-empty string of letters, digits and ".-_".
+func isName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, r := range s {
+		if !unicode.IsLetter(r) && !unicode.IsDigit(r) && !strings.ContainsRune(".-_", r) {
+			return false
+		}
+	}
+	return true
+}
