@@ -1,0 +1,486 @@
+package netstack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/net/proxy"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+	"gvisor.dev/gvisor/pkg/waiter"
+)
+
+var _ proxy.ContextDialer = (*Net)(nil)
+var _ proxy.Dialer = (*Net)(nil)
+
+// listenBacklog is the accept queue length of Listen's listeners.
+const listenBacklog = 128
+
+// Dial is DialContext with context.Background.
+func (n *Net) Dial(network, address string) (net.Conn, error) {
+	return n.DialContext(context.Background(), network, address)
+}
+
+// DialContext connects to address over the tunnel, like
+// net.Dialer.DialContext. network is "tcp", "tcp4", "tcp6", "udp", "udp4"
+// or "udp6"; address is "host:port", where a host name is resolved by the
+// tunnel's DNS servers (see LookupHost), never the host's resolver. The
+// addresses of a name are tried in turn, IPv4 first, skipping families
+// the tunnel has no address of.
+//
+// ctx bounds the dial (name resolution and connection set-up), not the
+// returned connection: cancelling it after DialContext returns has no
+// effect on the connection. Use SetDeadline for that.
+//
+// A destination that no peer's AllowedIPs covers (and that is not one of
+// the tunnel's own addresses) fails at once with an error that says so.
+// A refused connection is an *net.OpError wrapping syscall.ECONNREFUSED;
+// an expired ctx deadline is an error whose Timeout method reports true.
+// DialContext fits http.Transport.DialContext and proxy.ContextDialer.
+func (n *Net) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	opErr := func(addr net.Addr, err error) error {
+		return &net.OpError{Op: "dial", Net: network, Addr: addr, Err: err}
+	}
+	var isTCP bool
+	switch network {
+	case "tcp", "tcp4", "tcp6":
+		isTCP = true
+	case "udp", "udp4", "udp6":
+	default:
+		return nil, opErr(nil, net.UnknownNetworkError(network))
+	}
+	if n.isClosed() {
+		return nil, opErr(nil, net.ErrClosed)
+	}
+	host, portStr, err := net.SplitHostPort(address)
+	if err != nil {
+		return nil, opErr(nil, err)
+	}
+	port, err := parsePort(network, portStr)
+	if err != nil {
+		return nil, opErr(nil, err)
+	}
+	ips, err := n.resolveForDial(ctx, network, host)
+	if err != nil {
+		return nil, opErr(nil, err)
+	}
+	var firstErr error
+	for _, ip := range ips {
+		ap := netip.AddrPortFrom(ip, port)
+		var raddr net.Addr = net.TCPAddrFromAddrPort(ap)
+		if !isTCP {
+			raddr = net.UDPAddrFromAddrPort(ap)
+		}
+		if err := n.checkRoute(ip); err != nil {
+			firstErr = cmpFirst(firstErr, opErr(raddr, err))
+			continue
+		}
+		var c net.Conn
+		if isTCP {
+			c, err = n.dialTCP(ctx, ap)
+		} else {
+			c, err = n.dialUDP(ap)
+		}
+		if err == nil {
+			return c, nil
+		}
+		firstErr = cmpFirst(firstErr, opErr(raddr, err))
+		if ctx.Err() != nil || n.isClosed() {
+			break
+		}
+	}
+	return nil, firstErr
+}
+
+func cmpFirst(first, err error) error {
+	if first != nil {
+		return first
+	}
+	return err
+}
+
+func parsePort(network, s string) (uint16, error) {
+	if p, err := strconv.ParseUint(s, 10, 16); err == nil {
+		return uint16(p), nil
+	}
+	// Service names come from the host's services database, a local file:
+	// nothing is sent on any network.
+	p, err := net.LookupPort(network, s)
+	if err != nil {
+		return 0, err
+	}
+	return uint16(p), nil
+}
+
+// resolveForDial returns the addresses to try for host: the literal IP, or
+// the names' addresses from the tunnel's DNS, filtered by network and by
+// the families the tunnel has addresses of, IPv4 first.
+func (n *Net) resolveForDial(ctx context.Context, network, host string) ([]netip.Addr, error) {
+	var ips []netip.Addr
+	if ip, err := netip.ParseAddr(host); err == nil {
+		ips = []netip.Addr{ip.Unmap().WithZone("")}
+	} else {
+		ips, err = n.lookupAddrs(ctx, host)
+		if err != nil {
+			return nil, err
+		}
+	}
+	want4 := n.v4 && network[len(network)-1] != '6'
+	want6 := n.v6 && network[len(network)-1] != '4'
+	var v4, v6 []netip.Addr
+	for _, ip := range ips {
+		switch {
+		case ip.Is4() && want4:
+			v4 = append(v4, ip)
+		case ip.Is6() && want6:
+			v6 = append(v6, ip)
+		}
+	}
+	if out := append(v4, v6...); len(out) > 0 {
+		return out, nil
+	}
+	return nil, &net.AddrError{Err: "netstack: no address of a family the tunnel has (" + n.familyText() + ")", Addr: host}
+}
+
+func (n *Net) familyText() string {
+	switch {
+	case n.v4 && n.v6:
+		return "IPv4 and IPv6"
+	case n.v4:
+		return "IPv4 only"
+	case n.v6:
+		return "IPv6 only"
+	}
+	return "no addresses"
+}
+
+// checkRoute fails unless ip is one of the tunnel's own addresses or in
+// some peer's AllowedIPs. It asks the device each time, so it follows
+// peers changed at run time through Device or wg(8).
+func (n *Net) checkRoute(ip netip.Addr) error {
+	for _, a := range n.addrs {
+		if a == ip {
+			return nil
+		}
+	}
+	for _, p := range n.dev.Peers() {
+		for _, pfx := range p.AllowedIPs {
+			if pfx.Contains(ip) {
+				return nil
+			}
+		}
+	}
+	if n.isClosed() {
+		return net.ErrClosed
+	}
+	return fmt.Errorf("netstack: no route to %s: no peer's AllowedIPs covers it: %w", ip, errNoRoute)
+}
+
+// errNoRoute is wrapped by dial errors for destinations outside every
+// peer's AllowedIPs.
+var errNoRoute = errors.New("no route to host")
+
+func fullAddr(ap netip.AddrPort) (tcpip.FullAddress, tcpip.NetworkProtocolNumber) {
+	proto := ipv4.ProtocolNumber
+	if ap.Addr().Is6() {
+		proto = ipv6.ProtocolNumber
+	}
+	var addr tcpip.Address
+	if !ap.Addr().IsUnspecified() {
+		addr = tcpip.AddrFromSlice(ap.Addr().AsSlice())
+	}
+	return tcpip.FullAddress{NIC: 0, Addr: addr, Port: ap.Port()}, proto
+}
+
+// dialTCP connects a TCP endpoint to ap, waiting for ctx, Close or the
+// outcome of the handshake.
+func (n *Net) dialTCP(ctx context.Context, ap netip.AddrPort) (net.Conn, error) {
+	fa, proto := fullAddr(ap)
+	wq := new(waiter.Queue)
+	ep, terr := n.stack.NewEndpoint(tcp.ProtocolNumber, proto, wq)
+	if terr != nil {
+		return nil, convertErr("socket", terr)
+	}
+	entry, notify := waiter.NewChannelEntry(waiter.WritableEvents)
+	wq.EventRegister(&entry)
+	defer wq.EventUnregister(&entry)
+	terr = ep.Connect(fa)
+	if _, ok := terr.(*tcpip.ErrConnectStarted); ok {
+		select {
+		case <-notify:
+			terr = ep.LastError()
+		case <-ctx.Done():
+			ep.Close()
+			return nil, ctx.Err()
+		case <-n.done:
+			ep.Close()
+			return nil, net.ErrClosed
+		}
+	}
+	if terr != nil {
+		ep.Close()
+		if n.isClosed() {
+			return nil, net.ErrClosed
+		}
+		return nil, convertErr("connect", terr)
+	}
+	return &tcpConn{TCPConn: gonet.NewTCPConn(wq, ep), n: n}, nil
+}
+
+// dialUDP returns a UDP endpoint connected to ap.
+func (n *Net) dialUDP(ap netip.AddrPort) (net.Conn, error) {
+	fa, proto := fullAddr(ap)
+	wq := new(waiter.Queue)
+	ep, terr := n.stack.NewEndpoint(udp.ProtocolNumber, proto, wq)
+	if terr != nil {
+		return nil, convertErr("socket", terr)
+	}
+	if terr := ep.Connect(fa); terr != nil {
+		ep.Close()
+		return nil, convertErr("connect", terr)
+	}
+	return &udpConn{UDPConn: gonet.NewUDPConn(wq, ep), n: n}, nil
+}
+
+// listenAddr parses a listen address: host must be empty (all of the
+// tunnel's addresses) or a literal IP.
+func (n *Net) listenAddr(network, address string) (netip.AddrPort, error) {
+	host, portStr, err := net.SplitHostPort(address)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	port, err := parsePort(network, portStr)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	var ip netip.Addr
+	switch {
+	case host != "":
+		ip, err = netip.ParseAddr(host)
+		if err != nil {
+			return netip.AddrPort{}, fmt.Errorf("netstack: listen address must be an IP literal or empty: %w", err)
+		}
+		ip = ip.Unmap().WithZone("")
+	case network[len(network)-1] == '4' || !n.v6:
+		ip = netip.IPv4Unspecified()
+	default:
+		// "[::]" with dual stack (see bind) accepts both families.
+		ip = netip.IPv6Unspecified()
+	}
+	return netip.AddrPortFrom(ip, port), nil
+}
+
+// bind creates an endpoint of transport bound to ap. An IPv6 wildcard is
+// dual-stack unless network ends in "6", as with the net package.
+func (n *Net) bind(network string, transport tcpip.TransportProtocolNumber, ap netip.AddrPort) (tcpip.Endpoint, *waiter.Queue, error) {
+	fa, proto := fullAddr(ap)
+	if ap.Addr().Is4() && network[len(network)-1] == '6' || ap.Addr().Is6() && network[len(network)-1] == '4' {
+		return nil, nil, &net.AddrError{Err: "netstack: address family does not match network " + network, Addr: ap.String()}
+	}
+	wq := new(waiter.Queue)
+	ep, terr := n.stack.NewEndpoint(transport, proto, wq)
+	if terr != nil {
+		return nil, nil, convertErr("socket", terr)
+	}
+	if proto == ipv6.ProtocolNumber {
+		ep.SocketOptions().SetV6Only(network[len(network)-1] == '6')
+	}
+	if terr := ep.Bind(fa); terr != nil {
+		ep.Close()
+		return nil, nil, convertErr("bind", terr)
+	}
+	return ep, wq, nil
+}
+
+// Listen listens for TCP connections on the tunnel, like net.Listen.
+// network is "tcp", "tcp4" or "tcp6"; address is "ip:port" with one of the
+// tunnel's addresses, or ":port" for all of them. Port 0 picks a free port;
+// see the listener's Addr. The listener is closed by its Close or by the
+// Net's; Accept then returns an error wrapping net.ErrClosed.
+func (n *Net) Listen(network, address string) (net.Listener, error) {
+	opErr := func(err error) error {
+		return &net.OpError{Op: "listen", Net: network, Err: err}
+	}
+	switch network {
+	case "tcp", "tcp4", "tcp6":
+	default:
+		return nil, opErr(net.UnknownNetworkError(network))
+	}
+	ap, err := n.listenAddr(network, address)
+	if err != nil {
+		return nil, opErr(err)
+	}
+	ep, wq, err := n.bind(network, tcp.ProtocolNumber, ap)
+	if err != nil {
+		return nil, opErr(err)
+	}
+	if terr := ep.Listen(listenBacklog); terr != nil {
+		ep.Close()
+		return nil, opErr(convertErr("listen", terr))
+	}
+	l := &tcpListener{TCPListener: gonet.NewTCPListener(n.stack, wq, ep), n: n}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		l.shutdown()
+		return nil, opErr(net.ErrClosed)
+	}
+	n.listeners[l] = struct{}{}
+	return l, nil
+}
+
+// ListenPacket opens a UDP socket on the tunnel, like net.ListenPacket.
+// network is "udp", "udp4" or "udp6"; address is as for Listen.
+// WriteTo does not check the destination against the peers' AllowedIPs:
+// datagrams no peer accepts are dropped by the engine, as on a WireGuard
+// interface.
+func (n *Net) ListenPacket(network, address string) (net.PacketConn, error) {
+	opErr := func(err error) error {
+		return &net.OpError{Op: "listen", Net: network, Err: err}
+	}
+	switch network {
+	case "udp", "udp4", "udp6":
+	default:
+		return nil, opErr(net.UnknownNetworkError(network))
+	}
+	if n.isClosed() {
+		return nil, opErr(net.ErrClosed)
+	}
+	ap, err := n.listenAddr(network, address)
+	if err != nil {
+		return nil, opErr(err)
+	}
+	ep, wq, err := n.bind(network, udp.ProtocolNumber, ap)
+	if err != nil {
+		return nil, opErr(err)
+	}
+	return &udpConn{UDPConn: gonet.NewUDPConn(wq, ep), n: n}, nil
+}
+
+// tcpConn is a TCP connection over the tunnel with the net package's
+// error conventions (see fixConnErr).
+type tcpConn struct {
+	*gonet.TCPConn
+	n      *Net
+	closed atomic.Bool
+}
+
+func (c *tcpConn) Read(b []byte) (int, error) {
+	k, err := c.TCPConn.Read(b)
+	return k, c.n.fixConnErr(err, "read", c.closed.Load())
+}
+
+func (c *tcpConn) Write(b []byte) (int, error) {
+	k, err := c.TCPConn.Write(b)
+	return k, c.n.fixConnErr(err, "write", c.closed.Load())
+}
+
+func (c *tcpConn) Close() error {
+	if c.closed.Swap(true) {
+		return &net.OpError{Op: "close", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: net.ErrClosed}
+	}
+	return c.TCPConn.Close()
+}
+
+// udpConn is a UDP socket over the tunnel, connected (Dial) or not
+// (ListenPacket), with the net package's error conventions.
+type udpConn struct {
+	*gonet.UDPConn
+	n      *Net
+	closed atomic.Bool
+}
+
+func (c *udpConn) Read(b []byte) (int, error) {
+	k, err := c.UDPConn.Read(b)
+	return k, c.n.fixConnErr(err, "read", c.closed.Load())
+}
+
+func (c *udpConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	k, addr, err := c.UDPConn.ReadFrom(b)
+	return k, addr, c.n.fixConnErr(err, "read", c.closed.Load())
+}
+
+func (c *udpConn) Write(b []byte) (int, error) {
+	k, err := c.UDPConn.Write(b)
+	return k, c.n.fixConnErr(err, "write", c.closed.Load())
+}
+
+func (c *udpConn) WriteTo(b []byte, addr net.Addr) (int, error) {
+	// gonet asserts *net.UDPAddr; accept any net.Addr naming an IP and port.
+	var ua *net.UDPAddr
+	switch a := addr.(type) {
+	case *net.UDPAddr:
+		ua = a
+	default:
+		ap, err := netip.ParseAddrPort(addr.String())
+		if err != nil {
+			return 0, &net.OpError{Op: "write", Net: "udp", Source: c.LocalAddr(), Addr: addr, Err: &net.AddrError{Err: "netstack: unsupported address", Addr: addr.String()}}
+		}
+		ua = net.UDPAddrFromAddrPort(ap)
+	}
+	if ip4 := ua.IP.To4(); ip4 != nil {
+		// gonet takes the address as is; the stack wants 4 bytes for IPv4.
+		u := *ua
+		u.IP = ip4
+		ua = &u
+	}
+	k, err := c.UDPConn.WriteTo(b, ua)
+	return k, c.n.fixConnErr(err, "write", c.closed.Load())
+}
+
+func (c *udpConn) Close() error {
+	if c.closed.Swap(true) {
+		return &net.OpError{Op: "close", Net: "udp", Source: c.LocalAddr(), Err: net.ErrClosed}
+	}
+	return c.UDPConn.Close()
+}
+
+// tcpListener is a TCP listener over the tunnel that reports
+// net.ErrClosed after its or the Net's Close.
+type tcpListener struct {
+	*gonet.TCPListener
+	n         *Net
+	closed    atomic.Bool
+	closeOnce sync.Once
+}
+
+func (l *tcpListener) Accept() (net.Conn, error) {
+	c, err := l.TCPListener.Accept()
+	if err != nil {
+		if l.closed.Load() || l.n.isClosed() {
+			return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.Addr(), Err: net.ErrClosed}
+		}
+		return nil, l.n.fixConnErr(err, "accept", false)
+	}
+	return &tcpConn{TCPConn: c.(*gonet.TCPConn), n: l.n}, nil
+}
+
+// shutdown wakes blocked Accept calls and closes the endpoint.
+func (l *tcpListener) shutdown() {
+	l.closeOnce.Do(func() {
+		l.closed.Store(true)
+		l.TCPListener.Shutdown()
+		l.TCPListener.Close()
+	})
+}
+
+func (l *tcpListener) Close() error {
+	if l.closed.Load() {
+		return &net.OpError{Op: "close", Net: "tcp", Addr: l.Addr(), Err: net.ErrClosed}
+	}
+	l.shutdown()
+	l.n.mu.Lock()
+	delete(l.n.listeners, l)
+	l.n.mu.Unlock()
+	return nil
+}

@@ -1,0 +1,314 @@
+// Package netstack runs a WireGuard tunnel entirely in process: the
+// wireguard-go engine on top of a user-space TCP/IP stack (gVisor's
+// netstack), with no root, no TUN device and no change to the host's
+// network configuration.
+//
+// Open a tunnel from a wg-quick configuration and use the returned Net as
+// a network: DialContext, Listen, ListenPacket, Ping, LookupHost and
+// HTTPClient all go through the tunnel, and host names are resolved by the
+// tunnel's DNS servers only.
+//
+//	cfg, err := wg.ParseConfig(file)
+//	...
+//	tnet, err := netstack.Open(ctx, cfg, nil)
+//	...
+//	defer tnet.Close()
+//	resp, err := tnet.HTTPClient().Get("http://10.0.0.1/")
+//
+// Each Net owns its own stack, engine and sockets; any number of them may
+// run in one process.
+package netstack
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/wgkit/wgkit/wg"
+	"golang.zx2c4.com/wireguard/conn"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+)
+
+// DefaultMTU is the tunnel MTU used when the configuration sets none, as
+// wg-quick does.
+const DefaultMTU = 1420
+
+// nicID is the stack's only NIC, the WireGuard link.
+const nicID tcpip.NICID = 1
+
+// Options are the optional settings of Open. A nil *Options and every zero
+// field mean the documented default.
+type Options struct {
+	// Logger receives the engine's and the stack's log. nil discards it.
+	Logger *slog.Logger
+
+	// Bind is the engine's outer transport. nil means UDP sockets on all
+	// host addresses at the configuration's ListenPort. The Net owns the
+	// Bind: Close (or a failed Open) closes it.
+	Bind conn.Bind
+
+	// UAPIDir, when non-empty, makes the Net serve wg(8)'s configuration
+	// protocol on the Unix socket UAPIDir/UAPIName.sock (owner-only
+	// permissions, see wg.ListenUAPI), so that `wg show` can inspect the
+	// tunnel when UAPIDir is wg's own directory /var/run/wireguard. ""
+	// serves nothing. On Windows a named pipe is used and UAPIDir only
+	// switches the feature on.
+	UAPIDir string
+
+	// UAPIName is the interface name for the UAPI socket and the name the
+	// engine sees. "" means "wgkit-<pid>-<key>", where <key> is the first
+	// 8 hex digits of the interface's public key, unique among the Nets of
+	// one process unless two share a private key.
+	UAPIName string
+}
+
+// Net is a WireGuard tunnel with its own in-process TCP/IP stack. Its
+// methods mirror the net package's and are safe for concurrent use.
+//
+// The zero Net is not usable; create one with Open and release it with
+// Close.
+type Net struct {
+	log    *slog.Logger
+	stack  *stack.Stack
+	ep     *endpoint
+	dev    *wg.Device
+	name   string
+	mtu    int
+	addrs  []netip.Addr  // the interface's addresses, immutable
+	dns    []netip.Addr  // the tunnel's DNS servers, immutable
+	search []string      // DNS search domains, immutable
+	client *http.Client  // returned by HTTPClient
+	dnsRR  atomic.Uint32 // rotates Resolver's servers
+	res    *net.Resolver // returned by Resolver
+	done   chan struct{} // closed when Close starts
+	v4, v6 bool          // the interface has an address of that family
+
+	mu        sync.Mutex
+	closed    bool                      // guarded by mu
+	listeners map[*tcpListener]struct{} // guarded by mu; shut down by Close
+}
+
+// Open starts a tunnel for cfg: a gVisor stack with cfg.Interface's
+// addresses (IPv4 and IPv6), its MTU (0 means DefaultMTU) and its DNS
+// settings, and a wg.Device running on it. It returns when the device is
+// up. ctx bounds the set-up only (including the resolution of peer
+// endpoint host names), not the life of the Net. nil opts means defaults.
+//
+// The tunnel has a default route for each address family it has an
+// address of; packets whose destination no peer's AllowedIPs covers are
+// refused by the dial methods at once.
+func Open(ctx context.Context, cfg *wg.Config, opts *Options) (*Net, error) {
+	if opts == nil {
+		opts = &Options{}
+	}
+	fail := func(err error) (*Net, error) {
+		if opts.Bind != nil {
+			opts.Bind.Close()
+		}
+		return nil, fmt.Errorf("netstack: open: %w", err)
+	}
+	if cfg == nil {
+		return fail(errors.New("nil config"))
+	}
+	if err := ctx.Err(); err != nil {
+		return fail(err)
+	}
+	mtu := cfg.Interface.MTU
+	if mtu == 0 {
+		mtu = DefaultMTU
+	}
+	if mtu < 1280 && hasV6(cfg.Interface.Addresses) || mtu < 576 || mtu > 65535 {
+		return fail(fmt.Errorf("bad MTU %d", mtu))
+	}
+	n := &Net{
+		log:       opts.Logger,
+		mtu:       mtu,
+		dns:       slices.Clone(cfg.Interface.DNS),
+		search:    slices.Clone(cfg.Interface.DNSSearch),
+		done:      make(chan struct{}),
+		listeners: make(map[*tcpListener]struct{}),
+	}
+	if n.log == nil {
+		n.log = slog.New(slog.DiscardHandler)
+	}
+	n.name = opts.UAPIName
+	if n.name == "" {
+		pub := cfg.Interface.PrivateKey.PublicKey()
+		n.name = fmt.Sprintf("wgkit-%d-%s", os.Getpid(), hex.EncodeToString(pub[:4]))
+	}
+	n.ep = newEndpoint(uint32(mtu))
+	st, err := n.newStack(cfg.Interface.Addresses)
+	if err != nil {
+		return fail(err)
+	}
+	n.stack = st
+	// From here on a failure must also close the stack.
+	closeStack := func() {
+		st.Close()
+		st.Wait()
+	}
+	var uapi net.Listener
+	if opts.UAPIDir != "" {
+		uapi, err = wg.ListenUAPI(opts.UAPIDir, n.name)
+		if err != nil {
+			closeStack()
+			return fail(err)
+		}
+	}
+	t := newTUNDevice(n.ep, mtu, n.name)
+	// NewDeviceContext owns t, the Bind and the UAPI listener from here:
+	// it closes them if it fails.
+	dev, err := wg.NewDeviceContext(ctx, t, cfg, &wg.DeviceOptions{
+		Logger: n.log,
+		Bind:   opts.Bind,
+		UAPI:   uapi,
+	})
+	if err != nil {
+		closeStack()
+		return nil, fmt.Errorf("netstack: open: %w", err)
+	}
+	n.dev = dev
+	n.client = n.newHTTPClient()
+	n.res = n.newResolver()
+	n.log.Debug("netstack: tunnel up", "name", n.name, "addrs", n.addrs, "mtu", mtu)
+	return n, nil
+}
+
+func hasV6(prefixes []netip.Prefix) bool {
+	for _, p := range prefixes {
+		if p.Addr().Unmap().Is6() {
+			return true
+		}
+	}
+	return false
+}
+
+// newStack creates the gVisor stack on n.ep with the given interface
+// addresses and fills n.addrs, n.v4 and n.v6.
+func (n *Net) newStack(prefixes []netip.Prefix) (*stack.Stack, error) {
+	st := stack.New(stack.Options{
+		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
+		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
+		// Connections to the interface's own addresses stay in the stack.
+		HandleLocal: true,
+	})
+	fail := func(err error) (*stack.Stack, error) {
+		st.Close()
+		st.Wait()
+		return nil, err
+	}
+	// SACK is off by default in gVisor; WireGuard paths lose packets like
+	// any Internet path, and SACK recovers from that much faster.
+	sack := tcpip.TCPSACKEnabled(true)
+	if terr := st.SetTransportProtocolOption(tcp.ProtocolNumber, &sack); terr != nil {
+		return fail(fmt.Errorf("enable TCP SACK: %s", terr))
+	}
+	if terr := st.CreateNIC(nicID, n.ep); terr != nil {
+		return fail(fmt.Errorf("create NIC: %s", terr))
+	}
+	for _, p := range prefixes {
+		a := p.Addr().Unmap()
+		proto := ipv4.ProtocolNumber
+		if a.Is6() {
+			proto = ipv6.ProtocolNumber
+			n.v6 = true
+		} else {
+			n.v4 = true
+		}
+		pa := tcpip.ProtocolAddress{
+			Protocol: proto,
+			AddressWithPrefix: tcpip.AddressWithPrefix{
+				Address:   tcpip.AddrFromSlice(a.AsSlice()),
+				PrefixLen: p.Bits(),
+			},
+		}
+		if terr := st.AddProtocolAddress(nicID, pa, stack.AddressProperties{}); terr != nil {
+			return fail(fmt.Errorf("add address %s: %s", p, terr))
+		}
+		n.addrs = append(n.addrs, a)
+	}
+	var routes []tcpip.Route
+	if n.v4 {
+		routes = append(routes, tcpip.Route{Destination: header.IPv4EmptySubnet, NIC: nicID})
+	}
+	if n.v6 {
+		routes = append(routes, tcpip.Route{Destination: header.IPv6EmptySubnet, NIC: nicID})
+	}
+	st.SetRouteTable(routes)
+	return st, nil
+}
+
+// Device returns the WireGuard device of the tunnel, for peer status and
+// run-time changes. It stays valid (and closed) after Close.
+func (n *Net) Device() *wg.Device { return n.dev }
+
+// Addrs returns the tunnel's own addresses, in configuration order.
+func (n *Net) Addrs() []netip.Addr { return slices.Clone(n.addrs) }
+
+// Name returns the interface name the engine and the UAPI socket use.
+func (n *Net) Name() string { return n.name }
+
+// MTU returns the tunnel's MTU in bytes.
+func (n *Net) MTU() int { return n.mtu }
+
+// Close shuts the tunnel down in order: it stops the WireGuard device
+// (which closes the link between engine and stack, the outer sockets and
+// the UAPI listener), shuts down the Net's listeners, then closes the
+// gVisor stack, which aborts every connection, and waits for the stack's
+// goroutines to exit. Blocked Read, Write, Accept and dial calls return
+// errors wrapping net.ErrClosed. A second Close returns such an error too.
+func (n *Net) Close() error {
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return fmt.Errorf("netstack: close: %w", net.ErrClosed)
+	}
+	n.closed = true
+	close(n.done)
+	listeners := n.listeners
+	n.listeners = nil
+	n.mu.Unlock()
+
+	err := n.dev.Close()
+	for l := range listeners {
+		l.shutdown()
+	}
+	n.client.CloseIdleConnections()
+	n.stack.Close()
+	n.stack.Wait()
+	if err != nil {
+		return fmt.Errorf("netstack: close: %w", err)
+	}
+	return nil
+}
+
+// isClosed reports whether Close has started.
+func (n *Net) isClosed() bool {
+	select {
+	case <-n.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// waitTimeout is how long Ping and the DNS client wait for one answer
+// when the context has no earlier deadline.
+const waitTimeout = 5 * time.Second
