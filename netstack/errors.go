@@ -78,7 +78,8 @@ func convertText(call string, err error) error {
 // conn (closedLocally) or the whole Net was closed, it becomes an
 // *net.OpError wrapping net.ErrClosed, as the net package reports use of
 // a closed connection; gVisor's error texts become errnos. Timeouts and
-// io.EOF from an open conn pass unchanged.
+// io.EOF from an open conn pass unchanged, and deadline
+// timeouts wrap os.ErrDeadlineExceeded.
 func (n *Net) fixConnErr(err error, op string, closedLocally bool) error {
 	if err == nil {
 		return nil
@@ -98,7 +99,9 @@ func (n *Net) fixConnErr(err error, op string, closedLocally bool) error {
 		return err
 	}
 	if ne, ok := oe.Err.(net.Error); ok && ne.Timeout() {
-		return err
+		// As the net package does, so errors.Is(err, os.ErrDeadlineExceeded).
+		oe.Err = os.ErrDeadlineExceeded
+		return oe
 	}
 	call := "read"
 	if op == "write" {
