@@ -365,3 +365,7 @@ func (e *Endpoint) DstIP() netip.Addr { return e.addr.Addr() }
 
 // SrcIP returns the zero Addr.
 func (e *Endpoint) SrcIP() netip.Addr { return netip.Addr{} }
+
+// NewEndpoint returns the Endpoint of addr, for Binds outside this package
+// that want the same plain ip:port endpoint.
+func NewEndpoint(addr netip.AddrPort) *Endpoint { return &Endpoint{addr: addr} }
