@@ -234,7 +234,7 @@ func (n *Net) dialTCP(ctx context.Context, ap netip.AddrPort) (net.Conn, error) 
 		}
 		return nil, convertErr("connect", terr)
 	}
-	return &tcpConn{TCPConn: gonet.NewTCPConn(wq, ep), n: n}, nil
+	return newTCPConn(n, gonet.NewTCPConn(wq, ep)), nil
 }
 
 // dialUDP returns a UDP endpoint connected to ap.
@@ -249,7 +249,7 @@ func (n *Net) dialUDP(ap netip.AddrPort) (net.Conn, error) {
 		ep.Close()
 		return nil, convertErr("connect", terr)
 	}
-	return &udpConn{UDPConn: gonet.NewUDPConn(wq, ep), n: n}, nil
+	return newUDPConn(n, gonet.NewUDPConn(wq, ep), netip.Addr{}), nil
 }
 
 // listenAddr parses a listen address: host must be empty (all of the
@@ -329,6 +329,7 @@ func (n *Net) Listen(network, address string) (net.Listener, error) {
 		return nil, opErr(convertErr("listen", terr))
 	}
 	l := &tcpListener{TCPListener: gonet.NewTCPListener(n.stack, wq, ep), n: n}
+	l.addr = fixWildcard(l.TCPListener.Addr(), ap.Addr())
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.closed {
@@ -364,7 +365,25 @@ func (n *Net) ListenPacket(network, address string) (net.PacketConn, error) {
 	if err != nil {
 		return nil, opErr(err)
 	}
-	return &udpConn{UDPConn: gonet.NewUDPConn(wq, ep), n: n}, nil
+	return newUDPConn(n, gonet.NewUDPConn(wq, ep), ap.Addr()), nil
+}
+
+// fixWildcard fills in the bound wildcard address when gVisor reports a
+// local address without one (it reports wildcards as empty).
+func fixWildcard(a net.Addr, bound netip.Addr) net.Addr {
+	switch a := a.(type) {
+	case nil:
+		return nil
+	case *net.TCPAddr:
+		if len(a.IP) == 0 && bound.IsValid() {
+			return &net.TCPAddr{IP: bound.AsSlice(), Port: a.Port}
+		}
+	case *net.UDPAddr:
+		if len(a.IP) == 0 && bound.IsValid() {
+			return &net.UDPAddr{IP: bound.AsSlice(), Port: a.Port}
+		}
+	}
+	return a
 }
 
 // tcpConn is a TCP connection over the tunnel with the net package's
@@ -372,8 +391,17 @@ func (n *Net) ListenPacket(network, address string) (net.PacketConn, error) {
 type tcpConn struct {
 	*gonet.TCPConn
 	n      *Net
+	local  net.Addr // kept: gonet reports none after Close
+	remote net.Addr
 	closed atomic.Bool
 }
+
+func newTCPConn(n *Net, c *gonet.TCPConn) *tcpConn {
+	return &tcpConn{TCPConn: c, n: n, local: c.LocalAddr(), remote: c.RemoteAddr()}
+}
+
+func (c *tcpConn) LocalAddr() net.Addr  { return c.local }
+func (c *tcpConn) RemoteAddr() net.Addr { return c.remote }
 
 func (c *tcpConn) Read(b []byte) (int, error) {
 	k, err := c.TCPConn.Read(b)
@@ -397,8 +425,22 @@ func (c *tcpConn) Close() error {
 type udpConn struct {
 	*gonet.UDPConn
 	n      *Net
+	local  net.Addr // kept: gonet reports none after Close
+	remote net.Addr // nil for ListenPacket's sockets
 	closed atomic.Bool
 }
+
+// newUDPConn wraps c; bound is the address ListenPacket bound, or invalid.
+func newUDPConn(n *Net, c *gonet.UDPConn, bound netip.Addr) *udpConn {
+	u := &udpConn{UDPConn: c, n: n, local: fixWildcard(c.LocalAddr(), bound)}
+	if r := c.RemoteAddr(); r != nil {
+		u.remote = r
+	}
+	return u
+}
+
+func (c *udpConn) LocalAddr() net.Addr  { return c.local }
+func (c *udpConn) RemoteAddr() net.Addr { return c.remote }
 
 func (c *udpConn) Read(b []byte) (int, error) {
 	k, err := c.UDPConn.Read(b)
@@ -450,6 +492,7 @@ func (c *udpConn) Close() error {
 type tcpListener struct {
 	*gonet.TCPListener
 	n         *Net
+	addr      net.Addr // kept: gonet reports none after Close
 	closed    atomic.Bool
 	closeOnce sync.Once
 }
@@ -462,8 +505,10 @@ func (l *tcpListener) Accept() (net.Conn, error) {
 		}
 		return nil, l.n.fixConnErr(err, "accept", false)
 	}
-	return &tcpConn{TCPConn: c.(*gonet.TCPConn), n: l.n}, nil
+	return newTCPConn(l.n, c.(*gonet.TCPConn)), nil
 }
+
+func (l *tcpListener) Addr() net.Addr { return l.addr }
 
 // shutdown wakes blocked Accept calls and closes the endpoint.
 func (l *tcpListener) shutdown() {
