@@ -167,6 +167,14 @@ var keySpecs = []keySpec{
 	{name: "PersistentKeepalive", kind: wgValue, peer: parseKeepalive},
 }
 
+// section returns the section the key belongs in.
+func (k keySpec) section() section {
+	if k.iface != nil {
+		return sectionInterface
+	}
+	return sectionPeer
+}
+
 func lookupKey(name string) (keySpec, bool) {
 	for _, k := range keySpecs {
 		if strings.EqualFold(k.name, name) {
@@ -228,7 +236,7 @@ func (p *parser) apply(spec keySpec, key, value string) error {
 	var err error
 	switch {
 	case p.section == sectionNone:
-		return fmt.Errorf("key %q outside a section; put it under [Interface] or [Peer]", key)
+		return fmt.Errorf("key %q outside a section; it belongs in %v", key, spec.section())
 	case p.section == sectionInterface && spec.iface != nil:
 		err = spec.iface(&p.cfg.Interface, value)
 	case p.section == sectionPeer && spec.peer != nil:
@@ -236,10 +244,8 @@ func (p *parser) apply(spec keySpec, key, value string) error {
 		if err == nil && spec.name == "PublicKey" {
 			p.peerHasKey = true
 		}
-	case spec.iface != nil:
-		return fmt.Errorf("key %q belongs in [Interface], not in %v", key, p.section)
 	default:
-		return fmt.Errorf("key %q belongs in [Peer], not in %v", key, p.section)
+		return fmt.Errorf("key %q belongs in %v, not in %v", key, spec.section(), p.section)
 	}
 	if err != nil {
 		return fmt.Errorf("%s: %w", spec.name, err)
