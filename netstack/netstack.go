@@ -56,7 +56,8 @@ const nicID tcpip.NICID = 1
 // Options are the optional settings of Open. A nil *Options and every zero
 // field mean the documented default.
 type Options struct {
-	// Logger receives the engine's and the stack's log. nil discards it.
+	// Logger receives the engine's log (see wg.DeviceOptions.Logger) and
+	// the Net's own debug messages. nil discards them.
 	Logger *slog.Logger
 
 	// Bind is the engine's outer transport. nil means UDP sockets on all

@@ -396,8 +396,37 @@ func TestCloseUnblocks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A conn whose peer never reads, so that writes block on a full window.
+	lsilent, err := b.Listen("tcp", ":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lsilent.Close()
+	stopSilent := make(chan struct{})
+	defer close(stopSilent)
+	go func() {
+		c, err := lsilent.Accept()
+		if err == nil {
+			<-stopSilent
+			c.Close()
+		}
+	}()
+	wconn, err := a.Dial("tcp", netip.AddrPortFrom(addrB4, uint16(lsilent.Addr().(*net.TCPAddr).Port)).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wconn.Close()
 
 	calls := map[string]func() error{
+		"Write": func() error {
+			buf := make([]byte, 64<<10)
+			for range 1000 { // 64 MiB: far beyond any window
+				if _, err := wconn.Write(buf); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
 		"Accept":   func() error { _, err := l.Accept(); return err },
 		"Read":     func() error { _, err := conn.Read(make([]byte, 10)); return err },
 		"ReadFrom": func() error { _, _, err := pc.ReadFrom(make([]byte, 10)); return err },
@@ -491,6 +520,7 @@ func TestListenAddresses(t *testing.T) {
 		{"v6 only", "tcp6", ":0", []netip.Addr{addrB6}, false},
 		{"one address", "tcp", netip.AddrPortFrom(addrB6, 0).String(), []netip.Addr{addrB6}, false},
 		{"not ours", "tcp", "10.123.0.77:0", nil, true},
+		{"self dial", "tcp4", netip.AddrPortFrom(addrB4, 0).String(), []netip.Addr{addrB4}, false},
 		{"host name", "tcp", "localhost:0", nil, true},
 		{"udp network", "udp", ":0", nil, true},
 	}
@@ -519,8 +549,12 @@ func TestListenAddresses(t *testing.T) {
 				}
 			}()
 			port := uint16(l.Addr().(*net.TCPAddr).Port)
+			dialer := a
+			if tt.name == "self dial" {
+				dialer = b
+			}
 			for _, ip := range tt.dial {
-				c, err := a.Dial("tcp", netip.AddrPortFrom(ip, port).String())
+				c, err := dialer.Dial("tcp", netip.AddrPortFrom(ip, port).String())
 				if err != nil {
 					t.Fatalf("dial %v: %v", ip, err)
 				}
