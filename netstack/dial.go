@@ -43,7 +43,8 @@ func (n *Net) Dial(network, address string) (net.Conn, error) {
 // effect on the connection. Use SetDeadline for that.
 //
 // A destination that no peer's AllowedIPs covers (and that is not one of
-// the tunnel's own addresses) fails at once with an error that says so.
+// the tunnel's own addresses) fails at once with an error wrapping
+// ErrNoRoute.
 // A refused connection is an *net.OpError wrapping syscall.ECONNREFUSED;
 // an expired ctx deadline is an error whose Timeout method reports true.
 // DialContext fits http.Transport.DialContext and proxy.ContextDialer.
@@ -183,12 +184,14 @@ func (n *Net) checkRoute(ip netip.Addr) error {
 	if n.isClosed() {
 		return net.ErrClosed
 	}
-	return fmt.Errorf("netstack: no route to %s: no peer's AllowedIPs covers it: %w", ip, errNoRoute)
+	return fmt.Errorf("%w: %s", ErrNoRoute, ip)
 }
 
-// errNoRoute is wrapped by dial errors for destinations outside every
-// peer's AllowedIPs.
-var errNoRoute = errors.New("no route to host")
+// ErrNoRoute is wrapped by the errors of DialContext, Dial and Ping for a
+// destination that is neither one of the tunnel's own addresses nor in
+// any peer's AllowedIPs: no peer would take the packets, so the call fails
+// at once instead of timing out.
+var ErrNoRoute = errors.New("netstack: no peer's AllowedIPs covers the destination")
 
 func fullAddr(ap netip.AddrPort) (tcpip.FullAddress, tcpip.NetworkProtocolNumber) {
 	proto := ipv4.ProtocolNumber

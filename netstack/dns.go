@@ -192,7 +192,7 @@ func (n *Net) query(ctx context.Context, name string, qtype dnsmessage.Type) ([]
 				return addrs, err
 			}
 			lastErr = fmt.Errorf("server %s: %w", server, err)
-			if errors.Is(err, net.ErrClosed) || errors.Is(err, errNoRoute) {
+			if errors.Is(err, net.ErrClosed) || errors.Is(err, ErrNoRoute) {
 				// Retrying cannot help.
 				return nil, lastErr
 			}

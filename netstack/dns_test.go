@@ -23,12 +23,14 @@ import (
 // testDNS is a small authoritative DNS server on a tunnel, over UDP and
 // TCP port 53. Names in records answer with their addresses; "big."
 // names answer over UDP with only the TC bit, so clients must retry over
-// TCP; every other name is NXDOMAIN.
+// TCP; the first UDP query of each type for a "flaky." name is dropped, so
+// clients must retry; every other name is NXDOMAIN.
 type testDNS struct {
 	records map[string][]netip.Addr // fully qualified, lower case
 
 	mu      sync.Mutex
-	queries []string // "udp name type" or "tcp name type"; guarded by mu
+	queries []string        // "udp name type" or "tcp name type"; guarded by mu
+	dropped map[string]bool // flaky queries dropped once; guarded by mu
 }
 
 func (s *testDNS) log() []string {
@@ -44,9 +46,17 @@ func (s *testDNS) answer(req []byte, transport string) []byte {
 	}
 	q := m.Questions[0]
 	name := strings.ToLower(q.Name.String())
+	query := fmt.Sprintf("%s %s %s", transport, name, q.Type)
 	s.mu.Lock()
-	s.queries = append(s.queries, fmt.Sprintf("%s %s %s", transport, name, q.Type))
+	s.queries = append(s.queries, query)
+	drop := strings.HasPrefix(name, "flaky.") && transport == "udp" && !s.dropped[query]
+	if drop {
+		s.dropped[query] = true
+	}
 	s.mu.Unlock()
+	if drop {
+		return nil
+	}
 	resp := dnsmessage.Message{
 		Header:    dnsmessage.Header{ID: m.ID, Response: true, Authoritative: true, RecursionDesired: m.RecursionDesired},
 		Questions: m.Questions,
@@ -146,7 +156,8 @@ func newTestDNS() *testDNS {
 		"svc.corp.example.": {addrB4},
 		"v6.example.":       {addrB6},
 		"big.example.":      big,
-	}}
+		"flaky.example.":    {addrB4},
+	}, dropped: map[string]bool{}}
 }
 
 // openDNSPair opens A and B, with B serving DNS for A, whose config names
@@ -179,6 +190,7 @@ func TestLookupHost(t *testing.T) {
 		{"search domain", "svc", []string{"10.123.0.2"}, []string{"udp svc.corp.example. TypeA"}},
 		{"dotted name tried as is first", "svc.corp.example", []string{"10.123.0.2"}, []string{"udp svc.corp.example. TypeA"}},
 		{"truncated answer retried over TCP", "big.example", bigWant, []string{"udp big.example. TypeA", "tcp big.example. TypeA"}},
+		{"lost UDP query retried", "flaky.example", []string{"10.123.0.2"}, []string{"udp flaky.example. TypeA", "udp flaky.example. TypeA"}},
 		{"literal IPv4", "10.9.8.7", []string{"10.9.8.7"}, []string{}},
 		{"literal IPv6", "fd00::7", []string{"fd00::7"}, []string{}},
 	}

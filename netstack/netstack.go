@@ -17,6 +17,14 @@
 //
 // Each Net owns its own stack, engine and sockets; any number of them may
 // run in one process.
+//
+// Errors follow the net package: connection errors are *net.OpError values
+// that wrap errnos such as syscall.ECONNREFUSED, os.ErrDeadlineExceeded
+// for deadlines, and net.ErrClosed after Close; lookups fail with
+// *net.DNSError. Other errors start with "netstack: ".
+//
+// The engine and the stack meet at a tun.Device of this package that moves
+// up to 32 packets per Read or Write call.
 package netstack
 
 import (
@@ -113,8 +121,8 @@ type Net struct {
 // endpoint host names), not the life of the Net. nil opts means defaults.
 //
 // The tunnel has a default route for each address family it has an
-// address of; packets whose destination no peer's AllowedIPs covers are
-// refused by the dial methods at once.
+// address of; the dial methods and Ping refuse a destination no peer's
+// AllowedIPs covers at once (ErrNoRoute).
 func Open(ctx context.Context, cfg *wg.Config, opts *Options) (*Net, error) {
 	if opts == nil {
 		opts = &Options{}

@@ -215,14 +215,14 @@ func TestDialErrors(t *testing.T) {
 		for _, network := range []string{"tcp", "udp"} {
 			start := time.Now()
 			_, err := a.DialContext(testContext(t, 10*time.Second), network, "10.123.0.99:80")
-			if err == nil || !errors.Is(err, errNoRoute) {
+			if err == nil || !errors.Is(err, ErrNoRoute) {
 				t.Fatalf("dial %s outside AllowedIPs: %v, want the no-route error", network, err)
 			}
 			if d := time.Since(start); d > time.Second {
 				t.Errorf("dial outside AllowedIPs took %v, want it to fail at once", d)
 			}
 		}
-		if _, err := a.Ping(testContext(t, 10*time.Second), netip.MustParseAddr("10.123.0.99")); !errors.Is(err, errNoRoute) {
+		if _, err := a.Ping(testContext(t, 10*time.Second), netip.MustParseAddr("10.123.0.99")); !errors.Is(err, ErrNoRoute) {
 			t.Errorf("ping outside AllowedIPs: %v, want the no-route error", err)
 		}
 	})
@@ -239,13 +239,13 @@ func TestDialErrors(t *testing.T) {
 		defer cancel()
 		_, err := a.DialContext(ctx, "tcp", "10.123.0.99:80")
 		var ne net.Error
-		if !errors.As(err, &ne) || !ne.Timeout() || errors.Is(err, errNoRoute) {
+		if !errors.As(err, &ne) || !ne.Timeout() || errors.Is(err, ErrNoRoute) {
 			t.Errorf("dial after adding the route: %v, want a timeout", err)
 		}
 		if err := a.Device().RemovePeer(peer.PublicKey); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := a.DialContext(testContext(t, 10*time.Second), "tcp", netip.AddrPortFrom(addrB4, 80).String()); !errors.Is(err, errNoRoute) {
+		if _, err := a.DialContext(testContext(t, 10*time.Second), "tcp", netip.AddrPortFrom(addrB4, 80).String()); !errors.Is(err, ErrNoRoute) {
 			t.Errorf("dial after removing the peer: %v, want the no-route error", err)
 		}
 	})
