@@ -55,7 +55,7 @@
 //
 // After closing a Server or Network, its cleanup fails the test if
 // goroutines started since NewServer or NewNetwork are still running
-// (go.uber.org/goleak, retried for about two seconds). The check is a
+// (go.uber.org/goleak, retried for three seconds). The check is a
 // snapshot diff and cannot tell whose goroutines it sees, so tests that
 // call t.Parallel should set NoLeakCheck in the options and use
 // goleak.VerifyTestMain for the package instead.

@@ -217,7 +217,7 @@ func newNetwork(t testing.TB, n int, opts *NetworkOptions) (_ *Network, err erro
 	}
 	nw := &Network{t: t}
 	if !opts.NoLeakCheck {
-		nw.check = leakCheck(t)
+		nw.check = leakCheck(t, leakGrace)
 	}
 	nw.sw = memnet.NewSwitch(&memnet.Options{Seed: opts.Seed, QueueLen: opts.QueueLen, BatchSize: opts.BatchSize})
 	defer func() {
@@ -310,7 +310,7 @@ func (nw *Network) SetFaults(f Faults) {
 	}
 }
 
-// Faults returns the faults in effect.
+// Faults returns the faults in effect, with ReorderDelay's default filled in.
 func (nw *Network) Faults() Faults { return Faults(nw.sw.Faults()) }
 
 // Stats returns a snapshot of the transport's counters.

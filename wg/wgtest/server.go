@@ -98,7 +98,7 @@ func NewServer(t testing.TB, opts *ServerOptions) *Server {
 	}
 	var check func()
 	if !opts.NoLeakCheck {
-		check = leakCheck(t)
+		check = leakCheck(t, leakGrace)
 	}
 	s := &Server{
 		t:       t,
