@@ -58,6 +58,9 @@ import (
 // wg-quick does.
 const DefaultMTU = 1420
 
+// maxUAPIName is the longest interface name wg(8) handles (IFNAMSIZ-1).
+const maxUAPIName = 15
+
 // nicID is the stack's only NIC, the WireGuard link.
 const nicID tcpip.NICID = 1
 
@@ -82,9 +85,10 @@ type Options struct {
 	UAPIDir string
 
 	// UAPIName is the interface name for the UAPI socket and the name the
-	// engine sees. "" means "wgkit-<pid>-<key>", where <key> is the first
-	// 8 hex digits of the interface's public key, unique among the Nets of
-	// one process unless two share a private key.
+	// engine sees; with UAPIDir set it must be at most 15 bytes, the
+	// longest interface name wg(8) handles. "" means "wk<pid>-<key>", where
+	// <key> is the first 4 hex digits of the interface's public key: unique
+	// among the Nets of one process unless their keys share that prefix.
 	UAPIName string
 }
 
@@ -160,7 +164,10 @@ func Open(ctx context.Context, cfg *wg.Config, opts *Options) (*Net, error) {
 	n.name = opts.UAPIName
 	if n.name == "" {
 		pub := cfg.Interface.PrivateKey.PublicKey()
-		n.name = fmt.Sprintf("wgkit-%d-%s", os.Getpid(), hex.EncodeToString(pub[:4]))
+		n.name = fmt.Sprintf("wk%d-%s", os.Getpid(), hex.EncodeToString(pub[:2]))
+	}
+	if opts.UAPIDir != "" && len(n.name) > maxUAPIName {
+		return fail(fmt.Errorf("UAPI name %q is longer than %d bytes", n.name, maxUAPIName))
 	}
 	n.ep = newEndpoint(uint32(mtu))
 	st, err := n.newStack(cfg.Interface.Addresses)

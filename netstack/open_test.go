@@ -98,7 +98,7 @@ func TestOpenDefaults(t *testing.T) {
 		t.Errorf("tun MTU = %d, want %d", m, DefaultMTU)
 	}
 	pub := a.Device().PublicKey()
-	wantName := "wgkit-" + strconv.Itoa(os.Getpid()) + "-" + hex.EncodeToString(pub[:4])
+	wantName := "wk" + strconv.Itoa(os.Getpid()) + "-" + hex.EncodeToString(pub[:2])
 	if a.Name() != wantName {
 		t.Errorf("Name() = %q, want %q", a.Name(), wantName)
 	}
@@ -261,5 +261,20 @@ func TestOpenCloseCycles(t *testing.T) {
 				t.Fatal(err)
 			}
 		}()
+	}
+}
+
+func TestOpenLongUAPIName(t *testing.T) {
+	cfg, _ := pairConfigs(t, "", "")
+	sw := memnet.NewSwitch(nil)
+	defer sw.Close()
+	ep, err := sw.NewAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := Open(context.Background(), cfg, &Options{Bind: sw.NewBind(1, ep), UAPIDir: t.TempDir(), UAPIName: "sixteen-bytes-xx"})
+	if err == nil {
+		n.Close()
+		t.Fatal("Open with a 16-byte UAPI name succeeded")
 	}
 }
