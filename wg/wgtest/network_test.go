@@ -338,3 +338,79 @@ func TestHubAndSpoke(t *testing.T) {
 		}
 	}
 }
+
+// TestNetworkRoamKeepalive has the hub follow a roamed spoke with no
+// traffic from the test: the spoke's persistent keepalives carry the new
+// address.
+func TestNetworkRoamKeepalive(t *testing.T) {
+	nw := NewNetwork(t, 2, &NetworkOptions{Topology: HubAndSpoke, PersistentKeepalive: time.Second})
+	hub, spoke := nw.Peer(0), nw.Peer(1)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := spoke.Net().Ping(ctx, hub.Addr()); err != nil {
+		t.Fatal(err)
+	}
+	addr := nw.Roam(1)
+	endpoint := func() netip.AddrPort { return hub.Net().Device().Peers()[0].Endpoint }
+	for endpoint() != addr {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("hub's endpoint for the spoke is %v, want %v", endpoint(), addr)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	if _, err := hub.Net().Ping(ctx, spoke.Addr()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestNetworkFaultsPing(t *testing.T) {
+	tests := []struct {
+		name   string
+		faults Faults
+		check  func(t *testing.T, rtt time.Duration, err error, st Stats)
+	}{
+		{
+			name:   "delay",
+			faults: Faults{Delay: 40 * time.Millisecond, Jitter: 5 * time.Millisecond},
+			check: func(t *testing.T, rtt time.Duration, err error, st Stats) {
+				if err != nil || rtt < 80*time.Millisecond {
+					t.Errorf("ping: %v after %v, want a reply after at least 80ms", err, rtt)
+				}
+			},
+		},
+		{
+			name:   "duplicate",
+			faults: Faults{Duplicate: 1},
+			check: func(t *testing.T, rtt time.Duration, err error, st Stats) {
+				if err != nil || st.Duplicated < 2 {
+					t.Errorf("ping: %v, Duplicated %d, want a reply and 2 copies", err, st.Duplicated)
+				}
+			},
+		},
+		{
+			name:   "loss",
+			faults: Faults{Loss: 1},
+			check: func(t *testing.T, rtt time.Duration, err error, st Stats) {
+				if err == nil || st.Lost < 1 {
+					t.Errorf("ping: %v, Lost %d, want no reply", err, st.Lost)
+				}
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			nw := NewNetwork(t, 2, &NetworkOptions{Seed: 3})
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if _, err := nw.Peer(0).Net().Ping(ctx, nw.Peer(1).Addr()); err != nil {
+				t.Fatal(err)
+			}
+			nw.SetFaults(tt.faults)
+			pctx, pcancel := context.WithTimeout(ctx, time.Second)
+			defer pcancel()
+			rtt, err := nw.Peer(0).Net().Ping(pctx, nw.Peer(1).Addr())
+			tt.check(t, rtt, err, nw.Stats())
+		})
+	}
+}
