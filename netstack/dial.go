@@ -464,6 +464,8 @@ func (c *udpConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 	// gonet asserts *net.UDPAddr; accept any net.Addr naming an IP and port.
 	var ua *net.UDPAddr
 	switch a := addr.(type) {
+	case nil:
+		return 0, &net.OpError{Op: "write", Net: "udp", Source: c.LocalAddr(), Err: errors.New("netstack: missing address")}
 	case *net.UDPAddr:
 		ua = a
 	default:

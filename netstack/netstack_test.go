@@ -151,8 +151,12 @@ func TestUDP(t *testing.T) {
 			if got := from.(*net.UDPAddr).AddrPort(); got.Addr() != tt.peerAddr {
 				t.Errorf("datagram from %v, want address %v", got, tt.peerAddr)
 			}
+			if _, err := pc.WriteTo([]byte("x"), nil); err == nil {
+				t.Error("WriteTo a nil address succeeded")
+			}
 			reply := []byte("reply")
-			if _, err := pc.WriteTo(reply, from); err != nil {
+			// Any net.Addr naming an IP and port will do, as with net.UDPConn.
+			if _, err := pc.WriteTo(reply, addrPortAddr(from.(*net.UDPAddr).AddrPort())); err != nil {
 				t.Fatal(err)
 			}
 			k, err = c.Read(buf)
@@ -165,6 +169,12 @@ func TestUDP(t *testing.T) {
 		})
 	}
 }
+
+// addrPortAddr is a net.Addr that is not a *net.UDPAddr.
+type addrPortAddr netip.AddrPort
+
+func (a addrPortAddr) Network() string { return "udp" }
+func (a addrPortAddr) String() string  { return netip.AddrPort(a).String() }
 
 func TestPing(t *testing.T) {
 	a, b := openPair(t, nil)
