@@ -15,10 +15,11 @@ import (
 	"github.com/wgkit/wgkit/wg"
 )
 
-// Default tunnel prefixes of a Network: room for 65534 peers.
+// Default tunnel prefixes of a Network: room for 65534 peers. They are
+// read only; the package keeps no mutable state.
 var (
-	DefaultNetworkPrefix4 = netip.MustParsePrefix("10.100.0.0/16")
-	DefaultNetworkPrefix6 = netip.MustParsePrefix("fd00:100::/64")
+	defaultNetworkPrefix4 = netip.MustParsePrefix("10.100.0.0/16")
+	defaultNetworkPrefix6 = netip.MustParsePrefix("fd00:100::/64")
 )
 
 // Topology says which peers of a Network know each other.
@@ -109,8 +110,8 @@ type NetworkOptions struct {
 	Logger *slog.Logger
 
 	// Prefix4 and Prefix6 are the tunnel's address ranges; peer i has
-	// host address i+1 of each. Zero means DefaultNetworkPrefix4 and
-	// DefaultNetworkPrefix6.
+	// host address i+1 of each. Zero means 10.100.0.0/16 and
+	// fd00:100::/64.
 	Prefix4, Prefix6 netip.Prefix
 
 	// MTU is every peer's tunnel MTU. Zero means the netstack default.
@@ -209,10 +210,10 @@ func newNetwork(t testing.TB, n int, opts *NetworkOptions) (_ *Network, err erro
 	}
 	p4, p6 := opts.Prefix4, opts.Prefix6
 	if !p4.IsValid() {
-		p4 = DefaultNetworkPrefix4
+		p4 = defaultNetworkPrefix4
 	}
 	if !p6.IsValid() {
-		p6 = DefaultNetworkPrefix6
+		p6 = defaultNetworkPrefix6
 	}
 	if !p4.Addr().Is4() || !p6.Addr().Is6() {
 		return nil, fmt.Errorf("wgtest: new network: Prefix4 %v must be IPv4 and Prefix6 %v IPv6", p4, p6)

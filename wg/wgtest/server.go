@@ -17,11 +17,11 @@ import (
 	"golang.zx2c4.com/wireguard/conn"
 )
 
-// Default tunnel prefixes of a Server. The addresses exist only inside the
-// test process (netstack); nothing is routed on the host.
+// Default tunnel prefixes of a Server, read only. The addresses exist only
+// inside the test process (netstack); nothing is routed on the host.
 var (
-	DefaultServerPrefix4 = netip.MustParsePrefix("10.99.0.0/24")
-	DefaultServerPrefix6 = netip.MustParsePrefix("fd00:99::/64")
+	defaultServerPrefix4 = netip.MustParsePrefix("10.99.0.0/24")
+	defaultServerPrefix6 = netip.MustParsePrefix("fd00:99::/64")
 )
 
 // openNet opens a netstack peer for cfg on bind, bounding the set-up by
@@ -41,8 +41,8 @@ type ServerOptions struct {
 
 	// Prefix4 and Prefix6 are the tunnel's address ranges. The server has
 	// the first host address of each (10.99.0.1, fd00:99::1), clients get
-	// the following ones. Zero means DefaultServerPrefix4 and
-	// DefaultServerPrefix6.
+	// the following ones. Zero means 10.99.0.0/24 and
+	// fd00:99::/64.
 	Prefix4, Prefix6 netip.Prefix
 
 	// MTU is the tunnel MTU of the server and of its client configs.
@@ -109,10 +109,10 @@ func NewServer(t testing.TB, opts *ServerOptions) *Server {
 		keep:    opts.PersistentKeepalive,
 	}
 	if !s.prefix4.IsValid() {
-		s.prefix4 = DefaultServerPrefix4
+		s.prefix4 = defaultServerPrefix4
 	}
 	if !s.prefix6.IsValid() {
-		s.prefix6 = DefaultServerPrefix6
+		s.prefix6 = defaultServerPrefix6
 	}
 	if !s.prefix4.Addr().Is4() || !s.prefix6.Addr().Is6() {
 		t.Fatalf("wgtest: new server: Prefix4 %v must be IPv4 and Prefix6 %v IPv6", s.prefix4, s.prefix6)
