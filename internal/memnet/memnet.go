@@ -293,6 +293,7 @@ func (s *Switch) send(from *Bind, fromEP *Endpoint, dst netip.AddrPort, data []b
 	// Always draw the same number of values per datagram so that a change
 	// of one fault does not shift the decisions of the others.
 	var delays [2]time.Duration
+	var reordered [2]bool
 	l.mu.Lock()
 	loss, dup := l.rng.Float64(), l.rng.Float64()
 	for i := range delays {
@@ -300,9 +301,7 @@ func (s *Switch) send(from *Bind, fromEP *Endpoint, dst netip.AddrPort, data []b
 		delays[i] = f.Delay + time.Duration(j*float64(f.Jitter))
 		if r < f.Reorder {
 			delays[i] += f.ReorderDelay
-			if i == 0 || dup < f.Duplicate {
-				c.reordered.Add(1)
-			}
+			reordered[i] = true
 		}
 	}
 	l.mu.Unlock()
@@ -315,7 +314,10 @@ func (s *Switch) send(from *Bind, fromEP *Endpoint, dst netip.AddrPort, data []b
 		copies = 2
 		c.duplicated.Add(1)
 	}
-	for _, d := range delays[:copies] {
+	for i, d := range delays[:copies] {
+		if reordered[i] {
+			c.reordered.Add(1)
+		}
 		if d <= 0 {
 			to.enqueue(p)
 			continue
