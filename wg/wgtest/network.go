@@ -159,6 +159,7 @@ type Peer struct {
 	nw    *Network
 	index int
 	key   wg.Key
+	pub   wg.Key // key.PublicKey(), computed once: a mesh needs it n-1 times
 	addr4 netip.Addr
 	addr6 netip.Addr
 	cfg   *wg.Config
@@ -242,6 +243,7 @@ func newNetwork(t testing.TB, n int, opts *NetworkOptions) (_ *Network, err erro
 		if p.key, err = wg.GeneratePrivateKey(); err != nil {
 			return nil, fmt.Errorf("wgtest: new network: %w", err)
 		}
+		p.pub = p.key.PublicKey()
 		if p.addr4, err = nthAddr(p4, i+1); err != nil {
 			return nil, fmt.Errorf("wgtest: new network: %w", err)
 		}
@@ -259,7 +261,7 @@ func newNetwork(t testing.TB, n int, opts *NetworkOptions) (_ *Network, err erro
 			allowed = []netip.Prefix{hostPrefix(q.addr4), hostPrefix(q.addr6)}
 		}
 		return wg.Peer{
-			PublicKey:           q.key.PublicKey(),
+			PublicKey:           q.pub,
 			Endpoint:            q.endpoint.String(),
 			AllowedIPs:          allowed,
 			PersistentKeepalive: opts.PersistentKeepalive,
@@ -403,7 +405,7 @@ func (p *Peer) Addr6() netip.Addr { return p.addr6 }
 func (p *Peer) Key() wg.Key { return p.key }
 
 // PublicKey returns the peer's public key.
-func (p *Peer) PublicKey() wg.Key { return p.key.PublicKey() }
+func (p *Peer) PublicKey() wg.Key { return p.pub }
 
 // Endpoint returns the peer's current transport address, an in-process
 // address from 198.18.0.0/15 that Roam changes.
