@@ -42,7 +42,9 @@ func (e *ConfigError) Unwrap() error { return e.Err }
 //
 // It follows the two tools' rules: section names and keys are
 // case-insensitive; '#' starts a comment except in the hook commands
-// (PreUp, PostUp, PreDown, PostDown), which keep their whole value; CRLF
+// (PreUp, PostUp, PreDown, PostDown), which keep their whole value, so
+// that a '#' inside shell quotes survives (the wg-quick of wireguard-tools
+// v1.0.20210914 still cuts hooks at the first '#'); CRLF
 // line endings and whitespace around keys and values are ignored, and as
 // in wg(8) all whitespace inside the value of a wg(8) key is removed;
 // lists are separated by commas, spaces or both; repeated Address, DNS
@@ -566,7 +568,8 @@ func joinHostPort(host string, port uint64) string {
 }
 
 // checkEndpointHost accepts an IP address (IPv6 with an optional zone)
-// or a host name of letters, digits and ".-_".
+// or a host name of letters, digits and ".-_" that is not all digits and
+// dots.
 func checkEndpointHost(h string) error {
 	if h == "" {
 		return errors.New("empty host")
@@ -575,6 +578,12 @@ func checkEndpointHost(h string) error {
 		a, err := netip.ParseAddr(h)
 		if err != nil || checkZone(a) != nil {
 			return fmt.Errorf("bad IPv6 address %q", h)
+		}
+		return nil
+	}
+	if looksLikeIP(h) {
+		if _, err := netip.ParseAddr(h); err != nil {
+			return fmt.Errorf("bad IPv4 address %q", h)
 		}
 		return nil
 	}

@@ -348,6 +348,8 @@ func TestParseConfigErrors(t *testing.T) {
 		{"endpoint empty v6 host", peerB + "Endpoint = []:51820\n", 3, "empty host"},
 		{"endpoint bad v6", peerB + "Endpoint = [2001:db8::g]:1\n", 3, `bad IPv6 address "2001:db8::g"`},
 		{"endpoint bad host", peerB + "Endpoint = a/b:1\n", 3, `bad host name "a/b"`},
+		{"endpoint bad IPv4", peerB + "Endpoint = 10.0.0.256:1\n", 3, `bad IPv4 address "10.0.0.256"`},
+		{"endpoint short IPv4", peerB + "Endpoint = 10.1:1\n", 3, `bad IPv4 address "10.1"`},
 		{"peer without public key", "[Interface]\n\n[Peer]\nAllowedIPs = 10.0.0.0/8\n", 3, "[Peer] has no PublicKey"},
 		{"middle peer without public key", peerB + "[Peer]\nEndpoint = a:1\n" + peerB, 3, "[Peer] has no PublicKey"},
 		{"empty peer before interface", "[Peer]\n[Interface]\n", 1, "[Peer] has no PublicKey"},
