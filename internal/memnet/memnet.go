@@ -116,16 +116,20 @@ type Switch struct {
 	addrs    map[netip.AddrPort]*Bind // open binds by address; guarded by mu
 	parts    map[[2]int]bool          // partitioned node pairs, lower id first; guarded by mu
 	links    map[[2]int]*link         // directed links by (src, dst) id; guarded by mu
+	ovr      int                      // links with their own faults; guarded by mu
 	nextAddr uint32                   // guarded by mu
 	closed   bool                     // guarded by mu
 
 	sched scheduler
 }
 
-// link holds the random generator of one direction between two nodes.
+// link holds the random generator of one direction between two nodes and
+// the faults that replace the switch's on it.
 type link struct {
 	mu  sync.Mutex
 	rng *rand.Rand // guarded by mu
+
+	faults *Faults // nil: the switch's faults; guarded by Switch.mu
 }
 
 // NewSwitch returns a running switch. Its timer goroutine runs until Close.
@@ -176,7 +180,8 @@ func (s *Switch) Close() error {
 	return nil
 }
 
-// SetFaults replaces the faults of every link. It may be called while
+// SetFaults replaces the faults of every link without faults of its own
+// (see SetLinkFaults). It may be called while
 // traffic flows; datagrams already delayed keep their delivery time.
 func (s *Switch) SetFaults(f Faults) error {
 	if err := f.validate(); err != nil {
@@ -191,6 +196,33 @@ func (s *Switch) SetFaults(f Faults) error {
 
 // Faults returns the current faults.
 func (s *Switch) Faults() Faults { return *s.faults.Load() }
+
+// SetLinkFaults gives the datagrams from node src to node dst their own
+// faults, which replace (not add to) the switch's. nil returns the link to
+// the switch's faults. It may be called while traffic flows.
+func (s *Switch) SetLinkFaults(src, dst int, f *Faults) error {
+	if f != nil {
+		c := *f
+		if err := c.validate(); err != nil {
+			return err
+		}
+		if c.ReorderDelay == 0 {
+			c.ReorderDelay = time.Millisecond
+		}
+		f = &c
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := s.linkForLocked(src, dst)
+	switch {
+	case l.faults == nil && f != nil:
+		s.ovr++
+	case l.faults != nil && f == nil:
+		s.ovr--
+	}
+	l.faults = f
+	return nil
+}
 
 // Stats returns a snapshot of the switch's counters.
 func (s *Switch) Stats() Stats {
@@ -276,7 +308,15 @@ func (s *Switch) send(from *Bind, fromEP *Endpoint, dst netip.AddrPort, data []b
 		return
 	}
 	var l *link
-	if *f != (Faults{ReorderDelay: f.ReorderDelay}) {
+	if s.ovr > 0 {
+		l = s.linkForLocked(from.id, to.id)
+		if l.faults != nil {
+			f = l.faults
+		}
+	}
+	if *f == (Faults{ReorderDelay: f.ReorderDelay}) {
+		l = nil // a perfect link: no random numbers needed
+	} else if l == nil {
 		l = s.linkForLocked(from.id, to.id)
 	}
 	s.mu.Unlock()

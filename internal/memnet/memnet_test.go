@@ -327,3 +327,30 @@ func TestSetFaultsValidates(t *testing.T) {
 		}
 	}
 }
+
+func TestLinkFaults(t *testing.T) {
+	s, b, fns := openPair(t, nil)
+	if err := s.SetLinkFaults(0, 1, &Faults{Loss: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetLinkFaults(0, 1, &Faults{Loss: 2}); err == nil {
+		t.Errorf("SetLinkFaults with loss 2 succeeded")
+	}
+	send(t, b[0], b[1].Addr(), "lost")
+	send(t, b[1], b[0].Addr(), "back")
+	if err := s.SetLinkFaults(0, 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	send(t, b[0], b[1].Addr(), "kept")
+	got := recvAll(t, b[1], fns[1], 50*time.Millisecond)
+	if diff := cmp.Diff([]string{"kept"}, got); diff != "" {
+		t.Errorf("0 -> 1 received (-want +got):\n%s", diff)
+	}
+	got = recvAll(t, b[0], fns[0], 50*time.Millisecond)
+	if diff := cmp.Diff([]string{"back"}, got); diff != "" {
+		t.Errorf("1 -> 0 received (-want +got):\n%s", diff)
+	}
+	if st := s.Stats(); st.Lost != 1 {
+		t.Errorf("Lost = %d, want 1", st.Lost)
+	}
+}

@@ -41,7 +41,8 @@
 //
 // The transport misbehaves on request, also while traffic flows:
 // [Network.SetFaults] sets loss, delay, jitter, reordering, duplication
-// and a path MTU ([Faults]); [Network.Partition] and [Network.Heal] cut
+// and a path MTU ([Faults]) for all links, [Network.SetLinkFaults] for
+// one direction between two peers; [Network.Partition] and [Network.Heal] cut
 // and restore the path between two peers; [Network.Roam] moves a peer to a
 // new transport address, and the others follow it by WireGuard's roaming.
 // With the same [NetworkOptions.Seed] the fault decisions on each link

@@ -316,6 +316,22 @@ func (nw *Network) SetFaults(f Faults) {
 	}
 }
 
+// SetLinkFaults gives the datagrams from peer from to peer to their own
+// faults, which replace the network's (see SetFaults) on that one
+// direction; nil returns the link to the network's faults. It may be
+// called while traffic flows. Invalid faults fail the test and change
+// nothing.
+func (nw *Network) SetLinkFaults(from, to int, f *Faults) {
+	var mf *memnet.Faults
+	if f != nil {
+		c := memnet.Faults(*f)
+		mf = &c
+	}
+	if err := nw.sw.SetLinkFaults(from, to, mf); err != nil {
+		nw.t.Errorf("wgtest: set link faults %d -> %d: %v", from, to, err)
+	}
+}
+
 // Faults returns the faults in effect, with ReorderDelay's default filled in.
 func (nw *Network) Faults() Faults { return Faults(nw.sw.Faults()) }
 

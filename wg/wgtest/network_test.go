@@ -417,3 +417,24 @@ func TestNetworkFaultsPing(t *testing.T) {
 		})
 	}
 }
+
+func TestNetworkLinkFaults(t *testing.T) {
+	nw := NewNetwork(t, 3, &NetworkOptions{Seed: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, i := range []int{1, 2} {
+		if _, err := nw.Peer(0).Net().Ping(ctx, nw.Peer(i).Addr()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Only the replies from peer 2 to peer 0 are lost.
+	nw.SetLinkFaults(2, 0, &Faults{Loss: 1})
+	if _, err := nw.Peer(0).Net().Ping(ctx, nw.Peer(1).Addr()); err != nil {
+		t.Errorf("0 -> 1 through a clean link: %v", err)
+	}
+	pingFails(t, nw.Peer(0).Net(), nw.Peer(2).Addr(), "a reply crossed a link with 100% loss")
+	nw.SetLinkFaults(2, 0, nil)
+	if _, err := nw.Peer(0).Net().Ping(ctx, nw.Peer(2).Addr()); err != nil {
+		t.Errorf("0 -> 2 after clearing the link's faults: %v", err)
+	}
+}
