@@ -55,7 +55,11 @@ type Faults struct {
 	MTU int
 }
 
-func (f *Faults) validate() error {
+// normalize checks f and fills in defaults.
+func (f *Faults) normalize() error {
+	if f.ReorderDelay == 0 {
+		f.ReorderDelay = time.Millisecond
+	}
 	for _, p := range []struct {
 		name string
 		v    float64
@@ -184,11 +188,8 @@ func (s *Switch) Close() error {
 // (see SetLinkFaults). It may be called while
 // traffic flows; datagrams already delayed keep their delivery time.
 func (s *Switch) SetFaults(f Faults) error {
-	if err := f.validate(); err != nil {
+	if err := f.normalize(); err != nil {
 		return err
-	}
-	if f.ReorderDelay == 0 {
-		f.ReorderDelay = time.Millisecond
 	}
 	s.faults.Store(&f)
 	return nil
@@ -203,11 +204,8 @@ func (s *Switch) Faults() Faults { return *s.faults.Load() }
 func (s *Switch) SetLinkFaults(src, dst int, f *Faults) error {
 	if f != nil {
 		c := *f
-		if err := c.validate(); err != nil {
+		if err := c.normalize(); err != nil {
 			return err
-		}
-		if c.ReorderDelay == 0 {
-			c.ReorderDelay = time.Millisecond
 		}
 		f = &c
 	}
