@@ -520,6 +520,8 @@ func TestMarshalTextRoundTrip(t *testing.T) {
 	}
 }
 
+// checkRoundTrip checks that ParseConfig(MarshalText(c)) equals c and
+// that marshaling the result gives the same text again.
 func checkRoundTrip(t *testing.T, c *Config) {
 	t.Helper()
 	text, err := c.MarshalText()
