@@ -1,0 +1,574 @@
+//go:build linux
+
+package tun
+
+// The namespace side of the root tests runs in a child process started
+// with `ip netns exec NS <this test binary> -test.run=^TestHelperProcess$`,
+// because every socket wireguard-go opens later, from its own goroutines,
+// must be created inside the namespace. The parent sends one command per
+// line on the child's stdin and reads one JSON reply per line from its
+// stdout (lines starting with replyPrefix); the child's log goes to stderr.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"golang.org/x/net/icmp"
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
+	"golang.org/x/sys/unix"
+
+	"github.com/wgkit/wgkit/wg"
+)
+
+const (
+	helperEnv   = "WGKIT_TUN_HELPER"         // "open" (tun.Open) or other roles
+	configEnv   = "WGKIT_TUN_HELPER_CONFIG"  // wg-quick text
+	optionsEnv  = "WGKIT_TUN_HELPER_OPTIONS" // JSON helperOptions
+	replyPrefix = "wgkit-helper: "
+	// helperLifetime bounds a child that the parent forgot or lost.
+	helperLifetime = 60 * time.Second
+)
+
+// helperOptions are the Options a child passes to Open.
+type helperOptions struct {
+	Name        string
+	SetDNS      bool
+	DisableUAPI bool
+}
+
+type reply struct {
+	OK   bool            `json:"ok"`
+	Err  string          `json:"err,omitempty"`
+	Data json.RawMessage `json:"data,omitempty"`
+}
+
+// TestHelperProcess is not a test: it is the child process of the root
+// tests (see the comment at the top of this file). It does nothing unless
+// started by one of them.
+func TestHelperProcess(t *testing.T) {
+	role := os.Getenv(helperEnv)
+	if role == "" {
+		return
+	}
+	os.Exit(runHelper(role))
+}
+
+// helperRoles maps roles other than "open" to their set-up; each returns
+// the command handler and a closer. Other files add roles (netstack).
+type helperRole func(ctx context.Context, cfg *wg.Config, log *slog.Logger) (handler func(cmd, arg string) (any, error), closer func() error, err error)
+
+func runHelper(role string) int {
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	out := bufio.NewWriter(os.Stdout)
+	send := func(data any, err error) {
+		r := reply{OK: err == nil}
+		if err != nil {
+			r.Err = err.Error()
+		}
+		if data != nil {
+			b, merr := json.Marshal(data)
+			if merr != nil {
+				r.OK, r.Err = false, merr.Error()
+			}
+			r.Data = b
+		}
+		b, _ := json.Marshal(r)
+		fmt.Fprintf(out, "%s%s\n", replyPrefix, b)
+		out.Flush()
+	}
+	cfg, err := wg.ParseConfig(strings.NewReader(os.Getenv(configEnv)))
+	if err != nil {
+		send(nil, fmt.Errorf("helper: config: %w", err))
+		return 1
+	}
+	var ho helperOptions
+	if s := os.Getenv(optionsEnv); s != "" {
+		if err := json.Unmarshal([]byte(s), &ho); err != nil {
+			send(nil, fmt.Errorf("helper: options: %w", err))
+			return 1
+		}
+	}
+
+	lines := make(chan string)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(os.Stdin)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	// Goroutines alive now (the test framework's, the stdin reader) are
+	// not the tunnel's; any other one alive after Close is a leak.
+	baseline := goleak.IgnoreCurrent()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	var handle func(cmd, arg string) (any, error)
+	var closer func() error
+	switch role {
+	case "open":
+		handle, closer, err = openRole(ctx, cfg, &ho, log)
+	default:
+		r, ok := extraRoles()[role]
+		if !ok {
+			err = fmt.Errorf("helper: unknown role %q", role)
+		} else {
+			handle, closer, err = r(ctx, cfg, log)
+		}
+	}
+	cancel()
+	if err != nil {
+		send(nil, err)
+		return 0
+	}
+	send(nil, nil)
+
+	deadline := time.NewTimer(helperLifetime)
+	defer deadline.Stop()
+	for {
+		var line string
+		var ok bool
+		select {
+		case line, ok = <-lines:
+		case <-deadline.C:
+			log.Error("helper: lifetime exceeded, closing")
+		}
+		if !ok {
+			// Parent gone, or out of time: tear down and leave.
+			if err := closer(); err != nil {
+				log.Error("helper: close", "err", err)
+			}
+			return 0
+		}
+		cmd, arg, _ := strings.Cut(line, " ")
+		if cmd == "close" {
+			send(closeAndCheck(closer, baseline))
+			return 0
+		}
+		send(handle(cmd, arg))
+	}
+}
+
+// closeResult is what a child reports on "close".
+type closeResult struct {
+	CloseErr       string
+	SecondCloseErr string
+	SecondIsClosed bool
+	Leaks          string
+}
+
+// closeAndCheck closes twice and looks for leaked goroutines, from the
+// child's side (the parent cannot see the child's goroutines).
+func closeAndCheck(closer func() error, baseline goleak.Option) (any, error) {
+	var res closeResult
+	if err := closer(); err != nil {
+		res.CloseErr = err.Error()
+	}
+	err := closer()
+	if err != nil {
+		res.SecondCloseErr = err.Error()
+	}
+	res.SecondIsClosed = errors.Is(err, net.ErrClosed)
+	if err := goleak.Find(baseline); err != nil {
+		res.Leaks = err.Error()
+	}
+	return res, nil
+}
+
+func openRole(ctx context.Context, cfg *wg.Config, ho *helperOptions, log *slog.Logger) (func(cmd, arg string) (any, error), func() error, error) {
+	ifc, err := Open(ctx, cfg, &Options{Name: ho.Name, Logger: log, SetDNS: ho.SetDNS, DisableUAPI: ho.DisableUAPI})
+	if err != nil {
+		return nil, nil, err
+	}
+	var tcp tcpEcho
+	handle := func(cmd, arg string) (any, error) {
+		switch cmd {
+		case "peers":
+			return ifc.Device().Peers(), nil
+		case "config":
+			b, err := ifc.Device().Config().MarshalText()
+			return string(b), err
+		case "name":
+			return ifc.Name(), nil
+		default:
+			return commonCommand(&tcp, nil, cmd, arg)
+		}
+	}
+	closer := func() error {
+		err := ifc.Close()
+		tcp.close()
+		return err
+	}
+	return handle, closer, nil
+}
+
+// dialer is what the TCP commands dial with; nil is the host's stack.
+type dialer interface {
+	DialContext(ctx context.Context, network, address string) (net.Conn, error)
+}
+
+// commonCommand runs the commands every role understands: ping ADDR,
+// listen ADDR (a TCP echo server, replying with the bound address) and
+// dial ADDR (a TCP echo round trip).
+func commonCommand(tcp *tcpEcho, d dialer, cmd, arg string) (any, error) {
+	switch cmd {
+	case "ping":
+		addr, err := netip.ParseAddr(arg)
+		if err != nil {
+			return nil, err
+		}
+		return nil, ping(addr, 10*time.Second)
+	case "listen":
+		return tcp.listen(arg)
+	case "dial":
+		if d == nil {
+			d = &net.Dialer{}
+		}
+		return nil, echoRoundTrip(d, arg)
+	}
+	return nil, fmt.Errorf("helper: unknown command %q", cmd)
+}
+
+// ping sends ICMP echo requests to addr until one is answered or timeout
+// passes, one every 200ms.
+func ping(addr netip.Addr, timeout time.Duration) error {
+	network, laddr, proto := "ip4:icmp", "0.0.0.0", 1
+	var typ, replyTyp icmp.Type = ipv4.ICMPTypeEcho, ipv4.ICMPTypeEchoReply
+	if addr.Is6() {
+		network, laddr, proto = "ip6:ipv6-icmp", "::", 58
+		typ, replyTyp = ipv6.ICMPTypeEchoRequest, ipv6.ICMPTypeEchoReply
+	}
+	c, err := icmp.ListenPacket(network, laddr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	id := os.Getpid() & 0xffff
+	deadline := time.Now().Add(timeout)
+	buf := make([]byte, 1500)
+	for seq := 1; time.Now().Before(deadline); seq++ {
+		msg := icmp.Message{Type: typ, Body: &icmp.Echo{ID: id, Seq: seq, Data: []byte("wgkit")}}
+		b, err := msg.Marshal(nil)
+		if err != nil {
+			return err
+		}
+		if _, err := c.WriteTo(b, &net.IPAddr{IP: addr.AsSlice()}); err != nil {
+			return fmt.Errorf("ping %s: %w", addr, err)
+		}
+		wait := time.Now().Add(200 * time.Millisecond)
+		c.SetReadDeadline(wait)
+		for time.Now().Before(wait) {
+			n, from, err := c.ReadFrom(buf)
+			if err != nil {
+				break
+			}
+			m, err := icmp.ParseMessage(proto, buf[:n])
+			if err != nil || m.Type != replyTyp {
+				continue
+			}
+			if e, ok := m.Body.(*icmp.Echo); ok && e.ID == id && from.String() == addr.String() {
+				return nil
+			}
+		}
+	}
+	return fmt.Errorf("ping %s: no reply in %v", addr, timeout)
+}
+
+// tcpEcho runs TCP echo servers, each for one connection at a time.
+type tcpEcho struct {
+	mu    sync.Mutex
+	lns   []net.Listener // guarded by mu
+	conns []net.Conn     // guarded by mu
+	wg    sync.WaitGroup
+}
+
+func (e *tcpEcho) listen(addr string) (any, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	return e.serve(ln), nil
+}
+
+// serve echoes on ln until close and returns ln's address.
+func (e *tcpEcho) serve(ln net.Listener) string {
+	e.mu.Lock()
+	e.lns = append(e.lns, ln)
+	e.mu.Unlock()
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			e.mu.Lock()
+			e.conns = append(e.conns, c)
+			e.mu.Unlock()
+			c.SetDeadline(time.Now().Add(20 * time.Second))
+			io.Copy(c, c)
+			c.Close()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// close stops the servers. It closes open connections too: the peer's
+// FIN may never arrive once its tunnel is down.
+func (e *tcpEcho) close() {
+	e.mu.Lock()
+	for _, ln := range e.lns {
+		ln.Close()
+	}
+	for _, c := range e.conns {
+		c.Close()
+	}
+	e.lns, e.conns = nil, nil
+	e.mu.Unlock()
+	e.wg.Wait()
+}
+
+// echoRoundTrip sends 1 MiB to an echo server at addr and checks that it
+// comes back.
+func echoRoundTrip(d dialer, addr string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(15 * time.Second))
+	want := make([]byte, 1<<20)
+	for i := range want {
+		want[i] = byte(i * 7)
+	}
+	werr := make(chan error, 1)
+	go func() {
+		_, err := c.Write(want)
+		werr <- err
+	}()
+	got := make([]byte, len(want))
+	if _, err := io.ReadFull(c, got); err != nil {
+		return fmt.Errorf("read echo: %w", err)
+	}
+	if err := <-werr; err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	if !bytes.Equal(got, want) {
+		return errors.New("echo differs from what was sent")
+	}
+	return nil
+}
+
+// helperProc is the parent's handle on a child.
+type helperProc struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	lines  chan string
+	stderr *lockedBuffer
+	done   chan struct{}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer // guarded by mu
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// startHelper starts a child in namespace ns in the given role and waits
+// for its first reply (the outcome of opening the tunnel), which it
+// returns. The child is stopped and reaped in t.Cleanup.
+func startHelper(t *testing.T, ns, role string, cfg *wg.Config, ho *helperOptions, extraEnv ...string) (*helperProc, reply) {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgText, err := cfg.MarshalText()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ho == nil {
+		ho = &helperOptions{}
+	}
+	hoJSON, err := json.Marshal(ho)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("ip", "netns", "exec", ns, exe, "-test.run=^TestHelperProcess$", "-test.count=1")
+	cmd.Env = append(os.Environ(), helperEnv+"="+role, configEnv+"="+string(cfgText), optionsEnv+"="+string(hoJSON))
+	cmd.Env = append(cmd.Env, extraEnv...)
+	h := &helperProc{t: t, cmd: cmd, lines: make(chan string, 16), stderr: &lockedBuffer{}, done: make(chan struct{})}
+	cmd.Stderr = h.stderr
+	h.stdin, err = cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		defer close(h.lines)
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 64<<10), 4<<20)
+		for sc.Scan() {
+			if s, ok := strings.CutPrefix(sc.Text(), replyPrefix); ok {
+				h.lines <- s
+			}
+		}
+	}()
+	go func() {
+		cmd.Wait()
+		close(h.done)
+	}()
+	t.Cleanup(h.stop)
+	r, err := h.next(30 * time.Second)
+	if err != nil {
+		t.Fatalf("helper in %s: %v\nstderr:\n%s", ns, err, h.stderr.String())
+	}
+	return h, r
+}
+
+// stop ends the child: closing stdin makes it close its tunnel and exit;
+// it is killed if it has not after a while.
+func (h *helperProc) stop() {
+	h.stdin.Close()
+	select {
+	case <-h.done:
+	case <-time.After(15 * time.Second):
+		// SIGQUIT makes the Go child print its goroutines to stderr.
+		// The child is "ip netns exec", which execs the test binary, so
+		// the pid is the binary's.
+		h.cmd.Process.Signal(unix.SIGQUIT)
+		select {
+		case <-h.done:
+		case <-time.After(5 * time.Second):
+			h.cmd.Process.Kill()
+			<-h.done
+		}
+		h.t.Errorf("helper did not exit; killed. stderr:\n%s", h.stderr.String())
+	}
+	for range h.lines {
+	}
+	if h.t.Failed() || os.Getenv("WGKIT_TEST_DEBUG") != "" {
+		h.t.Logf("helper stderr:\n%s", h.stderr.String())
+	}
+}
+
+func (h *helperProc) next(timeout time.Duration) (reply, error) {
+	select {
+	case s, ok := <-h.lines:
+		if !ok {
+			return reply{}, errors.New("helper exited")
+		}
+		var r reply
+		if err := json.Unmarshal([]byte(s), &r); err != nil {
+			return reply{}, fmt.Errorf("bad reply %q: %w", s, err)
+		}
+		return r, nil
+	case <-time.After(timeout):
+		return reply{}, fmt.Errorf("no reply in %v", timeout)
+	}
+}
+
+// do sends a command and returns its reply's data, failing the test on an
+// error reply unless the caller asks for the error.
+func (h *helperProc) do(cmd string, out any) error {
+	h.t.Helper()
+	if _, err := fmt.Fprintln(h.stdin, cmd); err != nil {
+		h.t.Fatalf("send %q: %v", cmd, err)
+	}
+	r, err := h.next(30 * time.Second)
+	if err != nil {
+		h.t.Fatalf("command %q: %v\nstderr:\n%s", cmd, err, h.stderr.String())
+	}
+	if !r.OK {
+		return errors.New(r.Err)
+	}
+	if out != nil {
+		if err := json.Unmarshal(r.Data, out); err != nil {
+			h.t.Fatalf("command %q: decode %s: %v", cmd, r.Data, err)
+		}
+	}
+	return nil
+}
+
+// must is do that fails the test on an error reply.
+func (h *helperProc) must(cmd string, out any) {
+	h.t.Helper()
+	if err := h.do(cmd, out); err != nil {
+		h.t.Fatalf("command %q: %v", cmd, err)
+	}
+}
+
+// close asks the child to close its tunnel and checks the outcome: Close
+// succeeded, a second Close wraps net.ErrClosed, and no goroutine leaked.
+func (h *helperProc) close() {
+	h.t.Helper()
+	var res closeResult
+	h.must("close", &res)
+	if res.CloseErr != "" {
+		h.t.Errorf("Close: %s", res.CloseErr)
+	}
+	if !res.SecondIsClosed {
+		h.t.Errorf("second Close = %q, want an error wrapping net.ErrClosed", res.SecondCloseErr)
+	}
+	if res.Leaks != "" {
+		h.t.Errorf("goroutines leaked in the child after Close:\n%s", res.Leaks)
+	}
+	select {
+	case <-h.done:
+	case <-time.After(10 * time.Second):
+		h.t.Errorf("helper did not exit after close")
+	}
+}
+
+// extraRoles are the child roles besides "open".
+func extraRoles() map[string]helperRole {
+	return map[string]helperRole{}
+}
+
+// config returns the child's Device().Config().
+func (h *helperProc) config() *wg.Config {
+	h.t.Helper()
+	var text string
+	h.must("config", &text)
+	cfg, err := wg.ParseConfig(strings.NewReader(text))
+	if err != nil {
+		h.t.Fatalf("parse config from helper: %v\n%s", err, text)
+	}
+	return cfg
+}

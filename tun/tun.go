@@ -1,0 +1,199 @@
+// Package tun runs a WireGuard tunnel on an operating system network
+// interface: what `wg-quick up` does, as one call, and `wg-quick down` as
+// Close.
+//
+// # Overview
+//
+// Open creates the interface, sets its MTU, adds the config's addresses,
+// brings the link up, routes the peers' AllowedIPs through it and runs a
+// [wg.Device] on it. Other programs on the host then use the tunnel like
+// any interface. Close undoes all of it, in reverse order, and Open undoes
+// what it did when a step fails, so the host is left as it was found.
+//
+// Opening an interface needs privileges: root or CAP_NET_ADMIN on Linux,
+// Administrator on Windows.
+//
+// # Routing
+//
+// Routes follow wg-quick(8) and the config's Table ([wg.Interface].Table):
+//
+//   - "off": no routes and no rules.
+//   - a number or a name ("main" included): every AllowedIPs prefix,
+//     default routes too, is routed through the interface in that table.
+//   - "" or "auto": prefixes are routed in the main table, except default
+//     routes (0.0.0.0/0, ::/0), which use wg-quick's fwmark scheme on Linux:
+//     table T = the config's FwMark, or else 51820 or the first table above
+//     it that holds no route; the engine marks its own UDP packets with T;
+//     the rules "not fwmark T table T" and "table main suppress_prefixlength 0"
+//     send everything else to table T, which holds the default route through
+//     the tunnel. The tunnel's encrypted packets thus keep using the host's
+//     routes instead of looping into the tunnel.
+//
+// What wg-quick does that this package does not: it runs no PreUp, PostUp,
+// PreDown or PostDown hooks and ignores SaveConfig; it adds none of
+// wg-quick's firewall rules for the fwmark scheme (the iptables or nft
+// raw-table rule that drops packets for the tunnel's addresses arriving on
+// other interfaces, and the connmark rules that copy the fwmark to replies)
+// and does not set net.ipv4.conf.all.src_valid_mark. Without those, a host
+// with strict reverse-path filtering (rp_filter=1) on the uplink may drop
+// the peer's replies while a default route is up; loose mode (2) or off (0)
+// is fine. With no MTU in the config the interface gets 1420 bytes rather
+// than wg-quick's estimate from the endpoint's route.
+//
+// # DNS
+//
+// The host's resolver is left alone unless [Options].SetDNS is set. The
+// config's DNS values stay available through Device().Config().
+//
+// # Configuration tools
+//
+// Unless [Options].DisableUAPI is set, the device serves wg(8)'s
+// configuration protocol (a socket /var/run/wireguard/NAME.sock readable by
+// its owner only, or a named pipe on Windows), so `wg show NAME` and
+// `wg set NAME ...` work on it as on a kernel WireGuard interface.
+//
+// # Platform support
+//
+// Linux uses wireguard-go's kernel TUN driver with its offloads (TSO, GRO,
+// UDP GSO) and rtnetlink; Windows uses Wintun and the IP helper API. On
+// other systems Open returns an error naming the system.
+package tun
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+
+	"golang.zx2c4.com/wireguard/conn"
+
+	"github.com/wgkit/wgkit/wg"
+)
+
+// DefaultName is the interface name used when Options.Name is empty.
+const DefaultName = "wg0"
+
+// DefaultMTU is the interface MTU in bytes used when the config sets none.
+const DefaultMTU = 1420
+
+// Options are the optional settings of Open. A nil *Options and every zero
+// field mean the documented default. The type is the same on every
+// platform; fields for one platform are ignored on the others.
+type Options struct {
+	// Name is the interface name. "" means DefaultName ("wg0"). On Linux it
+	// must be a valid interface name of at most 15 bytes and must not exist.
+	Name string
+
+	// Logger receives the engine's and the backend's log. nil discards.
+	Logger *slog.Logger
+
+	// Bind is the engine's outer transport. nil means wireguard-go's
+	// default, UDP sockets on the config's ListenPort. The interface owns
+	// the Bind: it is closed by Close, and by Open when Open fails.
+	Bind conn.Bind
+
+	// SetDNS, when true, points the host's resolver at the config's DNS
+	// servers and search domains while the interface is open: through
+	// resolvconf(8) on Linux ("resolvconf -a tun.NAME -m 0 -x"; Open fails
+	// if resolvconf is missing), through the interface's DNS settings on
+	// Windows. false (the default) leaves the resolver alone. Like
+	// wg-quick, nothing is changed when the config lists no DNS server.
+	SetDNS bool
+
+	// DisableUAPI, when true, does not serve wg(8)'s configuration
+	// protocol. false (the default) serves it, so `wg show NAME` works.
+	DisableUAPI bool
+
+	// TunnelType is the Wintun tunnel type of the adapter (Windows only).
+	// "" means wireguard-go's default, "WireGuard". wireguard-go reads the
+	// type from a process-wide variable that this package does not write,
+	// so any other value makes Open fail unless that variable already
+	// holds it.
+	TunnelType string
+
+	// GUID is the requested GUID of the Wintun adapter (Windows only), in
+	// the form "{XXXXXXXX-XXXX-XXXX-XXXX-XXXXXXXXXXXX}". "" lets Wintun
+	// choose one.
+	GUID string
+}
+
+// Interface is an open WireGuard network interface. Create one with Open.
+// Its methods are safe for concurrent use.
+type Interface struct {
+	name string
+	dev  *wg.Device
+	// unconfigure removes what Open added to the host (DNS, rules, routes,
+	// addresses); it runs before the device closes.
+	unconfigure func() error
+	// remove makes sure the interface itself is gone; it runs after the
+	// device (which owns the TUN) has closed.
+	remove func() error
+
+	mu     sync.Mutex
+	closed bool // guarded by mu
+}
+
+// Open brings up a WireGuard interface for cfg as `wg-quick up` would (see
+// the package documentation) and runs a [wg.Device] on it. cfg is not
+// retained; opts may be nil.
+//
+// ctx bounds the set-up (including the resolution of endpoint host names),
+// not the life of the interface: cancelling it after Open returns has no
+// effect. If Open fails, everything it changed on the host is undone.
+// Open fails with an error wrapping os.ErrExist when an interface of that
+// name exists.
+func Open(ctx context.Context, cfg *wg.Config, opts *Options) (*Interface, error) {
+	if cfg == nil {
+		return nil, errors.New("tun: open: nil config")
+	}
+	if opts == nil {
+		opts = &Options{}
+	}
+	if err := ctx.Err(); err != nil {
+		if opts.Bind != nil {
+			opts.Bind.Close()
+		}
+		return nil, fmt.Errorf("tun: open: %w", err)
+	}
+	return open(ctx, cfg, opts)
+}
+
+// Name returns the interface name.
+func (i *Interface) Name() string { return i.name }
+
+// Device returns the engine running on the interface, for status and
+// run-time changes (peers, keys). Changes of addresses or routes are not
+// applied to the host. After Close the Device is closed too.
+func (i *Interface) Device() *wg.Device { return i.dev }
+
+// Close tears the interface down as `wg-quick down` would. In order: it
+// restores the resolver (if Open changed it), removes the rules, routes
+// and addresses Open added, stops the engine, closes the TUN (and UAPI
+// listener, and Bind) and makes sure the interface is gone. It carries on
+// past failures and returns them joined. A second Close returns an error
+// wrapping net.ErrClosed.
+func (i *Interface) Close() error {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if i.closed {
+		return fmt.Errorf("tun: close %s: %w", i.name, net.ErrClosed)
+	}
+	i.closed = true
+	var errs []error
+	if i.unconfigure != nil {
+		if err := i.unconfigure(); err != nil {
+			errs = append(errs, fmt.Errorf("tun: close %s: %w", i.name, err))
+		}
+	}
+	if err := i.dev.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("tun: close %s: %w", i.name, err))
+	}
+	if i.remove != nil {
+		if err := i.remove(); err != nil {
+			errs = append(errs, fmt.Errorf("tun: close %s: %w", i.name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
