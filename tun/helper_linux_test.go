@@ -133,7 +133,12 @@ func runHelper(role string) int {
 	}
 	cancel()
 	if err != nil {
-		send(nil, err)
+		// A failed Open must not leave goroutines behind either.
+		var res closeResult
+		if lerr := goleak.Find(baseline); lerr != nil {
+			res.Leaks = lerr.Error()
+		}
+		send(res, err)
 		return 0
 	}
 	send(nil, nil)

@@ -49,15 +49,15 @@ func open(ctx context.Context, cfg *wg.Config, opts *Options) (_ *Interface, err
 	if err := checkName(name); err != nil {
 		return fail(err)
 	}
+	if err := cfg.Validate(); err != nil {
+		return fail(err)
+	}
 	mtu := cfg.Interface.MTU
 	if mtu == 0 {
 		mtu = DefaultMTU
 	}
 	if mtu < 68 || mtu > 65535 {
 		return fail(fmt.Errorf("mtu %d out of range [68, 65535]", mtu))
-	}
-	if err := cfg.Validate(); err != nil {
-		return fail(err)
 	}
 	ts, err := netconf.ParseTable(cfg.Interface.Table, lookupTableName)
 	if err != nil {

@@ -5,6 +5,7 @@ package tun
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
@@ -255,6 +256,7 @@ func TestTwoInterfaces(t *testing.T) {
 	// and are skipped like wg-quick does; 10.78.0.0/16 needs a route.
 	cfgA, cfgB := pairConfigs(t, netip.MustParsePrefix("10.77.0.2/32"), netip.MustParsePrefix("fd77::2/128"),
 		netip.MustParsePrefix("10.78.0.0/16"))
+	cfgB.Interface.MTU = 1380
 	nameA, nameB := ifName(t), ifName(t)
 	before := snapshot(t, nsA)
 
@@ -270,8 +272,11 @@ func TestTwoInterfaces(t *testing.T) {
 		"table 254 10.78.0.0/16 dev " + nameA + " type 1",
 		"table 254 10.77.0.0/24 dev " + nameA + " type 1",
 	})
-	if got := run(t, "ip", "-n", nsA, "link", "show", "dev", nameA); !strings.Contains(got, "mtu 1420") || !strings.Contains(got, "UP") {
+	if got := run(t, "ip", "-n", nsA, "link", "show", "dev", nameA); !strings.Contains(got, "mtu 1420 ") || !strings.Contains(got, ",UP") {
 		t.Errorf("ip link show %s = %q, want mtu 1420 and UP", nameA, got)
+	}
+	if got := run(t, "ip", "-n", nsB, "link", "show", "dev", nameB); !strings.Contains(got, "mtu 1380 ") {
+		t.Errorf("ip link show %s = %q, want the config's mtu 1380", nameB, got)
 	}
 
 	a.must("ping 10.77.0.2", nil)
@@ -362,5 +367,193 @@ func TestFullTunnel(t *testing.T) {
 	after := snapshot(t, nsA)
 	if diff := cmp.Diff(before, after); diff != "" {
 		t.Errorf("namespace %s after Close differs from before Open (-before +after):\n%s", nsA, diff)
+	}
+}
+
+func TestWGTools(t *testing.T) {
+	requireRoot(t)
+	if _, err := exec.LookPath("wg"); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("wg(8) from wireguard-tools is required in CI")
+		}
+		t.Skip("skipping: wg(8) from wireguard-tools not installed")
+	}
+	nsA, nsB := newNetnsPair(t)
+	cfgA, cfgB := pairConfigs(t, netip.MustParsePrefix("10.77.0.2/32"))
+	nameA, nameB := ifName(t), ifName(t)
+	b := mustOpen(t, nsB, cfgB, &helperOptions{Name: nameB})
+	a := mustOpen(t, nsA, cfgA, &helperOptions{Name: nameA})
+	a.must("ping 10.77.0.2", nil)
+
+	sock := filepath.Join("/var/run/wireguard", nameA+".sock")
+	if fi, err := os.Stat(sock); err != nil {
+		t.Errorf("UAPI socket: %v", err)
+	} else if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		t.Errorf("UAPI socket mode = %v, want no access for group and others", perm)
+	}
+	peer := cfgA.Peers[0].PublicKey.String()
+	show := run(t, "ip", "netns", "exec", nsA, "wg", "show", nameA)
+	for _, want := range []string{"interface: " + nameA, "listening port: 51820", "peer: " + peer,
+		"allowed ips: 10.77.0.2/32", "latest handshake: ", "endpoint: 192.168.241.2:51821"} {
+		if !strings.Contains(show, want) {
+			t.Errorf("wg show %s lacks %q:\n%s", nameA, want, show)
+		}
+	}
+
+	var peers []wg.PeerStatus
+	a.must("peers", &peers)
+	if len(peers) != 1 {
+		t.Fatalf("Peers() = %d peers before wg set, want 1", len(peers))
+	}
+	run(t, "ip", "netns", "exec", nsA, "wg", "set", nameA, "peer", peer, "remove")
+	a.must("peers", &peers)
+	if len(peers) != 0 {
+		t.Errorf("Peers() after wg set peer remove = %v, want none", peers)
+	}
+	if show := run(t, "wg", "show", nameA, "peers"); strings.TrimSpace(show) != "" {
+		t.Errorf("wg show %s peers after removal = %q, want empty", nameA, show)
+	}
+
+	a.close()
+	b.close()
+	if out, err := exec.Command("wg", "show", nameA).CombinedOutput(); err == nil {
+		t.Errorf("wg show %s after Close succeeded:\n%s", nameA, out)
+	}
+}
+
+func TestSetDNS(t *testing.T) {
+	requireRoot(t)
+	ns := newNetns(t)
+	// A stand-in resolvconf records its arguments and input.
+	dir := t.TempDir()
+	logFile := filepath.Join(dir, "log")
+	script := "#!/bin/sh\n{ echo \"args: $*\"; cat; } >> " + logFile + "\n"
+	if err := os.WriteFile(filepath.Join(dir, "resolvconf"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg, _ := pairConfigs(t)
+	cfg.Interface.DNS = []netip.Addr{netip.MustParseAddr("10.77.0.53"), netip.MustParseAddr("fd77::53")}
+	cfg.Interface.DNSSearch = []string{"example.com", "corp.example"}
+	name := ifName(t)
+	h, r := startHelper(t, ns, "open", cfg, &helperOptions{Name: name, SetDNS: true}, "PATH="+dir+":"+os.Getenv("PATH"))
+	if !r.OK {
+		t.Fatalf("Open: %s", r.Err)
+	}
+	readLog := func() string {
+		b, err := os.ReadFile(logFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	want := "args: -a tun." + name + " -m 0 -x\nnameserver 10.77.0.53\nnameserver fd77::53\nsearch example.com corp.example\n"
+	if diff := cmp.Diff(want, readLog()); diff != "" {
+		t.Errorf("resolvconf after Open (-want +got):\n%s", diff)
+	}
+	if got := h.config(); len(got.Interface.DNS) != 2 || len(got.Interface.DNSSearch) != 2 {
+		t.Errorf("Device().Config() DNS = %v %v, want the config's", got.Interface.DNS, got.Interface.DNSSearch)
+	}
+	h.close()
+	want += "args: -d tun." + name + " -f\n"
+	if diff := cmp.Diff(want, readLog()); diff != "" {
+		t.Errorf("resolvconf after Close (-want +got):\n%s", diff)
+	}
+}
+
+func TestOpenFailureRollsBack(t *testing.T) {
+	requireRoot(t)
+	tests := []struct {
+		name    string
+		setup   func(t *testing.T, ns, ifname string) // before the snapshot
+		modify  func(cfg *wg.Config, ho *helperOptions)
+		env     []string
+		wantErr string
+	}{
+		{
+			name: "interface name in use",
+			setup: func(t *testing.T, ns, ifname string) {
+				run(t, "ip", "-n", ns, "tuntap", "add", ifname, "mode", "tun")
+			},
+			wantErr: "interface already exists",
+		},
+		{
+			name:    "invalid interface name",
+			modify:  func(_ *wg.Config, ho *helperOptions) { ho.Name = "bad/name" },
+			wantErr: "invalid interface name",
+		},
+		{
+			name:    "unknown table",
+			modify:  func(cfg *wg.Config, _ *helperOptions) { cfg.Interface.Table = "nosuchtable" },
+			wantErr: "unknown table name",
+		},
+		{
+			name: "second address fails",
+			modify: func(cfg *wg.Config, _ *helperOptions) {
+				cfg.Interface.Addresses = []netip.Prefix{innerA, innerA}
+			},
+			wantErr: "add address 10.77.0.1/24",
+		},
+		{
+			// With IPv6 off in the namespace, the IPv6 rules go in but the
+			// IPv6 default route does not: the rules, the IPv4 route and
+			// the addresses must all be rolled back.
+			name: "route fails after rules",
+			setup: func(t *testing.T, ns, _ string) {
+				run(t, "ip", "netns", "exec", ns, "sysctl", "-q", "-w",
+					"net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")
+			},
+			modify: func(cfg *wg.Config, _ *helperOptions) {
+				cfg.Interface.Addresses = []netip.Prefix{innerA}
+				cfg.Peers[0].AllowedIPs = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}
+			},
+			wantErr: "add route ::/0 table 51820",
+		},
+		{
+			name: "dns without resolvconf",
+			modify: func(cfg *wg.Config, ho *helperOptions) {
+				cfg.Interface.DNS = []netip.Addr{netip.MustParseAddr("10.77.0.53")}
+				cfg.Peers[0].AllowedIPs = []netip.Prefix{netip.MustParsePrefix("10.78.0.0/16")}
+				ho.SetDNS = true
+			},
+			env:     []string{"PATH=/nonexistent"},
+			wantErr: "set dns",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ns := newNetns(t)
+			name := ifName(t)
+			if tt.setup != nil {
+				tt.setup(t, ns, name)
+			}
+			cfg, _ := pairConfigs(t, netip.MustParsePrefix("10.78.0.0/16"))
+			ho := &helperOptions{Name: name}
+			if tt.modify != nil {
+				tt.modify(cfg, ho)
+			}
+			before := snapshot(t, ns)
+			h, r := startHelper(t, ns, "open", cfg, ho, tt.env...)
+			if r.OK {
+				h.close()
+				t.Fatalf("Open succeeded, want an error containing %q", tt.wantErr)
+			}
+			if !strings.Contains(r.Err, tt.wantErr) || !strings.HasPrefix(r.Err, "tun: open ") {
+				t.Errorf("Open error = %q, want one starting with \"tun: open \" and containing %q", r.Err, tt.wantErr)
+			}
+			var res closeResult
+			if err := json.Unmarshal(r.Data, &res); err != nil {
+				t.Fatalf("decode reply data %s: %v", r.Data, err)
+			}
+			if res.Leaks != "" {
+				t.Errorf("goroutines leaked after the failed Open:\n%s", res.Leaks)
+			}
+			after := snapshot(t, ns)
+			if diff := cmp.Diff(before, after); diff != "" {
+				t.Errorf("namespace after the failed Open differs from before (-before +after):\n%s", diff)
+			}
+			if _, err := os.Stat(filepath.Join("/var/run/wireguard", ho.Name+".sock")); !os.IsNotExist(err) {
+				t.Errorf("UAPI socket after the failed Open: stat err = %v, want not exist", err)
+			}
+		})
 	}
 }
