@@ -145,13 +145,14 @@ type Interface struct {
 // Open fails with an error wrapping os.ErrExist when an interface of that
 // name exists.
 func Open(ctx context.Context, cfg *wg.Config, opts *Options) (*Interface, error) {
-	if cfg == nil {
-		return nil, errors.New("tun: open: nil config")
-	}
 	if opts == nil {
 		opts = &Options{}
 	}
-	if err := ctx.Err(); err != nil {
+	err := ctx.Err()
+	if cfg == nil {
+		err = errors.New("nil config")
+	}
+	if err != nil {
 		if opts.Bind != nil {
 			opts.Bind.Close()
 		}

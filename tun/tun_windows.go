@@ -1,0 +1,172 @@
+//go:build windows
+
+package tun
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+
+	"golang.org/x/sys/windows"
+	"golang.zx2c4.com/wireguard/conn"
+	wgtun "golang.zx2c4.com/wireguard/tun"
+
+	"github.com/wgkit/wgkit/internal/netconf"
+	"github.com/wgkit/wgkit/wg"
+)
+
+// open is Open on Windows: a Wintun adapter configured through the IP
+// helper API (internal/netconf). Windows has no policy routing tables, so
+// the config's Table only matters when it is "off" (no routes); any other
+// value routes every AllowedIPs prefix on the adapter.
+//
+// A default route through the adapter would capture the tunnel's own UDP
+// packets. As wireguard-windows does, the engine's sockets are then bound
+// to the interface holding the host's best other default route. Unlike
+// wireguard-windows, this is done once, at Open: a later change of uplink
+// is not followed.
+func open(ctx context.Context, cfg *wg.Config, opts *Options) (_ *Interface, err error) {
+	name := opts.Name
+	if name == "" {
+		name = DefaultName
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	bind := opts.Bind
+	defer func() {
+		if err != nil && bind != nil {
+			bind.Close()
+		}
+	}()
+	wrap := func(err error) error { return fmt.Errorf("tun: open %s: %w", name, err) }
+	fail := func(err error) (*Interface, error) { return nil, wrap(err) }
+
+	if err := cfg.Validate(); err != nil {
+		return fail(err)
+	}
+	ts, err := netconf.ParseTable(cfg.Interface.Table, nil)
+	if err != nil {
+		return fail(err)
+	}
+	// wireguard-go takes the Wintun tunnel type only from its package
+	// variable WintunTunnelType, read by CreateTUNWithRequestedGUID. Writing
+	// it would change every other adapter the process creates and race
+	// with them, so it is only read here: a TunnelType it does not hold
+	// cannot be honoured, and saying so beats creating the wrong adapter.
+	if opts.TunnelType != "" && opts.TunnelType != wgtun.WintunTunnelType {
+		return fail(fmt.Errorf("tunnel type %q: wireguard-go creates adapters of type %q", opts.TunnelType, wgtun.WintunTunnelType))
+	}
+	// The GUID, by contrast, is an argument: the package variable
+	// WintunStaticRequestedGUID is neither read nor written.
+	var guid *windows.GUID
+	if opts.GUID != "" {
+		g, err := windows.GUIDFromString(opts.GUID)
+		if err != nil {
+			return fail(fmt.Errorf("guid %q: %w", opts.GUID, err))
+		}
+		guid = &g
+	}
+	mtu := cfg.Interface.MTU
+	if mtu == 0 {
+		mtu = DefaultMTU
+	}
+	var routes []netip.Prefix
+	defaults := map[bool]bool{} // is4 -> has a default route
+	if ts.Mode != netconf.TableOff {
+		if ts.Mode == netconf.TableFixed {
+			log.Warn("tun: routing tables do not exist on Windows; routing on the adapter", "table", cfg.Interface.Table)
+		}
+		for _, p := range cfg.Peers {
+			for _, a := range p.AllowedIPs {
+				routes = append(routes, a.Masked())
+				if a.Bits() == 0 {
+					defaults[a.Addr().Is4()] = true
+				}
+			}
+		}
+	}
+	if len(defaults) > 0 && bind == nil {
+		// Keep a handle on the default Bind to bind its sockets below.
+		bind = conn.NewDefaultBind()
+	}
+
+	t, err := wgtun.CreateTUNWithRequestedGUID(name, guid, mtu)
+	if err != nil {
+		return fail(fmt.Errorf("create wintun adapter: %w", err))
+	}
+	nt, ok := t.(*wgtun.NativeTun)
+	if !ok {
+		t.Close()
+		return fail(fmt.Errorf("unexpected tun device %T", t))
+	}
+	luid := nt.LUID()
+	var uapi net.Listener
+	if !opts.DisableUAPI {
+		uapi, err = wg.ListenUAPI("", name)
+		if err != nil {
+			t.Close()
+			return fail(err)
+		}
+	}
+	engineBind := bind
+	bind = nil // NewDevice owns it from here, failing or not.
+	dev, err := wg.NewDeviceContext(ctx, t, cfg, &wg.DeviceOptions{Logger: log, Bind: engineBind, UAPI: uapi})
+	if err != nil {
+		return fail(err)
+	}
+	undo, err := netconf.ApplyWindows(luid, netconf.WindowsSettings{
+		MTU:        mtu,
+		Addresses:  cfg.Interface.Addresses,
+		Routes:     routes,
+		DNS:        opts.SetDNS,
+		DNSServers: cfg.Interface.DNS,
+		DNSSearch:  cfg.Interface.DNSSearch,
+	}, log)
+	if err != nil {
+		return nil, errors.Join(wrap(err), dev.Close())
+	}
+	if err := bindToUplink(engineBind, luid, defaults); err != nil {
+		return nil, errors.Join(wrap(err), undo(), dev.Close())
+	}
+	log.Info("tun: interface up", "name", name, "mtu", mtu, "routes", len(routes))
+	return &Interface{name: name, dev: dev, unconfigure: undo}, nil
+}
+
+// bindToUplink binds the Bind's sockets of each family with a default
+// route in the tunnel to the host's best other default-route interface.
+func bindToUplink(b conn.Bind, own uint64, defaults map[bool]bool) error {
+	if len(defaults) == 0 {
+		return nil
+	}
+	sb, ok := b.(conn.BindSocketToInterface)
+	if !ok {
+		return nil // a custom Bind routes its packets itself
+	}
+	for is4 := range defaults {
+		fam := uint16(windows.AF_INET6)
+		if is4 {
+			fam = windows.AF_INET
+		}
+		index, err := netconf.DefaultInterface(fam, own)
+		if err != nil {
+			return err
+		}
+		if index == 0 {
+			continue // no uplink for this family: nothing to escape to
+		}
+		if is4 {
+			err = sb.BindSocketToInterface4(index, false)
+		} else {
+			err = sb.BindSocketToInterface6(index, false)
+		}
+		if err != nil {
+			return fmt.Errorf("bind sockets to interface %d: %w", index, err)
+		}
+	}
+	return nil
+}

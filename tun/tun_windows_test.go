@@ -1,0 +1,66 @@
+//go:build windows
+
+package tun
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/wgkit/wgkit/wg"
+)
+
+func windowsConfig(t *testing.T) *wg.Config {
+	t.Helper()
+	k, err := wg.GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer, err := wg.GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &wg.Config{
+		Interface: wg.Interface{PrivateKey: k, Addresses: []netip.Prefix{netip.MustParsePrefix("10.77.0.1/24")}},
+		Peers:     []wg.Peer{{PublicKey: peer.PublicKey(), AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.78.0.0/16")}}},
+	}
+}
+
+func TestTunnelTypeNotHonoured(t *testing.T) {
+	_, err := Open(context.Background(), windowsConfig(t), &Options{TunnelType: "NotWireGuard"})
+	if err == nil || !strings.Contains(err.Error(), "tunnel type") {
+		t.Errorf("Open with another tunnel type = %v, want an error about the tunnel type", err)
+	}
+}
+
+func TestBadGUID(t *testing.T) {
+	_, err := Open(context.Background(), windowsConfig(t), &Options{GUID: "not-a-guid"})
+	if err == nil || !strings.Contains(err.Error(), "guid") {
+		t.Errorf("Open with a bad GUID = %v, want an error about the GUID", err)
+	}
+}
+
+// TestOpenWintun creates a real adapter: it needs Administrator rights and
+// wintun.dll next to the test binary, so it runs only when asked.
+func TestOpenWintun(t *testing.T) {
+	if os.Getenv("WGKIT_TEST_WINTUN") == "" {
+		t.Skip("skipping: set WGKIT_TEST_WINTUN=1 to create a Wintun adapter (needs Administrator and wintun.dll)")
+	}
+	ifc, err := Open(context.Background(), windowsConfig(t), &Options{Name: "wgkit-test", GUID: "{E5B3C7B4-5B7C-4B36-9D0B-5F5AF1C0B7A1}"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ifc.Name() != "wgkit-test" || ifc.Device() == nil {
+		t.Errorf("Name() = %q, Device() = %v", ifc.Name(), ifc.Device())
+	}
+	if err := ifc.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	if err := ifc.Close(); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("second Close = %v, want net.ErrClosed", err)
+	}
+}
