@@ -148,17 +148,38 @@ func Open(ctx context.Context, cfg *wg.Config, opts *Options) (*Interface, error
 	if opts == nil {
 		opts = &Options{}
 	}
+	a := &openArgs{name: opts.Name, log: opts.Logger, bind: opts.Bind}
+	if a.name == "" {
+		a.name = DefaultName
+	}
+	if a.log == nil {
+		a.log = slog.New(slog.DiscardHandler)
+	}
 	err := ctx.Err()
-	if cfg == nil {
+	if err == nil && cfg == nil {
 		err = errors.New("nil config")
 	}
-	if err != nil {
-		if opts.Bind != nil {
-			opts.Bind.Close()
-		}
-		return nil, fmt.Errorf("tun: open: %w", err)
+	var ifc *Interface
+	if err == nil {
+		ifc, err = open(ctx, cfg, opts, a)
 	}
-	return open(ctx, cfg, opts)
+	if err != nil {
+		if a.bind != nil {
+			a.bind.Close()
+		}
+		return nil, fmt.Errorf("tun: open %s: %w", a.name, err)
+	}
+	return ifc, nil
+}
+
+// openArgs are Open's resolved arguments for the platform's open.
+type openArgs struct {
+	name string
+	log  *slog.Logger
+	// bind is the caller's Bind while Open still owns it; open sets it to
+	// nil once the engine has taken it, and Open closes it on failure
+	// otherwise.
+	bind conn.Bind
 }
 
 // Name returns the interface name.

@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -24,53 +23,37 @@ import (
 // engine's config), create the TUN, listen for UAPI, start the engine, then
 // configure the host through netconf (addresses, link up, DNS, rules,
 // routes).
-func open(ctx context.Context, cfg *wg.Config, opts *Options) (_ *Interface, err error) {
-	name := opts.Name
-	if name == "" {
-		name = DefaultName
-	}
-	log := opts.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	// Until NewDevice takes it, the Bind is ours to close on failure.
-	bind := opts.Bind
-	defer func() {
-		if err != nil && bind != nil {
-			bind.Close()
-		}
-	}()
-	wrap := func(err error) error { return fmt.Errorf("tun: open %s: %w", name, err) }
-	fail := func(err error) (*Interface, error) { return nil, wrap(err) }
+func open(ctx context.Context, cfg *wg.Config, opts *Options, a *openArgs) (*Interface, error) {
+	name, log := a.name, a.log
 
 	// Validate everything we can before touching the host. wireguard-go's
 	// CreateTUN leaks its file descriptor when the name is invalid or in
 	// use, and its goroutines when the MTU is refused, so check first.
 	if err := checkName(name); err != nil {
-		return fail(err)
+		return nil, err
 	}
 	if err := cfg.Validate(); err != nil {
-		return fail(err)
+		return nil, err
 	}
 	mtu := cfg.Interface.MTU
 	if mtu == 0 {
 		mtu = DefaultMTU
 	}
 	if mtu < 68 || mtu > 65535 {
-		return fail(fmt.Errorf("mtu %d out of range [68, 65535]", mtu))
+		return nil, fmt.Errorf("mtu %d out of range [68, 65535]", mtu)
 	}
 	ts, err := netconf.ParseTable(cfg.Interface.Table, lookupTableName)
 	if err != nil {
-		return fail(err)
+		return nil, err
 	}
 	if _, err := netlink.LinkByName(name); err == nil {
-		return fail(fmt.Errorf("interface already exists: %w", os.ErrExist))
+		return nil, fmt.Errorf("interface already exists: %w", os.ErrExist)
 	} else if !errors.As(err, new(netlink.LinkNotFoundError)) {
-		return fail(fmt.Errorf("look up interface: %w", err))
+		return nil, fmt.Errorf("look up interface: %w", err)
 	}
 	plan, err := netconf.PlanRoutes(cfg, ts, netconf.LinuxTableInUse)
 	if err != nil {
-		return fail(err)
+		return nil, err
 	}
 	runCfg := cfg.Clone()
 	if plan.FwMark != 0 {
@@ -79,7 +62,7 @@ func open(ctx context.Context, cfg *wg.Config, opts *Options) (_ *Interface, err
 
 	t, err := wgtun.CreateTUN(name, mtu)
 	if err != nil {
-		return fail(fmt.Errorf("create tun: %w", err))
+		return nil, fmt.Errorf("create tun: %w", err)
 	}
 	index := 0
 	if link, err := netlink.LinkByName(name); err == nil {
@@ -91,14 +74,14 @@ func open(ctx context.Context, cfg *wg.Config, opts *Options) (_ *Interface, err
 		uapi, err = wg.ListenUAPI("", name)
 		if err != nil {
 			t.Close()
-			return nil, errors.Join(wrap(err), remove())
+			return nil, errors.Join(err, remove())
 		}
 	}
-	dopts := &wg.DeviceOptions{Logger: log, Bind: bind, UAPI: uapi}
-	bind = nil // NewDevice owns it from here, failing or not.
+	dopts := &wg.DeviceOptions{Logger: log, Bind: a.bind, UAPI: uapi}
+	a.bind = nil // NewDevice owns it from here, failing or not.
 	dev, err := wg.NewDeviceContext(ctx, t, runCfg, dopts)
 	if err != nil {
-		return nil, errors.Join(wrap(err), remove())
+		return nil, errors.Join(err, remove())
 	}
 	closeDev := func() error {
 		return errors.Join(dev.Close(), remove())
@@ -106,7 +89,7 @@ func open(ctx context.Context, cfg *wg.Config, opts *Options) (_ *Interface, err
 
 	nc, err := netconf.NewLinux(name, log)
 	if err != nil {
-		return nil, errors.Join(wrap(err), closeDev())
+		return nil, errors.Join(err, closeDev())
 	}
 	err = netconf.Apply(ctx, nc, netconf.Settings{
 		Addresses:  cfg.Interface.Addresses,
@@ -117,7 +100,7 @@ func open(ctx context.Context, cfg *wg.Config, opts *Options) (_ *Interface, err
 	})
 	if err != nil {
 		// Apply has undone its own changes.
-		return nil, errors.Join(wrap(err), closeDev())
+		return nil, errors.Join(err, closeDev())
 	}
 	log.Info("tun: interface up", "name", name, "mtu", mtu, "routes", len(plan.Routes), "rules", len(plan.Rules))
 	return &Interface{name: name, dev: dev, unconfigure: nc.Undo, remove: remove}, nil

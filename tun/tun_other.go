@@ -11,9 +11,6 @@ import (
 )
 
 // open is Open on systems without a backend: it fails, naming the system.
-func open(_ context.Context, _ *wg.Config, opts *Options) (*Interface, error) {
-	if opts.Bind != nil {
-		opts.Bind.Close()
-	}
-	return nil, fmt.Errorf("tun: open: not implemented on %s/%s", runtime.GOOS, runtime.GOARCH)
+func open(context.Context, *wg.Config, *Options, *openArgs) (*Interface, error) {
+	return nil, fmt.Errorf("not implemented on %s/%s", runtime.GOOS, runtime.GOARCH)
 }

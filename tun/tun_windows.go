@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/netip"
 
@@ -28,30 +27,14 @@ import (
 // to the interface holding the host's best other default route. Unlike
 // wireguard-windows, this is done once, at Open: a later change of uplink
 // is not followed.
-func open(ctx context.Context, cfg *wg.Config, opts *Options) (_ *Interface, err error) {
-	name := opts.Name
-	if name == "" {
-		name = DefaultName
-	}
-	log := opts.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	bind := opts.Bind
-	defer func() {
-		if err != nil && bind != nil {
-			bind.Close()
-		}
-	}()
-	wrap := func(err error) error { return fmt.Errorf("tun: open %s: %w", name, err) }
-	fail := func(err error) (*Interface, error) { return nil, wrap(err) }
-
+func open(ctx context.Context, cfg *wg.Config, opts *Options, a *openArgs) (*Interface, error) {
+	name, log := a.name, a.log
 	if err := cfg.Validate(); err != nil {
-		return fail(err)
+		return nil, err
 	}
 	ts, err := netconf.ParseTable(cfg.Interface.Table, nil)
 	if err != nil {
-		return fail(err)
+		return nil, err
 	}
 	// wireguard-go takes the Wintun tunnel type only from its package
 	// variable WintunTunnelType, read by CreateTUNWithRequestedGUID. Writing
@@ -59,7 +42,7 @@ func open(ctx context.Context, cfg *wg.Config, opts *Options) (_ *Interface, err
 	// with them, so it is only read here: a TunnelType it does not hold
 	// cannot be honoured, and saying so beats creating the wrong adapter.
 	if opts.TunnelType != "" && opts.TunnelType != wgtun.WintunTunnelType {
-		return fail(fmt.Errorf("tunnel type %q: wireguard-go creates adapters of type %q", opts.TunnelType, wgtun.WintunTunnelType))
+		return nil, fmt.Errorf("tunnel type %q: wireguard-go creates adapters of type %q", opts.TunnelType, wgtun.WintunTunnelType)
 	}
 	// The GUID, by contrast, is an argument: the package variable
 	// WintunStaticRequestedGUID is neither read nor written.
@@ -67,7 +50,7 @@ func open(ctx context.Context, cfg *wg.Config, opts *Options) (_ *Interface, err
 	if opts.GUID != "" {
 		g, err := windows.GUIDFromString(opts.GUID)
 		if err != nil {
-			return fail(fmt.Errorf("guid %q: %w", opts.GUID, err))
+			return nil, fmt.Errorf("guid %q: %w", opts.GUID, err)
 		}
 		guid = &g
 	}
@@ -90,19 +73,19 @@ func open(ctx context.Context, cfg *wg.Config, opts *Options) (_ *Interface, err
 			}
 		}
 	}
-	if len(defaults) > 0 && bind == nil {
+	if len(defaults) > 0 && a.bind == nil {
 		// Keep a handle on the default Bind to bind its sockets below.
-		bind = conn.NewDefaultBind()
+		a.bind = conn.NewDefaultBind()
 	}
 
 	t, err := wgtun.CreateTUNWithRequestedGUID(name, guid, mtu)
 	if err != nil {
-		return fail(fmt.Errorf("create wintun adapter: %w", err))
+		return nil, fmt.Errorf("create wintun adapter: %w", err)
 	}
 	nt, ok := t.(*wgtun.NativeTun)
 	if !ok {
 		t.Close()
-		return fail(fmt.Errorf("unexpected tun device %T", t))
+		return nil, fmt.Errorf("unexpected tun device %T", t)
 	}
 	luid := nt.LUID()
 	var uapi net.Listener
@@ -110,14 +93,14 @@ func open(ctx context.Context, cfg *wg.Config, opts *Options) (_ *Interface, err
 		uapi, err = wg.ListenUAPI("", name)
 		if err != nil {
 			t.Close()
-			return fail(err)
+			return nil, err
 		}
 	}
-	engineBind := bind
-	bind = nil // NewDevice owns it from here, failing or not.
+	engineBind := a.bind
+	a.bind = nil // NewDevice owns it from here, failing or not.
 	dev, err := wg.NewDeviceContext(ctx, t, cfg, &wg.DeviceOptions{Logger: log, Bind: engineBind, UAPI: uapi})
 	if err != nil {
-		return fail(err)
+		return nil, err
 	}
 	undo, err := netconf.ApplyWindows(luid, netconf.WindowsSettings{
 		MTU:        mtu,
@@ -128,10 +111,10 @@ func open(ctx context.Context, cfg *wg.Config, opts *Options) (_ *Interface, err
 		DNSSearch:  cfg.Interface.DNSSearch,
 	}, log)
 	if err != nil {
-		return nil, errors.Join(wrap(err), dev.Close())
+		return nil, errors.Join(err, dev.Close())
 	}
 	if err := bindToUplink(engineBind, luid, defaults); err != nil {
-		return nil, errors.Join(wrap(err), undo(), dev.Close())
+		return nil, errors.Join(err, undo(), dev.Close())
 	}
 	log.Info("tun: interface up", "name", name, "mtu", mtu, "routes", len(routes))
 	return &Interface{name: name, dev: dev, unconfigure: undo}, nil
