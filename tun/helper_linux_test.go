@@ -563,7 +563,7 @@ func (h *helperProc) close() {
 
 // extraRoles are the child roles besides "open".
 func extraRoles() map[string]helperRole {
-	return map[string]helperRole{}
+	return map[string]helperRole{"netstack": netstackRole}
 }
 
 // config returns the child's Device().Config().
