@@ -72,17 +72,7 @@ func TestNetstackToKernel(t *testing.T) {
 		t.Fatalf("netstack.Open in %s: %s", nsA, r.Err)
 	}
 
-	a.must("ping 10.77.0.2", nil)
-	a.must("ping fd77::2", nil)
-	b.must("ping 10.77.0.1", nil)
-
-	var addr string
-	b.must("listen 10.77.0.2:0", &addr)
-	a.must("dial "+addr, nil)
-	a.must("listen 10.77.0.1:0", &addr)
-	b.must("dial "+addr, nil)
-	a.must("listen [fd77::1]:0", &addr)
-	b.must("dial "+addr, nil)
+	checkTraffic(a, b)
 
 	var peers []wg.PeerStatus
 	b.must("peers", &peers)

@@ -230,6 +230,29 @@ func snapshot(t *testing.T, ns string) nsState {
 	return s
 }
 
+// checkTraffic pings each side's inner addresses from the other, over IPv4
+// and IPv6, and runs TCP echo round trips of 1 MiB both ways.
+func checkTraffic(a, b *helperProc) {
+	a.t.Helper()
+	a.must("ping "+innerB.Addr().String(), nil)
+	a.must("ping "+inner6B.Addr().String(), nil)
+	b.must("ping "+innerA.Addr().String(), nil)
+	b.must("ping "+inner6A.Addr().String(), nil)
+	for _, c := range []struct {
+		from, to *helperProc
+		listen   netip.Addr
+	}{
+		{a, b, innerB.Addr()},
+		{a, b, inner6B.Addr()},
+		{b, a, innerA.Addr()},
+		{b, a, inner6A.Addr()},
+	} {
+		var addr string
+		c.to.must("listen "+netip.AddrPortFrom(c.listen, 0).String(), &addr)
+		c.from.must("dial "+addr, nil)
+	}
+}
+
 // mustOpen opens an interface in a child in ns, failing the test if Open fails.
 func mustOpen(t *testing.T, ns string, cfg *wg.Config, ho *helperOptions) *helperProc {
 	t.Helper()
@@ -279,14 +302,7 @@ func TestTwoInterfaces(t *testing.T) {
 		t.Errorf("ip link show %s = %q, want the config's mtu 1380", nameB, got)
 	}
 
-	a.must("ping 10.77.0.2", nil)
-	a.must("ping fd77::2", nil)
-	b.must("ping 10.77.0.1", nil)
-	var addr string
-	b.must("listen 10.77.0.2:0", &addr)
-	a.must("dial "+addr, nil)
-	b.must("listen [fd77::2]:0", &addr)
-	a.must("dial "+addr, nil)
+	checkTraffic(a, b)
 
 	cfg := a.config()
 	if diff := cmp.Diff(cfgA.Interface.Addresses, cfg.Interface.Addresses, cmpopts.EquateComparable(netip.Prefix{})); diff != "" {
@@ -356,11 +372,7 @@ func TestFullTunnel(t *testing.T) {
 
 	// Only works if the encrypted packets to outerB escape the default
 	// route through the tunnel.
-	a.must("ping 10.77.0.2", nil)
-	a.must("ping fd77::2", nil)
-	var addr string
-	b.must("listen 10.77.0.2:0", &addr)
-	a.must("dial "+addr, nil)
+	checkTraffic(a, b)
 
 	a.close()
 	b.close()
