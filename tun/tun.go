@@ -13,15 +13,28 @@
 // Opening an interface needs privileges: root or CAP_NET_ADMIN on Linux,
 // Administrator on Windows.
 //
+// # Usage
+//
+//	cfg, err := wg.ParseConfig(file) // a wg-quick file
+//	if err != nil { ... }
+//	ifc, err := tun.Open(ctx, cfg, &tun.Options{Name: "wg0"})
+//	if err != nil { ... }
+//	defer ifc.Close()
+//	// The host now routes cfg's AllowedIPs through wg0;
+//	// ifc.Device() reports the peers and changes them at run time.
+//
 // # Routing
 //
-// Routes follow wg-quick(8) and the config's Table ([wg.Interface].Table):
+// Routes follow wg-quick(8) and the config's Table ([wg.Interface].Table).
+// On Linux:
 //
 //   - "off": no routes and no rules.
-//   - a number or a name ("main" included): every AllowedIPs prefix,
-//     default routes too, is routed through the interface in that table.
-//   - "" or "auto": prefixes are routed in the main table, except default
-//     routes (0.0.0.0/0, ::/0), which use wg-quick's fwmark scheme on Linux:
+//   - a table number, or a name from iproute2's rt_tables ("main"
+//     included): every AllowedIPs prefix, default routes too, is routed
+//     through the interface in that table.
+//   - "" or "auto": prefixes are routed in the main table (skipping those
+//     the interface's own subnet routes already cover), except default
+//     routes (0.0.0.0/0, ::/0), which use wg-quick's fwmark scheme:
 //     table T = the config's FwMark, or else 51820 or the first table above
 //     it that holds no route; the engine marks its own UDP packets with T;
 //     the rules "not fwmark T table T" and "table main suppress_prefixlength 0"
@@ -55,7 +68,11 @@
 // # Platform support
 //
 // Linux uses wireguard-go's kernel TUN driver with its offloads (TSO, GRO,
-// UDP GSO) and rtnetlink; Windows uses Wintun and the IP helper API. On
+// UDP GSO left on) and rtnetlink. Windows uses Wintun and the IP helper
+// API; it has no routing tables, so any Table but "off" routes the
+// AllowedIPs on the adapter, and with a default route the engine's
+// sockets are bound to the interface of the host's other default route,
+// chosen once at Open (a later change of uplink is not followed). On
 // other systems Open returns an error naming the system.
 package tun
 
@@ -186,8 +203,10 @@ type openArgs struct {
 func (i *Interface) Name() string { return i.name }
 
 // Device returns the engine running on the interface, for status and
-// run-time changes (peers, keys). Changes of addresses or routes are not
-// applied to the host. After Close the Device is closed too.
+// run-time changes (peers, keys). Peer changes made through it, or through
+// wg(8), change what the engine sends and accepts but not the host's
+// routes, which stay those Open derived from its config. After Close the
+// Device is closed too.
 func (i *Interface) Device() *wg.Device { return i.dev }
 
 // Close tears the interface down as `wg-quick down` would. In order: it

@@ -298,6 +298,12 @@ func TestTwoInterfaces(t *testing.T) {
 	if got := run(t, "ip", "-n", nsA, "link", "show", "dev", nameA); !strings.Contains(got, "mtu 1420 ") || !strings.Contains(got, ",UP") {
 		t.Errorf("ip link show %s = %q, want mtu 1420 and UP", nameA, got)
 	}
+	if got := run(t, "ip", "-n", nsA, "addr", "show", "dev", nameA); !strings.Contains(got, "inet 10.77.0.1/24 ") || !strings.Contains(got, "inet6 fd77::1/64 ") {
+		t.Errorf("ip addr show %s = %q, want 10.77.0.1/24 and fd77::1/64", nameA, got)
+	}
+	if got := run(t, "ip", "-n", nsA, "route", "show", "dev", nameA); !strings.Contains(got, "10.78.0.0/16 scope link") {
+		t.Errorf("ip route show dev %s = %q, want 10.78.0.0/16", nameA, got)
+	}
 	if got := run(t, "ip", "-n", nsB, "link", "show", "dev", nameB); !strings.Contains(got, "mtu 1380 ") {
 		t.Errorf("ip link show %s = %q, want the config's mtu 1380", nameB, got)
 	}
