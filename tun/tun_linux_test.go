@@ -575,3 +575,54 @@ func TestOpenFailureRollsBack(t *testing.T) {
 		})
 	}
 }
+
+func TestTableSetting(t *testing.T) {
+	requireRoot(t)
+	tests := []struct {
+		table string
+		want  []string // routes through the interface, beyond those of its addresses
+	}{
+		{table: "off"},
+		{table: "1234", want: []string{
+			"table 1234 0.0.0.0/0 dev NAME type 1",
+			"table 1234 10.78.0.0/16 dev NAME type 1",
+			"table 1234 ::/0 dev NAME type 1",
+		}},
+		{table: "main", want: []string{
+			"table 254 0.0.0.0/0 dev NAME type 1",
+			"table 254 10.78.0.0/16 dev NAME type 1",
+			"table 254 ::/0 dev NAME type 1",
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.table, func(t *testing.T) {
+			ns := newNetns(t)
+			name := ifName(t)
+			cfg, _ := pairConfigs(t, netip.MustParsePrefix("10.78.0.0/16"), netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0"))
+			cfg.Interface.Table = tt.table
+			before := snapshot(t, ns)
+			h := mustOpen(t, ns, cfg, &helperOptions{Name: name})
+			open := snapshot(t, ns)
+			var got []string
+			for _, r := range open.Routes {
+				if !strings.HasSuffix(r, " dev "+name+" type 1") || strings.Contains(r, "10.77.0.0/24") || strings.Contains(r, "fd77::/64") {
+					continue // not ours, or an address's prefix route
+				}
+				if strings.HasPrefix(r, "table 254 fe80::/64 ") {
+					continue // the kernel's link-local route
+				}
+				got = append(got, strings.ReplaceAll(r, name, "NAME"))
+			}
+			if diff := cmp.Diff(tt.want, got, cmpopts.EquateEmpty()); diff != "" {
+				t.Errorf("routes through the interface (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(before.Rules, open.Rules); diff != "" {
+				t.Errorf("rules changed (-before +open):\n%s", diff)
+			}
+			h.close()
+			if diff := cmp.Diff(before, snapshot(t, ns)); diff != "" {
+				t.Errorf("namespace after Close differs from before Open (-before +after):\n%s", diff)
+			}
+		})
+	}
+}
