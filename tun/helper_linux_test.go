@@ -563,7 +563,25 @@ func (h *helperProc) close() {
 
 // extraRoles are the child roles besides "open".
 func extraRoles() map[string]helperRole {
-	return map[string]helperRole{"netstack": netstackRole}
+	return map[string]helperRole{"netstack": netstackRole, "holdport": holdPortRole}
+}
+
+// holdPortRole holds the UDP port cfg.Interface.ListenPort on all IPv4 and
+// IPv6 addresses, to make an engine's bind fail.
+func holdPortRole(_ context.Context, cfg *wg.Config, _ *slog.Logger) (func(cmd, arg string) (any, error), func() error, error) {
+	port := fmt.Sprint(cfg.Interface.ListenPort)
+	c4, err := net.ListenPacket("udp4", ":"+port)
+	if err != nil {
+		return nil, nil, err
+	}
+	c6, err := net.ListenPacket("udp6", ":"+port)
+	if err != nil {
+		c4.Close()
+		return nil, nil, err
+	}
+	handle := func(cmd, _ string) (any, error) { return nil, fmt.Errorf("holdport: unknown command %q", cmd) }
+	closer := func() error { return errors.Join(c4.Close(), c6.Close()) }
+	return handle, closer, nil
 }
 
 // config returns the child's Device().Config().

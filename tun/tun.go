@@ -238,3 +238,17 @@ func (i *Interface) Close() error {
 	}
 	return errors.Join(errs...)
 }
+
+// checkListenPort fails when the engine is not on the configured port.
+// wireguard-go forgets the port when binding it fails (it is in use) and
+// the TUN's own "up" event, racing with the configuration, then binds a
+// random one: without this check Open would succeed on the wrong port.
+func checkListenPort(dev *wg.Device, want int) error {
+	if want == 0 {
+		return nil
+	}
+	if got := dev.ListenPort(); got != want {
+		return fmt.Errorf("listen port %d: in use or not bound (engine on port %d)", want, got)
+	}
+	return nil
+}

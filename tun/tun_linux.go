@@ -81,10 +81,18 @@ func open(ctx context.Context, cfg *wg.Config, opts *Options, a *openArgs) (*Int
 	a.bind = nil // NewDevice owns it from here, failing or not.
 	dev, err := wg.NewDeviceContext(ctx, t, runCfg, dopts)
 	if err != nil {
+		if uapi != nil {
+			// NewDevice should have closed it, but not every failure
+			// path of it does; a second Close is harmless.
+			uapi.Close()
+		}
 		return nil, errors.Join(err, remove())
 	}
 	closeDev := func() error {
 		return errors.Join(dev.Close(), remove())
+	}
+	if err := checkListenPort(dev, cfg.Interface.ListenPort); err != nil {
+		return nil, errors.Join(err, closeDev())
 	}
 
 	nc, err := netconf.NewLinux(name, log)

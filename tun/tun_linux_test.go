@@ -495,6 +495,18 @@ func TestOpenFailureRollsBack(t *testing.T) {
 			wantErr: "interface already exists",
 		},
 		{
+			// The engine fails to bind its UDP port after the TUN, the
+			// UAPI socket and the engine exist.
+			name: "listen port in use",
+			setup: func(t *testing.T, ns, _ string) {
+				cfg, _ := pairConfigs(t)
+				if _, r := startHelper(t, ns, "holdport", cfg, nil); !r.OK {
+					t.Fatalf("hold port: %s", r.Err)
+				}
+			},
+			wantErr: "51820", // "address already in use", or our check of the bound port
+		},
+		{
 			name:    "invalid interface name",
 			modify:  func(_ *wg.Config, ho *helperOptions) { ho.Name = "bad/name" },
 			wantErr: "invalid interface name",

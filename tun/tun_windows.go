@@ -100,7 +100,13 @@ func open(ctx context.Context, cfg *wg.Config, opts *Options, a *openArgs) (*Int
 	a.bind = nil // NewDevice owns it from here, failing or not.
 	dev, err := wg.NewDeviceContext(ctx, t, cfg, &wg.DeviceOptions{Logger: log, Bind: engineBind, UAPI: uapi})
 	if err != nil {
+		if uapi != nil {
+			uapi.Close() // in case NewDevice did not; harmless if it did
+		}
 		return nil, err
+	}
+	if err := checkListenPort(dev, cfg.Interface.ListenPort); err != nil {
+		return nil, errors.Join(err, dev.Close())
 	}
 	undo, err := netconf.ApplyWindows(luid, netconf.WindowsSettings{
 		MTU:        mtu,
