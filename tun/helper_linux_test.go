@@ -7,7 +7,8 @@ package tun
 // because every socket wireguard-go opens later, from its own goroutines,
 // must be created inside the namespace. The parent sends one command per
 // line on the child's stdin and reads one JSON reply per line from its
-// stdout (lines starting with replyPrefix); the child's log goes to stderr.
+// stdout (lines starting with replyPrefix); the child's log goes to stderr,
+// which the parent prints when a test fails or WGKIT_TEST_DEBUG is set.
 
 import (
 	"bufio"
@@ -509,8 +510,8 @@ func (h *helperProc) next(timeout time.Duration) (reply, error) {
 	}
 }
 
-// do sends a command and returns its reply's data, failing the test on an
-// error reply unless the caller asks for the error.
+// do sends a command and decodes its reply's data into out. It returns the
+// error of an error reply and fails the test when the child does not answer.
 func (h *helperProc) do(cmd string, out any) error {
 	h.t.Helper()
 	if _, err := fmt.Fprintln(h.stdin, cmd); err != nil {

@@ -159,8 +159,9 @@ type Interface struct {
 // ctx bounds the set-up (including the resolution of endpoint host names),
 // not the life of the interface: cancelling it after Open returns has no
 // effect. If Open fails, everything it changed on the host is undone.
-// Open fails with an error wrapping os.ErrExist when an interface of that
-// name exists.
+// On Linux, Open fails with an error wrapping os.ErrExist when an
+// interface of that name exists (Wintun on Windows reuses its adapter of
+// that name).
 func Open(ctx context.Context, cfg *wg.Config, opts *Options) (*Interface, error) {
 	if opts == nil {
 		opts = &Options{}
