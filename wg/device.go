@@ -87,7 +87,8 @@ func NewDeviceContext(ctx context.Context, t tun.Device, cfg *Config, opts *Devi
 	if opts == nil {
 		opts = &DeviceOptions{}
 	}
-	fail := func(err error) (*Device, error) {
+	// release frees what the caller handed over, before the engine owns it.
+	release := func() {
 		t.Close()
 		if opts.Bind != nil {
 			opts.Bind.Close()
@@ -95,13 +96,14 @@ func NewDeviceContext(ctx context.Context, t tun.Device, cfg *Config, opts *Devi
 		if opts.UAPI != nil {
 			opts.UAPI.Close()
 		}
-		return nil, fmt.Errorf("wg: new device: %w", err)
 	}
 	if cfg == nil {
-		return fail(errors.New("nil config"))
+		release()
+		return nil, errors.New("wg: new device: nil config")
 	}
 	if err := cfg.Validate(); err != nil {
-		return fail(err)
+		release()
+		return nil, err // already "wg: invalid config: ..."
 	}
 	d := &Device{
 		log:       opts.Logger,
@@ -117,7 +119,8 @@ func NewDeviceContext(ctx context.Context, t tun.Device, cfg *Config, opts *Devi
 	}
 	resolved, err := d.resolveAll(ctx, cfg.Peers)
 	if err != nil {
-		return fail(err)
+		release()
+		return nil, fmt.Errorf("wg: new device: %w", err)
 	}
 	bind := opts.Bind
 	if bind == nil {
@@ -133,16 +136,30 @@ func NewDeviceContext(ctx context.Context, t tun.Device, cfg *Config, opts *Devi
 	for i := range cfg.Peers {
 		w.peer(&cfg.Peers[i], resolved[i])
 	}
-	if err := d.engine.IpcSet(w.String()); err != nil {
-		d.engine.Close()
-		return nil, fmt.Errorf("wg: new device: apply config: %w", err)
-	}
-	if err := d.engine.Up(); err != nil {
+	// failEngine closes the engine, which closes t and bind.
+	failEngine := func(err error) (*Device, error) {
 		d.engine.Close()
 		if opts.UAPI != nil {
 			opts.UAPI.Close()
 		}
-		return nil, fmt.Errorf("wg: new device: up: %w", err)
+		return nil, fmt.Errorf("wg: new device: %w", err)
+	}
+	if err := d.engine.IpcSet(w.String()); err != nil {
+		return failEngine(fmt.Errorf("apply config: %w", err))
+	}
+	if err := d.engine.Up(); err != nil {
+		return failEngine(fmt.Errorf("up: %w", err))
+	}
+	// The tun.Device's own EventUp may bring the engine up before the
+	// config is applied, and wireguard-go falls back to a random port
+	// when binding the configured one fails; a device on another port
+	// than asked for is an error, not a surprise.
+	if want := cfg.Interface.ListenPort; want != 0 {
+		if st, err := d.state(); err != nil {
+			return failEngine(err)
+		} else if st.listenPort != want {
+			return failEngine(fmt.Errorf("listen port %d: bound port %d instead (is the port in use?)", want, st.listenPort))
+		}
 	}
 	d.iface = cfg.Clone().Interface
 	for _, p := range cfg.Peers {
@@ -404,11 +421,8 @@ func (d *Device) SetPeer(p Peer) error {
 	if err := d.errClosedLocked("set peer"); err != nil {
 		return err
 	}
-	// Validate p as the only peer of a config with our key, which checks
-	// it on its own and against our public key.
-	probe := Config{Interface: Interface{PrivateKey: d.iface.PrivateKey}, Peers: []Peer{p}}
-	if err := probe.Validate(); err != nil {
-		return fmt.Errorf("wg: set peer: %w", err)
+	if err := p.validate(d.iface.PrivateKey.PublicKey(), make(map[Key]int), 0); err != nil {
+		return fmt.Errorf("wg: set peer: %w: %w", ErrInvalidConfig, err)
 	}
 	ap, err := d.resolve(context.Background(), p.Endpoint)
 	if err != nil {
@@ -470,7 +484,7 @@ func (d *Device) Reconfigure(cfg *Config) error {
 		return errors.New("wg: reconfigure: nil config")
 	}
 	if err := cfg.Validate(); err != nil {
-		return fmt.Errorf("wg: reconfigure: %w", err)
+		return err // already "wg: invalid config: ..."
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()

@@ -227,6 +227,7 @@ func TestNewDeviceErrors(t *testing.T) {
 		wantErr string
 	}{
 		{"nil config", nil, "nil config"},
+		{"no private key", &Config{}, "wg: invalid config: [Interface]: no private key"},
 		{"unresolvable endpoint", &Config{
 			Interface: Interface{PrivateKey: mustKey(t)},
 			Peers: []Peer{{
@@ -239,8 +240,9 @@ func TestNewDeviceErrors(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			tn := tuntest.NewChannelTUN()
 			_, err := NewDevice(tn.TUN(), tt.cfg, &DeviceOptions{Resolver: offline})
-			if err == nil || !strings.Contains(err.Error(), tt.wantErr) || !strings.HasPrefix(err.Error(), "wg: ") {
-				t.Fatalf("NewDevice error = %v, want one starting with \"wg: \" containing %q", err, tt.wantErr)
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) ||
+				!strings.HasPrefix(err.Error(), "wg: ") || strings.Count(err.Error(), "wg: ") != 1 {
+				t.Fatalf("NewDevice error = %v, want one \"wg: \" prefix and %q", err, tt.wantErr)
 			}
 			// The TUN was closed: its Read fails at once.
 			if _, err := tn.TUN().Read([][]byte{make([]byte, 1500)}, []int{0}, 0); err == nil {
@@ -348,4 +350,60 @@ func checkLeaks(t *testing.T) {
 	t.Helper()
 	before := goleak.IgnoreCurrent()
 	t.Cleanup(func() { goleak.VerifyNone(t, before) })
+}
+
+func TestNewDevicePortInUse(t *testing.T) {
+	checkLeaks(t)
+	busy, err := net.ListenUDP("udp", &net.UDPAddr{Port: 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	port := busy.LocalAddr().(*net.UDPAddr).Port
+	dir := t.TempDir()
+	l, err := ListenUAPI(dir, "wgbusy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tn := tuntest.NewChannelTUN()
+	_, err = NewDevice(tn.TUN(), &Config{Interface: Interface{PrivateKey: mustKey(t), ListenPort: port}}, &DeviceOptions{UAPI: l})
+	if err == nil || !strings.HasPrefix(err.Error(), "wg: new device: ") {
+		t.Fatalf("NewDevice on a busy port = %v, want a wg: new device error", err)
+	}
+	// The UAPI listener was closed with the device: its socket is gone.
+	if _, err := os.Stat(filepath.Join(dir, "wgbusy.sock")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("UAPI socket left behind after a failed NewDevice: %v", err)
+	}
+}
+
+func TestSetPeerInvalid(t *testing.T) {
+	checkLeaks(t)
+	tn := tuntest.NewChannelTUN()
+	key := mustKey(t)
+	d, err := NewDevice(tn.TUN(), &Config{Interface: Interface{PrivateKey: key}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	tests := []struct {
+		name    string
+		peer    Peer
+		wantErr string
+	}{
+		{"no public key", Peer{}, "no public key"},
+		{"own key", Peer{PublicKey: key.PublicKey()}, "own public key"},
+		{"negative keepalive", Peer{PublicKey: mustKey(t).PublicKey(), PersistentKeepalive: -time.Second}, "persistent keepalive"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := d.SetPeer(tt.peer)
+			if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), tt.wantErr) ||
+				strings.Count(err.Error(), "wg: ") != 1 {
+				t.Fatalf("SetPeer = %v, want ErrInvalidConfig with %q and one \"wg: \" prefix", err, tt.wantErr)
+			}
+		})
+	}
+	if got := d.Peers(); len(got) != 0 {
+		t.Errorf("invalid SetPeer calls added peers: %+v", got)
+	}
 }
