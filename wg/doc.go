@@ -1,0 +1,34 @@
+// Package wg holds wgkit's typed WireGuard configuration and its wrapper of
+// the wireguard-go engine. It never imports a TCP/IP stack: backends (the
+// netstack and tun packages, or your own) hand it a wireguard-go
+// tun.Device.
+//
+// # Keys
+//
+// A [Key] is 32 bytes, printed and parsed in the base64 form wg(8) uses.
+// [GeneratePrivateKey] and [GeneratePresharedKey] read crypto/rand;
+// [Key.PublicKey] derives a public key as `wg pubkey` does.
+//
+// # Configuration
+//
+// A [Config] mirrors a wg-quick(8) file: an [Interface] and its [Peer]s, with
+// net/netip values and time.Duration instead of strings. [ParseConfig] reads
+// the wg-quick format as permissively as wg-quick does and reports errors as
+// a [*ConfigError] naming the line; [Config.MarshalText] writes it back, and
+// parsing what it writes gives an equal Config. [Config.Validate] reports
+// what a device cannot run with.
+//
+// # Devices
+//
+// [NewDevice] runs the engine on any tun.Device with a Config, resolves peer
+// endpoint names and brings the device up. A [Device] reports typed
+// [PeerStatus] values and takes run-time changes ([Device.SetPeer],
+// [Device.RemovePeer], [Device.Reconfigure]) while traffic to other peers
+// keeps flowing. With [ListenUAPI] it also serves wg(8)'s configuration
+// protocol, so `wg show` and `wg set` work on it. The protocol's text is an
+// internal detail of this package.
+//
+// Every Device method is safe for concurrent use; Close releases every
+// goroutine and socket and, called again, returns an error wrapping
+// net.ErrClosed.
+package wg
