@@ -181,6 +181,42 @@ func heapInUse() uint64 {
 	return ms.HeapAlloc
 }
 
+// heapSampler records the largest HeapAlloc seen while it runs.
+type heapSampler struct {
+	done chan struct{}
+	peak chan uint64
+}
+
+// startHeapSampler samples the heap every 10 ms until stop. Reading the
+// memory statistics stops the world for a few microseconds, which is noise
+// next to a bulk transfer.
+func startHeapSampler() *heapSampler {
+	s := &heapSampler{done: make(chan struct{}), peak: make(chan uint64, 1)}
+	go func() {
+		var ms runtime.MemStats
+		var peak uint64
+		t := time.NewTicker(10 * time.Millisecond)
+		defer t.Stop()
+		for {
+			runtime.ReadMemStats(&ms)
+			peak = max(peak, ms.HeapAlloc)
+			select {
+			case <-s.done:
+				s.peak <- peak
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return s
+}
+
+// stop ends the sampling and returns the peak.
+func (s *heapSampler) stop() uint64 {
+	close(s.done)
+	return <-s.peak
+}
+
 func mustNoErr(tb testing.TB, err error, what string) {
 	tb.Helper()
 	if err != nil {
