@@ -125,9 +125,9 @@ type Options struct {
 
 	// TunnelType is the Wintun tunnel type of the adapter (Windows only).
 	// "" means wireguard-go's default, "WireGuard". wireguard-go reads the
-	// type from a process-wide variable that this package does not write,
-	// so any other value makes Open fail unless that variable already
-	// holds it.
+	// type from a process-wide variable; Open sets it only for the moment
+	// it creates the adapter, under a lock, and restores it, so tunnels
+	// with different types do not interfere.
 	TunnelType string
 
 	// GUID is the requested GUID of the Wintun adapter (Windows only), in

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync"
 
 	"golang.org/x/sys/windows"
 	"golang.zx2c4.com/wireguard/conn"
@@ -16,6 +17,28 @@ import (
 	"github.com/wgkit/wgkit/internal/netconf"
 	"github.com/wgkit/wgkit/wg"
 )
+
+// wintunTypeMu serializes this package's creation of Wintun adapters.
+// wireguard-go takes an adapter's tunnel type only from its package
+// variable WintunTunnelType. To honour Options.TunnelType per call rather
+// than as a setting of the whole process, createWintun sets that variable
+// for the duration of one CreateTUNWithRequestedGUID call, under this lock,
+// and restores it: two Opens with different types never see each other's.
+// Code outside wgkit that writes the variable itself is not covered.
+var wintunTypeMu sync.Mutex
+
+// createWintun creates (or reuses) the Wintun adapter name with the given
+// tunnel type ("" keeps wireguard-go's) and requested GUID (nil: any).
+func createWintun(name, tunnelType string, guid *windows.GUID, mtu int) (wgtun.Device, error) {
+	wintunTypeMu.Lock()
+	defer wintunTypeMu.Unlock()
+	if tunnelType != "" && tunnelType != wgtun.WintunTunnelType {
+		prev := wgtun.WintunTunnelType
+		wgtun.WintunTunnelType = tunnelType
+		defer func() { wgtun.WintunTunnelType = prev }()
+	}
+	return wgtun.CreateTUNWithRequestedGUID(name, guid, mtu)
+}
 
 // open is Open on Windows: a Wintun adapter configured through the IP
 // helper API (internal/netconf). Windows has no policy routing tables, so
@@ -35,14 +58,6 @@ func open(ctx context.Context, cfg *wg.Config, opts *Options, a *openArgs) (*Int
 	ts, err := netconf.ParseTable(cfg.Interface.Table, nil)
 	if err != nil {
 		return nil, err
-	}
-	// wireguard-go takes the Wintun tunnel type only from its package
-	// variable WintunTunnelType, read by CreateTUNWithRequestedGUID. Writing
-	// it would change every other adapter the process creates and race
-	// with them, so it is only read here: a TunnelType it does not hold
-	// cannot be honoured, and saying so beats creating the wrong adapter.
-	if opts.TunnelType != "" && opts.TunnelType != wgtun.WintunTunnelType {
-		return nil, fmt.Errorf("tunnel type %q: wireguard-go creates adapters of type %q", opts.TunnelType, wgtun.WintunTunnelType)
 	}
 	// The GUID, by contrast, is an argument: the package variable
 	// WintunStaticRequestedGUID is neither read nor written.
@@ -78,7 +93,7 @@ func open(ctx context.Context, cfg *wg.Config, opts *Options, a *openArgs) (*Int
 		a.bind = conn.NewDefaultBind()
 	}
 
-	t, err := wgtun.CreateTUNWithRequestedGUID(name, guid, mtu)
+	t, err := createWintun(name, opts.TunnelType, guid, mtu)
 	if err != nil {
 		return nil, fmt.Errorf("create wintun adapter: %w", err)
 	}
