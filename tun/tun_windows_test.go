@@ -5,12 +5,13 @@ package tun
 import (
 	"context"
 	"errors"
-	wgtun "golang.zx2c4.com/wireguard/tun"
 	"net"
 	"net/netip"
 	"os"
 	"strings"
 	"testing"
+
+	wgtun "golang.zx2c4.com/wireguard/tun"
 
 	"github.com/wgkit/wgkit/wg"
 )
