@@ -1,0 +1,378 @@
+//go:build linux
+
+package benchmarks
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/wgkit/wgkit/wg"
+)
+
+// The kernel benchmarks need root, /dev/net/tun and `ip netns`, and skip
+// otherwise. Each run of a benchmark function creates two network
+// namespaces joined by a veth pair (created inside them) and deletes them
+// in b.Cleanup; nothing is created in the benchmark's own namespace. The
+// engines and the TCP endpoints run in child processes inside the
+// namespaces (see kernel_child_test.go).
+
+const (
+	kernelChunk  = 1 << 20  // bytes per benchmark op
+	kernelWarmup = 16 << 20 // bytes sent before timing, past TCP slow start
+	kernelPort   = 5201     // the TCP sink's port
+)
+
+// Outer (veth) and inner (tunnel) addresses; they exist only inside the
+// benchmark's namespaces.
+var (
+	kernelOuterA = netip.MustParsePrefix("192.168.241.1/24")
+	kernelOuterB = netip.MustParsePrefix("192.168.241.2/24")
+	kernelInnerA = netip.MustParsePrefix("10.200.0.1/24")
+	kernelInnerB = netip.MustParsePrefix("10.200.0.2/24")
+)
+
+// BenchmarkKernelTCPThroughput moves bulk TCP data through two WireGuard
+// interfaces on kernel TUN devices, in two namespaces joined by a veth
+// pair: from a sender behind the first (10.200.0.1) to a sink behind the
+// second (10.200.0.2), over one connection. impl=stock is plain
+// wireguard-go (tun.CreateTUN, device.NewDevice, UAPI text, ip(8));
+// impl=wgkit is tun.Open. Both use wireguard-go's offloads (TSO and GRO on
+// the TUN, UDP GSO and GRO on the sockets) where the kernel has them.
+//
+// One op is 1 MiB, after a 16 MiB warm-up on the same connection. Besides
+// MB/s it reports Mbit/s and the CPU time (user plus system) of the two
+// engine processes per GB moved, cpu-s/GB; the TCP endpoints' CPU is not
+// counted.
+func BenchmarkKernelTCPThroughput(b *testing.B) {
+	kernelRequireRoot(b)
+	for _, impl := range []string{"stock", "wgkit"} {
+		b.Run("impl="+impl, func(b *testing.B) { benchKernelThroughput(b, impl) })
+	}
+}
+
+func benchKernelThroughput(b *testing.B, impl string) {
+	env := newKernelEnv(b, impl)
+	sinkAddr := netip.AddrPortFrom(kernelInnerB.Addr(), kernelPort).String()
+	env.sink.must("listen "+sinkAddr, 10*time.Second, nil)
+	env.sender.must("dial "+sinkAddr, 30*time.Second, nil)
+	env.sender.must(fmt.Sprint("send ", kernelWarmup), kernelSendTimeout(kernelWarmup)+10*time.Second, nil)
+
+	total := int64(b.N) * kernelChunk
+	b.SetBytes(kernelChunk)
+	cpu0 := env.engineCPU()
+	b.ResetTimer()
+	start := time.Now()
+	env.sender.must(fmt.Sprint("send ", total), kernelSendTimeout(total)+10*time.Second, nil)
+	elapsed := time.Since(start)
+	b.StopTimer()
+	cpu := env.engineCPU() - cpu0
+
+	gb := float64(total) / 1e9
+	b.ReportMetric(float64(total)*8/1e6/elapsed.Seconds(), "Mbit/s")
+	b.ReportMetric(cpu.Seconds()/gb, "cpu-s/GB")
+}
+
+// kernelEnv is one benchmark's namespaces and child processes.
+type kernelEnv struct {
+	engines      [2]*kernelProc
+	sender, sink *kernelProc
+}
+
+// newKernelEnv sets up two namespaces joined by a veth pair, an engine of
+// impl in each and a TCP sender (in the first) and sink (in the second).
+// b.Cleanup stops the children and then deletes the namespaces.
+func newKernelEnv(b *testing.B, impl string) *kernelEnv {
+	b.Helper()
+	nsA, nsB := newKernelNetns(b), newKernelNetns(b)
+	kernelIP(b, "-n", nsA, "link", "add", "kb-a", "type", "veth", "peer", "name", "kb-b", "netns", nsB)
+	kernelIP(b, "-n", nsA, "addr", "add", kernelOuterA.String(), "dev", "kb-a")
+	kernelIP(b, "-n", nsB, "addr", "add", kernelOuterB.String(), "dev", "kb-b")
+	kernelIP(b, "-n", nsA, "link", "set", "kb-a", "up")
+	kernelIP(b, "-n", nsB, "link", "set", "kb-b", "up")
+	kernelWaitUp(b, nsA, "kb-a")
+	kernelWaitUp(b, nsB, "kb-b")
+
+	ka, err := wg.GeneratePrivateKey()
+	mustNoErr(b, err, "generate key")
+	kb, err := wg.GeneratePrivateKey()
+	mustNoErr(b, err, "generate key")
+	peerOf := func(k wg.Key, outer netip.Prefix, port uint16, inner netip.Prefix) wg.Peer {
+		return wg.Peer{
+			PublicKey:  k.PublicKey(),
+			Endpoint:   netip.AddrPortFrom(outer.Addr(), port).String(),
+			AllowedIPs: []netip.Prefix{netip.PrefixFrom(inner.Addr(), 32)},
+		}
+	}
+	cfgA := &wg.Config{
+		Interface: wg.Interface{PrivateKey: ka, ListenPort: 51820, Addresses: []netip.Prefix{kernelInnerA}},
+		Peers:     []wg.Peer{peerOf(kb, kernelOuterB, 51821, kernelInnerB)},
+	}
+	cfgB := &wg.Config{
+		Interface: wg.Interface{PrivateKey: kb, ListenPort: 51821, Addresses: []netip.Prefix{kernelInnerB}},
+		Peers:     []wg.Peer{peerOf(ka, kernelOuterA, 51820, kernelInnerA)},
+	}
+
+	env := &kernelEnv{}
+	for i, side := range []struct {
+		ns  string
+		cfg *wg.Config
+	}{{nsA, cfgA}, {nsB, cfgB}} {
+		text, err := side.cfg.MarshalText()
+		mustNoErr(b, err, "marshal config")
+		var off kernelOffloads
+		env.engines[i] = startKernelProc(b, side.ns, &off,
+			kernelRoleEnv+"=engine", kernelImplEnv+"="+impl, kernelConfigEnv+"="+string(text), kernelIfaceEnv+"=wgkb0")
+		if !off.allOn() {
+			b.Logf("%s engine in %s: offloads not all on: %v", impl, side.ns, off)
+		} else if testing.Verbose() {
+			b.Logf("%s engine in %s: %v", impl, side.ns, off)
+		}
+	}
+	env.sender = startKernelProc(b, nsA, nil, kernelRoleEnv+"=tcp")
+	env.sink = startKernelProc(b, nsB, nil, kernelRoleEnv+"=tcp")
+	return env
+}
+
+// engineCPU returns the CPU time both engine processes have used so far.
+func (e *kernelEnv) engineCPU() time.Duration {
+	var sum time.Duration
+	for _, p := range e.engines {
+		var ns int64
+		p.must("cpu", 10*time.Second, &ns)
+		sum += time.Duration(ns)
+	}
+	return sum
+}
+
+// kernelRequireRoot skips b unless it can create TUN devices and network
+// namespaces.
+func kernelRequireRoot(b *testing.B) {
+	b.Helper()
+	if os.Geteuid() != 0 {
+		b.Skip("skipping: needs root to create network namespaces and TUN devices")
+	}
+	f, err := os.OpenFile("/dev/net/tun", os.O_RDWR, 0)
+	if err != nil {
+		b.Skipf("skipping: /dev/net/tun unavailable: %v", err)
+	}
+	f.Close()
+	if _, err := exec.LookPath("ip"); err != nil {
+		b.Skip("skipping: ip(8) from iproute2 not installed")
+	}
+}
+
+// kernelIP runs ip(8) with args and fails b on error.
+func kernelIP(b *testing.B, args ...string) {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, "ip", args...).CombinedOutput(); err != nil {
+		b.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+// newKernelNetns creates a network namespace with a unique name and lo up,
+// deleted in b.Cleanup. It skips b when namespaces cannot be created.
+func newKernelNetns(b *testing.B) string {
+	b.Helper()
+	suffix := make([]byte, 4)
+	rand.Read(suffix)
+	name := "wgkb-" + hex.EncodeToString(suffix)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, "ip", "netns", "add", name).CombinedOutput(); err != nil {
+		b.Skipf("skipping: ip netns add: %v: %s", err, out)
+	}
+	b.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if out, err := exec.CommandContext(ctx, "ip", "netns", "del", name).CombinedOutput(); err != nil {
+			b.Errorf("ip netns del %s: %v: %s", name, err, out)
+		}
+	})
+	kernelIP(b, "-n", name, "link", "set", "lo", "up")
+	return name
+}
+
+// kernelWaitUp waits up to 5s for dev in ns to be operationally up: the
+// kernel turns the carrier of a veth pair on asynchronously.
+func kernelWaitUp(b *testing.B, ns, dev string) {
+	b.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		out, err := exec.CommandContext(ctx, "ip", "-n", ns, "-br", "link", "show", "dev", dev).CombinedOutput()
+		cancel()
+		if err == nil && bytes.Contains(out, []byte(" UP ")) {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("%s in %s not up after 5s: %v: %s", dev, ns, err, out)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// kernelProc is the benchmark's handle on a child process.
+type kernelProc struct {
+	b      *testing.B
+	ns     string
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	lines  chan string
+	stderr *kernelLog
+	done   chan struct{} // closed when the child has been reaped
+}
+
+// kernelReplies is a child's stdout: it passes on the reply lines (those
+// starting with kernelReplyPrefix, without it) and drops the rest. It never
+// blocks: with one reply per command, a full channel means a child out of
+// step, and the reply is dropped for the parent's wait to time out.
+type kernelReplies struct {
+	lines   chan<- string
+	partial []byte // only the exec package's copying goroutine writes
+}
+
+func (r *kernelReplies) Write(p []byte) (int, error) {
+	r.partial = append(r.partial, p...)
+	for {
+		line, rest, ok := bytes.Cut(r.partial, []byte("\n"))
+		if !ok {
+			break
+		}
+		if s, ok := strings.CutPrefix(string(line), kernelReplyPrefix); ok {
+			select {
+			case r.lines <- s:
+			default:
+			}
+		}
+		r.partial = rest
+	}
+	if len(r.partial) > 1<<20 {
+		r.partial = nil // no reply is this long
+	}
+	return len(p), nil
+}
+
+// kernelLog collects a child's stderr.
+type kernelLog struct {
+	mu  sync.Mutex
+	buf bytes.Buffer // guarded by mu
+}
+
+func (l *kernelLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *kernelLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// startKernelProc starts this test binary as a child in namespace ns with
+// the extra environment env, waits for its first reply (the outcome of
+// its set-up) and decodes that reply's data into ready unless it is nil.
+// The child is stopped in b.Cleanup.
+func startKernelProc(b *testing.B, ns string, ready any, env ...string) *kernelProc {
+	b.Helper()
+	exe, err := os.Executable()
+	mustNoErr(b, err, "find the test binary")
+	// `ip netns exec` execs the binary, so the child's pid is the
+	// binary's, and the parent-death signal carries over.
+	cmd := exec.Command("ip", "netns", "exec", ns, exe, "-test.run=^TestKernelBenchChild$", "-test.count=1")
+	cmd.Env = append(os.Environ(), env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	p := &kernelProc{b: b, ns: ns, cmd: cmd, lines: make(chan string, 16), stderr: &kernelLog{}, done: make(chan struct{})}
+	cmd.Stderr = p.stderr
+	cmd.Stdout = &kernelReplies{lines: p.lines}
+	p.stdin, err = cmd.StdinPipe()
+	mustNoErr(b, err, "child stdin")
+	if err := cmd.Start(); err != nil {
+		b.Fatalf("start child in %s: %v", ns, err)
+	}
+	go func() {
+		cmd.Wait()
+		close(p.lines)
+		close(p.done)
+	}()
+	b.Cleanup(p.stop)
+	if err := p.next(30*time.Second, ready); err != nil {
+		b.Fatalf("child in %s (%s): %v\nstderr:\n%s", ns, strings.Join(env[:1], " "), err, p.stderr)
+	}
+	return p
+}
+
+// next waits up to timeout for the child's next reply and decodes its data
+// into out unless out is nil. It returns the error of an error reply.
+func (p *kernelProc) next(timeout time.Duration, out any) error {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case s, ok := <-p.lines:
+		if !ok {
+			return errors.New("child exited")
+		}
+		var r kernelReply
+		if err := json.Unmarshal([]byte(s), &r); err != nil {
+			return fmt.Errorf("bad reply %q: %w", s, err)
+		}
+		if !r.OK {
+			return errors.New(r.Err)
+		}
+		if out != nil {
+			return json.Unmarshal(r.Data, out)
+		}
+		return nil
+	case <-t.C:
+		return fmt.Errorf("no reply in %v", timeout)
+	}
+}
+
+// must sends cmd, waits up to timeout for the reply and decodes its data
+// into out unless out is nil; any failure fails b.
+func (p *kernelProc) must(cmd string, timeout time.Duration, out any) {
+	p.b.Helper()
+	if _, err := fmt.Fprintln(p.stdin, cmd); err != nil {
+		p.b.Fatalf("child in %s: send %q: %v", p.ns, cmd, err)
+	}
+	if err := p.next(timeout, out); err != nil {
+		p.b.Fatalf("child in %s: %q: %v\nstderr:\n%s", p.ns, cmd, err, p.stderr)
+	}
+}
+
+// stop ends the child: closing its stdin makes it close what it runs and
+// exit; it is killed (by its pid, which is ours to kill) if it has not
+// within 15s.
+func (p *kernelProc) stop() {
+	p.stdin.Close()
+	select {
+	case <-p.done:
+	case <-time.After(15 * time.Second):
+		p.cmd.Process.Kill()
+		select {
+		case <-p.done:
+		case <-time.After(5 * time.Second):
+		}
+		p.b.Errorf("child in %s did not exit in 15s; killed. stderr:\n%s", p.ns, p.stderr)
+	}
+	if s := p.stderr.String(); s != "" && (p.b.Failed() || testing.Verbose()) {
+		p.b.Logf("child in %s stderr:\n%s", p.ns, s)
+	}
+}
