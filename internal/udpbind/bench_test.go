@@ -14,27 +14,34 @@ import (
 
 // BenchmarkBind streams 1420-byte datagrams (a full WireGuard packet at
 // the default MTU) over loopback from one Bind to another, batched as the
-// engine would, and reports packets/s. impl=stock is conn.NewDefaultBind.
+// engine would, and reports packets/s. impl=stock is conn.NewDefaultBind;
+// offload=off turns off GSO and GRO on both sides, offload=rx on the
+// sender only, so that the receiver reads datagrams one by one with GRO on.
 func BenchmarkBind(b *testing.B) {
+	udpbind := func(off bool) func() conn.Bind {
+		return func() conn.Bind { return New(&Options{DisableOffload: off}) }
+	}
 	impls := []struct {
-		name string
-		new  func() conn.Bind
+		name         string
+		newRx, newTx func() conn.Bind
 	}{
-		{"stock", conn.NewDefaultBind},
-		{"udpbind", func() conn.Bind { return New(nil) }},
+		{"impl=stock", conn.NewDefaultBind, conn.NewDefaultBind},
+		{"impl=udpbind", udpbind(false), udpbind(false)},
+		{"impl=udpbind/offload=off", udpbind(true), udpbind(true)},
+		{"impl=udpbind/offload=rx", udpbind(false), udpbind(true)},
 	}
 	for _, impl := range impls {
-		b.Run("impl="+impl.name, func(b *testing.B) { benchStream(b, impl.new) })
+		b.Run(impl.name, func(b *testing.B) { benchStream(b, impl.newRx, impl.newTx) })
 	}
 }
 
-func benchStream(b *testing.B, newBind func() conn.Bind) {
+func benchStream(b *testing.B, newRx, newTx func() conn.Bind) {
 	const (
 		size    = 1420
 		window  = 512 // datagrams in flight, well within the socket buffer
 		timeout = 5 * time.Second
 	)
-	rx, tx := newBind(), newBind()
+	rx, tx := newRx(), newTx()
 	fns, port, err := rx.Open(0)
 	if err != nil {
 		b.Fatal(err)
@@ -90,7 +97,9 @@ func benchStream(b *testing.B, newBind func() conn.Bind) {
 	batch := tx.BatchSize()
 	bufs := make([][]byte, batch)
 	for i := range bufs {
-		bufs[i] = make([]byte, size)
+		// Like the engine's: a packet at the start of a 64 KiB buffer,
+		// which conn.NewDefaultBind needs to coalesce for GSO.
+		bufs[i] = make([]byte, size, 1<<16)
 	}
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
