@@ -64,6 +64,11 @@ type receiver struct {
 }
 
 func receive(t testing.TB, b *Bind, fns []conn.ReceiveFunc, nbufs int) *receiver {
+	return receiveSized(t, b, fns, nbufs, 1<<16)
+}
+
+// receiveSized is receive with buffers of size bytes.
+func receiveSized(t testing.TB, b *Bind, fns []conn.ReceiveFunc, nbufs, size int) *receiver {
 	r := &receiver{c: make(chan datagram, 4096)}
 	for _, fn := range fns {
 		r.wg.Add(1)
@@ -71,7 +76,7 @@ func receive(t testing.TB, b *Bind, fns []conn.ReceiveFunc, nbufs int) *receiver
 			defer r.wg.Done()
 			bufs := make([][]byte, nbufs)
 			for i := range bufs {
-				bufs[i] = make([]byte, 1<<16)
+				bufs[i] = make([]byte, size)
 			}
 			sizes := make([]int, nbufs)
 			eps := make([]conn.Endpoint, nbufs)
@@ -388,45 +393,52 @@ func TestSendWrongEndpoint(t *testing.T) {
 }
 
 // TestAllocs checks that a steady stream of sends and receives from a
-// known peer allocates nothing.
+// known peer allocates nothing, with and without offloads.
 func TestAllocs(t *testing.T) {
-	const batch = 8
-	rb, rfns, rport := openBind(t, &Options{BatchSize: batch, ListenAddr: lo4}, false, 0)
-	sb, _, _ := openBind(t, &Options{BatchSize: batch, ListenAddr: lo4}, false, 0)
-	ep, err := sb.ParseEndpoint(netip.AddrPortFrom(lo4, rport).String())
-	if err != nil {
-		t.Fatal(err)
+	if raceEnabled {
+		t.Skip("the race detector makes sync.Pool drop items, which allocates")
 	}
-	out := payloads(batch, 1420)
-	bufs := make([][]byte, batch)
-	for i := range bufs {
-		bufs[i] = make([]byte, 1<<16)
-	}
-	sizes := make([]int, batch)
-	eps := make([]conn.Endpoint, batch)
-	fn := rfns[0]
-	var failed error
-	round := func() {
-		if err := sb.Send(out, ep); err != nil {
-			failed = err
-			return
-		}
-		for got := 0; got < batch; {
-			n, err := fn(bufs, sizes, eps)
+	for _, off := range []bool{false, true} {
+		t.Run(fmt.Sprintf("DisableOffload=%v", off), func(t *testing.T) {
+			const batch = 8
+			opts := &Options{BatchSize: batch, ListenAddr: lo4, DisableOffload: off}
+			_, rfns, rport := openBind(t, opts, false, 0)
+			sb, _, _ := openBind(t, opts, false, 0)
+			ep, err := sb.ParseEndpoint(netip.AddrPortFrom(lo4, rport).String())
 			if err != nil {
-				failed = err
-				return
+				t.Fatal(err)
 			}
-			got += n
-		}
+			out := payloads(batch, 1420)
+			bufs := make([][]byte, batch)
+			for i := range bufs {
+				bufs[i] = make([]byte, 1<<16)
+			}
+			sizes := make([]int, batch)
+			eps := make([]conn.Endpoint, batch)
+			fn := rfns[0]
+			var failed error
+			round := func() {
+				if err := sb.Send(out, ep); err != nil {
+					failed = err
+					return
+				}
+				for got := 0; got < batch; {
+					n, err := fn(bufs, sizes, eps)
+					if err != nil {
+						failed = err
+						return
+					}
+					got += n
+				}
+			}
+			round() // warm the caches and pools
+			allocs := testing.AllocsPerRun(50, round)
+			if failed != nil {
+				t.Fatal(failed)
+			}
+			if perPacket := allocs / batch; perPacket != 0 {
+				t.Errorf("%.2f allocations per packet (%.1f per round of %d), want 0", perPacket, allocs, batch)
+			}
+		})
 	}
-	round() // warm the caches and pools
-	allocs := testing.AllocsPerRun(50, round)
-	if failed != nil {
-		t.Fatal(failed)
-	}
-	if perPacket := allocs / batch; perPacket != 0 {
-		t.Errorf("%.2f allocations per packet (%.1f per round of %d), want 0", perPacket, allocs, batch)
-	}
-	_ = rb
 }
