@@ -1,13 +1,16 @@
 package udpbind
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
+	"runtime"
 	"testing"
 	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+	"golang.zx2c4.com/wireguard/conn"
 )
 
 func TestMmsghdrLayout(t *testing.T) {
@@ -124,4 +127,97 @@ func repeat(n, size int) []int {
 		s[i] = size
 	}
 	return s
+}
+
+// inNetns runs f on a thread in a new, anonymous network namespace whose
+// loopback is up with the given MTU. Sockets f opens stay in it; the
+// namespace goes away with the thread and the last of them.
+func inNetns(t *testing.T, mtu int, f func()) {
+	t.Helper()
+	errc := make(chan error, 1)
+	go func() {
+		// The thread is never unlocked: it ends with the goroutine, so
+		// no other goroutine runs in the namespace.
+		runtime.LockOSThread()
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("unshare: %w", err)
+			return
+		}
+		if err := setLoopback(mtu); err != nil {
+			errc <- err
+			return
+		}
+		f()
+		errc <- nil
+	}()
+	if err := <-errc; err != nil {
+		if errors.Is(err, unix.EPERM) {
+			t.Skipf("no network namespace: %v", err)
+		}
+		t.Fatal(err)
+	}
+}
+
+// setLoopback brings lo up with mtu in the calling thread's namespace.
+func setLoopback(mtu int) error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return err
+	}
+	ifr.SetUint32(uint32(mtu))
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFMTU, ifr); err != nil {
+		return fmt.Errorf("set lo mtu: %w", err)
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("get lo flags: %w", err)
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("set lo up: %w", err)
+	}
+	return nil
+}
+
+// TestGSOFallback sends datagrams longer than the path MTU, which the
+// kernel refuses to segment (EINVAL): the Bind turns GSO off and sends
+// them again, fragmented, without losing or repeating any.
+func TestGSOFallback(t *testing.T) {
+	if gso, _ := kernelOffloads(t); !gso {
+		t.Skip("kernel without UDP GSO")
+	}
+	var rb, sb *Bind
+	var rfns []conn.ReceiveFunc
+	var rport uint16
+	inNetns(t, 1280, func() {
+		rb, rfns, rport = openBind(t, &Options{ListenAddr: lo4}, false, 0)
+		sb, _, _ = openBind(t, &Options{ListenAddr: lo4}, false, 0)
+	})
+	so := sb.socks.Load().all[0]
+	if !so.gso.Load() {
+		t.Fatal("GSO off before the first send")
+	}
+	r := receive(t, rb, rfns, 16)
+	bufs := payloads(10, 1400)
+	if err := sb.Send(bufs, &Endpoint{ap: netip.AddrPortFrom(lo4, rport)}); err != nil {
+		t.Fatalf("Send: %v", err)
+	}
+	if so.gso.Load() {
+		t.Error("GSO still on after EINVAL")
+	}
+	got := r.collect(t, len(bufs), 5*time.Second)
+	for i, d := range got {
+		if d.data != string(bufs[i]) {
+			t.Fatalf("datagram %d = %.12q..., want %.12q...", i, d.data, bufs[i])
+		}
+	}
+	select {
+	case d := <-r.c:
+		t.Errorf("extra datagram %.12q...", d.data)
+	case <-time.After(20 * time.Millisecond):
+	}
 }

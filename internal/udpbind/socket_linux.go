@@ -363,16 +363,23 @@ func (s *socket) send(bufs [][]byte, e *Endpoint) error {
 	if st.errno == 0 {
 		return nil
 	}
-	if gso && (st.errno == unix.EIO || st.errno == unix.EINVAL) && st.hdrs[st.done].hdr.Controllen != 0 {
-		// EIO: the device cannot checksum on transmit, which UDP_SEGMENT
-		// needs; EINVAL: segments longer than its MTU. Send the rest
-		// one datagram per message from now on.
+	if gso && gsoRefused(st.errno) && st.hdrs[st.done].hdr.Controllen != 0 {
+		// The kernel would not segment this message: send the rest one
+		// datagram per message, from now on.
 		if s.gso.CompareAndSwap(true, false) {
 			s.log.Warn("udpbind: UDP GSO refused, turned off", "addr", s.c.LocalAddr(), "err", st.errno)
 		}
 		return s.send(bufs[st.first[st.done]:], e)
 	}
 	return &net.OpError{Op: "write", Net: "udp", Addr: net.UDPAddrFromAddrPort(e.ap), Err: os.NewSyscallError("sendmmsg", st.errno)}
+}
+
+// gsoRefused reports whether a UDP_SEGMENT send failed for want of GSO:
+// EIO when the device cannot checksum on transmit, which GSO needs;
+// EMSGSIZE (EINVAL on some kernels) when a segment exceeds the path MTU,
+// which IP fragmentation handles without GSO.
+func gsoRefused(errno syscall.Errno) bool {
+	return errno == unix.EIO || errno == unix.EINVAL || errno == unix.EMSGSIZE
 }
 
 // build fills st with the messages that send bufs to the sockaddr in
