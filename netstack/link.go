@@ -33,13 +33,18 @@ import (
 // moving fewer, larger packets through it is what makes the link fast.
 
 const (
-	// batchSize is the tun.Device batch size: the most packets one Read or
-	// Write call moves. wireguard-go keeps batchSize message buffers
-	// (about 64 KiB each) per TUN reader goroutine, so this trades idle
-	// memory (32 x 64 KiB = 2 MiB per device) against per-call overhead.
-	// When the Bind's batch is larger, the engine uses that instead, and
-	// Read fills as many buffers as it is given.
-	batchSize = 32
+	// defaultBatchSize is the default tun.Device batch size (see
+	// Options.BatchSize): the most packets one Read or Write call moves,
+	// and the default batch of the UDP Bind. wireguard-go keeps
+	// max(tun batch, Bind batch) message buffers of 64 KiB for its TUN
+	// reader and for each Bind receive goroutine, so with udpbind's one
+	// dual-stack socket an idle device holds 2 x 16 x 64 KiB = 2 MiB of
+	// them. Read fills as many buffers as the engine passes.
+	defaultBatchSize = 16
+
+	// maxBatchSize is the largest batch Options.BatchSize may ask for:
+	// conn.IdealBatchSize, the most wireguard-go's own Binds use.
+	maxBatchSize = 128
 
 	// maxQueuedPackets bounds the outbound queue. When the engine falls
 	// behind, further packets are dropped as a full NIC queue would drop
@@ -64,6 +69,9 @@ const (
 // reads from one and writes from several.
 type endpoint struct {
 	mtu atomic.Uint32
+
+	// batch is the tun.Device batch size; set before the device starts.
+	batch int
 
 	// dropped counts outbound packets dropped because the queue was full
 	// or a packet did not fit the reader's buffer, and inbound packets that
@@ -102,7 +110,7 @@ var (
 )
 
 func newEndpoint(mtu uint32) *endpoint {
-	e := &endpoint{ready: make(chan struct{}, 1)}
+	e := &endpoint{ready: make(chan struct{}, 1), batch: defaultBatchSize}
 	e.mtu.Store(mtu)
 	e.gro.Init(true)
 	return e

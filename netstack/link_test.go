@@ -2,15 +2,18 @@ package netstack
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/wgkit/wgkit/internal/udpbind"
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
@@ -19,6 +22,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 )
 
 // The tests in this file drive the link (endpoint and tunDevice) directly,
@@ -185,7 +189,7 @@ func readSkippingNoise(dev *tunDevice, bufs [][]byte, sizes []int, offset int) (
 // that return whole batches, in order.
 func TestLinkBatches(t *testing.T) {
 	_, dev := newLinkTest(t)
-	const count = batchSize + 8
+	const count = defaultBatchSize + 8
 	var in [][]byte
 	for i := range count {
 		in = append(in, echoRequest(t, linkPeer4, linkLocal4, i, 0))
@@ -193,7 +197,7 @@ func TestLinkBatches(t *testing.T) {
 	if k, err := dev.Write(in, 0); err != nil || k != count {
 		t.Fatalf("Write = %d, %v; want %d, nil", k, err, count)
 	}
-	bufs := make([][]byte, 2*batchSize)
+	bufs := make([][]byte, 2*defaultBatchSize)
 	for i := range bufs {
 		bufs[i] = make([]byte, 1500)
 	}
@@ -222,8 +226,8 @@ func TestLinkBatches(t *testing.T) {
 	if gotBatches[0] != count {
 		t.Errorf("first Read returned %d packets, want %d (batches %v)", gotBatches[0], count, gotBatches)
 	}
-	if dev.BatchSize() != batchSize || batchSize < 2 {
-		t.Errorf("BatchSize() = %d, want %d > 1", dev.BatchSize(), batchSize)
+	if dev.BatchSize() != defaultBatchSize || defaultBatchSize < 2 {
+		t.Errorf("BatchSize() = %d, want %d > 1", dev.BatchSize(), defaultBatchSize)
 	}
 }
 
@@ -652,6 +656,90 @@ func TestDeliverCoalesces(t *testing.T) {
 			hdr := sizes[0] - 1000
 			if diff := cmp.Diff([]int{hdr + 4000}, d.sizes); diff != "" {
 				t.Errorf("delivered packet sizes (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestMaxTCPBuffer checks that Options.MaxTCPBuffer caps both TCP buffer
+// ranges of the stack.
+func TestMaxTCPBuffer(t *testing.T) {
+	const limit = 256 << 10
+	n := &Net{ep: newEndpoint(1420), done: make(chan struct{}), maxTCPBuffer: limit}
+	st, err := n.newStack([]netip.Prefix{netip.PrefixFrom(linkLocal4, 24)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		st.Close()
+		st.Wait()
+	}()
+	var rcv tcpip.TCPReceiveBufferSizeRangeOption
+	if terr := st.TransportProtocolOption(tcp.ProtocolNumber, &rcv); terr != nil {
+		t.Fatal(terr)
+	}
+	var snd tcpip.TCPSendBufferSizeRangeOption
+	if terr := st.TransportProtocolOption(tcp.ProtocolNumber, &snd); terr != nil {
+		t.Fatal(terr)
+	}
+	want := []int{tcp.MinBufferSize, limit, limit}
+	if diff := cmp.Diff(want, []int{rcv.Min, rcv.Default, rcv.Max}); diff != "" {
+		t.Errorf("receive buffer range (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(want, []int{snd.Min, snd.Default, snd.Max}); diff != "" {
+		t.Errorf("send buffer range (-want +got):\n%s", diff)
+	}
+}
+
+// TestBadPerformanceOptions checks that Open rejects out-of-range
+// BatchSize and MaxTCPBuffer values before starting anything.
+func TestBadPerformanceOptions(t *testing.T) {
+	cfg, _ := pairConfigs(t, "", "")
+	tests := []struct {
+		name string
+		opts Options
+	}{
+		{"negative batch", Options{BatchSize: -1}},
+		{"negative buffer", Options{MaxTCPBuffer: -1}},
+		{"tiny buffer", Options{MaxTCPBuffer: 1000}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			n, err := Open(context.Background(), cfg, &tt.opts)
+			if err == nil {
+				n.Close()
+				t.Fatal("Open succeeded")
+			}
+			if !strings.HasPrefix(err.Error(), "netstack: open: bad ") {
+				t.Errorf("error %q does not name the bad option", err)
+			}
+		})
+	}
+}
+
+// TestBatchSizeOption checks the batch the tun.Device reports.
+func TestBatchSizeOption(t *testing.T) {
+	tests := []struct {
+		name       string
+		batch      int
+		wantDevice int
+	}{
+		{"default", 0, defaultBatchSize},
+		{"small", 4, 4},
+		{"capped", 1000, maxBatchSize},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, _ := pairConfigs(t, "", "")
+			// A loopback socket: the test sends nothing, but binds no more.
+			bind := udpbind.New(&udpbind.Options{BatchSize: tt.batch, ListenAddr: netip.MustParseAddr("127.0.0.1")})
+			n, err := Open(testContext(t, 10*time.Second), cfg, &Options{BatchSize: tt.batch, Bind: bind})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer n.Close()
+			if got := n.ep.batch; got != tt.wantDevice {
+				t.Errorf("tun.Device batch = %d, want %d", got, tt.wantDevice)
 			}
 		})
 	}

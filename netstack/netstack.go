@@ -24,7 +24,11 @@
 // *net.DNSError. Other errors start with "netstack: ".
 //
 // The engine and the stack meet at a tun.Device of this package that moves
-// up to 32 packets per Read or Write call.
+// batches of packets per Read or Write call (Options.BatchSize). TCP hands
+// it 64 KiB super-packets that it cuts into MTU-sized segments, and
+// segments arriving together are merged before the stack sees them, so
+// the stack's per-packet cost is paid a few times per 64 KiB rather than
+// per 1.4 KiB. Options.MaxTCPBuffer bounds the memory a busy tunnel uses.
 package netstack
 
 import (
@@ -42,6 +46,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/wgkit/wgkit/internal/udpbind"
 	"github.com/wgkit/wgkit/wg"
 	"golang.zx2c4.com/wireguard/conn"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -71,10 +76,33 @@ type Options struct {
 	// the Net's own debug messages. nil discards them.
 	Logger *slog.Logger
 
-	// Bind is the engine's outer transport. nil means UDP sockets on all
-	// host addresses at the configuration's ListenPort. The Net owns the
-	// Bind: Close (or a failed Open) closes it.
+	// Bind is the engine's outer transport. nil means a UDP socket on all
+	// host addresses at the configuration's ListenPort (wgkit's lean
+	// Bind, moving BatchSize datagrams per system call, with UDP GSO and
+	// GRO where Linux offers them). The Net owns the Bind: Close (or a
+	// failed Open) closes it.
 	Bind conn.Bind
+
+	// BatchSize is the most packets the engine moves between the stack
+	// and the Bind per call, and the batch of the default Bind. It trades
+	// memory for throughput: wireguard-go holds 64 KiB per packet of batch
+	// for its TUN reader and for each Bind receive goroutine, so an idle
+	// tunnel holds about 2 x BatchSize x 64 KiB with the default Bind
+	// (2 MiB at the default). 0 means 16; values above 128 are lowered to
+	// 128. See BENCHMARKS.md for the throughput of other values.
+	BatchSize int
+
+	// MaxTCPBuffer caps the send and receive buffer of each TCP connection
+	// of the Net, in bytes, and so the data a connection keeps in flight.
+	// Under load that is what bounds memory: the engine holds each
+	// in-flight packet in a 64 KiB buffer, about 48 times its size, so
+	// the default buffers (1 MiB, the send buffer growing to 4 MiB) can
+	// pin well over 100 MiB per busy connection. The cost is throughput
+	// on long paths: one connection moves at most MaxTCPBuffer per round
+	// trip (256 KiB at 50 ms is 40 Mbit/s); on short paths it costs little
+	// (see BENCHMARKS.md). 0 means gVisor's defaults; values below 4096
+	// are an error.
+	MaxTCPBuffer int
 
 	// UAPIDir, when non-empty, makes the Net serve wg(8)'s configuration
 	// protocol on the Unix socket UAPIDir/UAPIName.sock (owner-only
@@ -113,6 +141,8 @@ type Net struct {
 	done   chan struct{} // closed when Close starts
 	v4, v6 bool          // the interface has an address of that family
 
+	maxTCPBuffer int // Options.MaxTCPBuffer, immutable
+
 	mu        sync.Mutex
 	closed    bool                      // guarded by mu
 	listeners map[*tcpListener]struct{} // guarded by mu; shut down by Close
@@ -150,6 +180,18 @@ func Open(ctx context.Context, cfg *wg.Config, opts *Options) (*Net, error) {
 	if mtu < 1280 && hasV6(cfg.Interface.Addresses) || mtu < 576 || mtu > 65535 {
 		return fail(fmt.Errorf("bad MTU %d", mtu))
 	}
+	batch := opts.BatchSize
+	switch {
+	case batch < 0:
+		return fail(fmt.Errorf("bad BatchSize %d", batch))
+	case batch == 0:
+		batch = defaultBatchSize
+	case batch > maxBatchSize:
+		batch = maxBatchSize
+	}
+	if opts.MaxTCPBuffer != 0 && opts.MaxTCPBuffer < tcp.MinBufferSize {
+		return fail(fmt.Errorf("bad MaxTCPBuffer %d: below %d bytes", opts.MaxTCPBuffer, tcp.MinBufferSize))
+	}
 	n := &Net{
 		log:       opts.Logger,
 		mtu:       mtu,
@@ -157,6 +199,8 @@ func Open(ctx context.Context, cfg *wg.Config, opts *Options) (*Net, error) {
 		search:    slices.Clone(cfg.Interface.DNSSearch),
 		done:      make(chan struct{}),
 		listeners: make(map[*tcpListener]struct{}),
+
+		maxTCPBuffer: opts.MaxTCPBuffer,
 	}
 	if n.log == nil {
 		n.log = slog.New(slog.DiscardHandler)
@@ -170,6 +214,7 @@ func Open(ctx context.Context, cfg *wg.Config, opts *Options) (*Net, error) {
 		return fail(fmt.Errorf("UAPI name %q is longer than %d bytes", n.name, maxUAPIName))
 	}
 	n.ep = newEndpoint(uint32(mtu))
+	n.ep.batch = batch
 	st, err := n.newStack(cfg.Interface.Addresses)
 	if err != nil {
 		return fail(err)
@@ -189,11 +234,18 @@ func Open(ctx context.Context, cfg *wg.Config, opts *Options) (*Net, error) {
 		}
 	}
 	t := newTUNDevice(n.ep, mtu, n.name)
+	bind := opts.Bind
+	if bind == nil {
+		// Not conn.NewDefaultBind: it reports a batch of 128 (and needs
+		// it with UDP GRO on), and the engine then holds 24 MiB of
+		// buffers per idle tunnel.
+		bind = udpbind.New(&udpbind.Options{BatchSize: batch, Logger: n.log})
+	}
 	// NewDeviceContext owns t, the Bind and the UAPI listener from here:
 	// it closes them if it fails.
 	dev, err := wg.NewDeviceContext(ctx, t, cfg, &wg.DeviceOptions{
 		Logger: n.log,
-		Bind:   opts.Bind,
+		Bind:   bind,
 		UAPI:   uapi,
 	})
 	if err != nil {
@@ -235,6 +287,18 @@ func (n *Net) newStack(prefixes []netip.Prefix) (*stack.Stack, error) {
 	sack := tcpip.TCPSACKEnabled(true)
 	if terr := st.SetTransportProtocolOption(tcp.ProtocolNumber, &sack); terr != nil {
 		return fail(fmt.Errorf("enable TCP SACK: %s", terr))
+	}
+	if limit := n.maxTCPBuffer; limit > 0 {
+		// Min stays gVisor's; Default is clamped to Max, as gVisor
+		// rejects a range whose default exceeds its maximum.
+		rcv := tcpip.TCPReceiveBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: min(limit, tcp.DefaultReceiveBufferSize), Max: limit}
+		if terr := st.SetTransportProtocolOption(tcp.ProtocolNumber, &rcv); terr != nil {
+			return fail(fmt.Errorf("set TCP receive buffer range: %s", terr))
+		}
+		snd := tcpip.TCPSendBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: min(limit, tcp.DefaultSendBufferSize), Max: limit}
+		if terr := st.SetTransportProtocolOption(tcp.ProtocolNumber, &snd); terr != nil {
+			return fail(fmt.Errorf("set TCP send buffer range: %s", terr))
+		}
 	}
 	if terr := st.CreateNIC(nicID, n.ep); terr != nil {
 		return fail(fmt.Errorf("create NIC: %s", terr))

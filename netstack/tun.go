@@ -55,7 +55,7 @@ func (t *tunDevice) Name() (string, error) { return t.name, nil }
 func (t *tunDevice) Events() <-chan tun.Event { return t.events }
 
 // BatchSize implements tun.Device.
-func (*tunDevice) BatchSize() int { return batchSize }
+func (t *tunDevice) BatchSize() int { return t.ep.batch }
 
 // Close implements tun.Device. It stops the link in both directions and
 // closes the event channel; the gVisor stack itself is closed by Net.Close.
