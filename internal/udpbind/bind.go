@@ -326,7 +326,7 @@ func (b *Bind) ParseEndpoint(s string) (conn.Endpoint, error) {
 	if err != nil {
 		return nil, fmt.Errorf("udpbind: parse endpoint: %w", err)
 	}
-	return &Endpoint{ap: unmap(ap)}, nil
+	return newEndpoint(unmap(ap)), nil
 }
 
 func unmap(ap netip.AddrPort) netip.AddrPort {

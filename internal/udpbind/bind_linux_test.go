@@ -3,6 +3,7 @@ package udpbind
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"runtime"
 	"testing"
@@ -219,5 +220,75 @@ func TestGSOFallback(t *testing.T) {
 	case d := <-r.c:
 		t.Errorf("extra datagram %.12q...", d.data)
 	case <-time.After(20 * time.Millisecond):
+	}
+}
+
+func TestSetMark(t *testing.T) {
+	b := New(&Options{ListenAddr: lo4})
+	if err := b.SetMark(7); err != nil {
+		t.Fatalf("SetMark on a closed Bind: %v", err)
+	}
+	mark := func() int {
+		t.Helper()
+		var m int
+		var serr error
+		so := b.socks.Load().all[0]
+		if err := so.rc.Control(func(fd uintptr) { m, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK) }); err != nil {
+			t.Fatal(err)
+		}
+		if serr != nil {
+			t.Fatal(serr)
+		}
+		return m
+	}
+	if _, _, err := b.Open(0); errors.Is(err, unix.EPERM) {
+		t.Skipf("SO_MARK needs CAP_NET_ADMIN: %v", err)
+	} else if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer b.Close()
+	if got := mark(); got != 7 {
+		t.Errorf("SO_MARK after Open = %d, want 7 (set before Open)", got)
+	}
+	if err := b.SetMark(9); err != nil {
+		t.Fatalf("SetMark: %v", err)
+	}
+	if got := mark(); got != 9 {
+		t.Errorf("SO_MARK = %d, want 9", got)
+	}
+	b.Close()
+	if _, _, err := b.Open(0); err != nil {
+		t.Fatalf("reopen: %v", err)
+	}
+	if got := mark(); got != 9 {
+		t.Errorf("SO_MARK after reopen = %d, want 9", got)
+	}
+}
+
+func TestEndpointScope(t *testing.T) {
+	lo, err := net.InterfaceByName("lo")
+	if err != nil {
+		t.Skipf("no lo: %v", err)
+	}
+	tests := []struct {
+		in   string
+		want uint32
+	}{
+		{"[fe80::1%3]:7", 3},
+		{"[fe80::1%lo]:7", uint32(lo.Index)},
+		{"[fe80::1]:7", 0},
+		{"127.0.0.1:7", 0},
+	}
+	b := New(nil)
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			ep, err := b.ParseEndpoint(tt.in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := ep.(*Endpoint).scope; got != tt.want {
+				t.Errorf("scope = %d, want %d", got, tt.want)
+			}
+		})
 	}
 }

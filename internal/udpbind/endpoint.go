@@ -1,7 +1,9 @@
 package udpbind
 
 import (
+	"net"
 	"net/netip"
+	"strconv"
 
 	"golang.zx2c4.com/wireguard/conn"
 )
@@ -12,7 +14,21 @@ import (
 // endpoint. It has no sticky source address, so ClearSrc does nothing and
 // SrcIP and SrcToString report none.
 type Endpoint struct {
-	ap netip.AddrPort // IPv4 addresses are never IPv4-mapped
+	ap    netip.AddrPort // IPv4 addresses are never IPv4-mapped
+	scope uint32         // the interface index of ap's zone, or 0
+}
+
+// newEndpoint returns the Endpoint for ap, which must not be IPv4-mapped.
+func newEndpoint(ap netip.AddrPort) *Endpoint {
+	e := &Endpoint{ap: ap}
+	if z := ap.Addr().Zone(); z != "" {
+		if id, err := strconv.ParseUint(z, 10, 32); err == nil {
+			e.scope = uint32(id)
+		} else if ifi, err := net.InterfaceByName(z); err == nil {
+			e.scope = uint32(ifi.Index)
+		}
+	}
+	return e
 }
 
 var _ conn.Endpoint = (*Endpoint)(nil)
@@ -64,7 +80,7 @@ func (c *endpointCache) get(ap netip.AddrPort) *Endpoint {
 	} else if len(c.m) >= maxCachedEndpoints {
 		clear(c.m)
 	}
-	e := &Endpoint{ap: ap}
+	e := newEndpoint(ap)
 	c.m[ap] = e
 	return e
 }

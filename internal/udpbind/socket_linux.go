@@ -323,25 +323,19 @@ func sockaddrToAddrPort(sa *unix.RawSockaddrInet6) netip.AddrPort {
 	return netip.AddrPortFrom(a, port)
 }
 
-// putSockaddr writes ap to sa in the family of s.
-func (s *socket) putSockaddr(sa *unix.RawSockaddrInet6, ap netip.AddrPort) int {
+// putSockaddr writes e's address to sa in the family of s.
+func (s *socket) putSockaddr(sa *unix.RawSockaddrInet6, e *Endpoint) int {
 	*sa = unix.RawSockaddrInet6{}
-	binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:], ap.Port())
+	binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:], e.ap.Port())
 	if !s.v6 {
 		sa4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
 		sa4.Family = unix.AF_INET
-		sa4.Addr = ap.Addr().As4()
+		sa4.Addr = e.ap.Addr().As4()
 		return unix.SizeofSockaddrInet4
 	}
 	sa.Family = unix.AF_INET6
-	sa.Addr = ap.Addr().As16()
-	if z := ap.Addr().Zone(); z != "" {
-		if id, err := strconv.ParseUint(z, 10, 32); err == nil {
-			sa.Scope_id = uint32(id)
-		} else if ifi, err := net.InterfaceByName(z); err == nil {
-			sa.Scope_id = uint32(ifi.Index)
-		}
-	}
+	sa.Addr = e.ap.Addr().As16() // IPv4-mapped for an IPv4 peer
+	sa.Scope_id = e.scope
 	return unix.SizeofSockaddrInet6
 }
 
@@ -352,7 +346,7 @@ func (s *socket) send(bufs [][]byte, e *Endpoint) error {
 	st := s.sends.Get().(*sendState)
 	defer s.sends.Put(st)
 	gso := s.gso.Load() && len(bufs) > 1
-	st.build(bufs, s.putSockaddr(&st.name, e.ap), gso, e.ap.Addr().Is4())
+	st.build(bufs, s.putSockaddr(&st.name, e), gso, e.ap.Addr().Is4())
 	err := s.rc.Write(st.fn)
 	for i := range st.iovs {
 		st.iovs[i].Base = nil
