@@ -126,13 +126,19 @@ func (e *endpoint) signal() {
 // WritePackets implements stack.LinkWriter. It queues the packets for the
 // engine and never blocks.
 func (e *endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
+	return e.enqueue(pkts.AsSlice())
+}
+
+// enqueue queues pkts for the engine, taking a reference to each, and
+// drops what does not fit.
+func (e *endpoint) enqueue(pkts []*stack.PacketBuffer) (int, tcpip.Error) {
 	e.qmu.Lock()
 	if e.closed {
 		e.qmu.Unlock()
 		return 0, &tcpip.ErrClosedForSend{}
 	}
 	n := 0
-	for _, pkt := range pkts.AsSlice() {
+	for _, pkt := range pkts {
 		if len(e.queue) >= maxQueuedPackets {
 			break
 		}
@@ -141,7 +147,7 @@ func (e *endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 		n++
 	}
 	e.qmu.Unlock()
-	if d := pkts.Len() - n; d > 0 {
+	if d := len(pkts) - n; d > 0 {
 		e.dropped.Add(uint64(d))
 	}
 	if n > 0 {
@@ -152,6 +158,24 @@ func (e *endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 	// senders are not told about drops on a real link either.
 	return n, nil
 }
+
+// qdisc is the NIC's queueing discipline (stack.NICOptions.QDisc): it
+// queues each packet on the endpoint directly. Without it the stack wraps
+// every packet in a PacketBufferList, one allocation per packet.
+type qdisc struct{ e *endpoint }
+
+var _ stack.QueueingDiscipline = qdisc{}
+
+// WritePacket implements stack.QueueingDiscipline.
+func (q qdisc) WritePacket(pkt *stack.PacketBuffer) tcpip.Error {
+	one := [1]*stack.PacketBuffer{pkt}
+	_, err := q.e.enqueue(one[:])
+	return err
+}
+
+// Close implements stack.QueueingDiscipline; the endpoint's Close stops
+// the queue.
+func (qdisc) Close() {}
 
 // readBatch blocks until at least one outbound packet is queued, then
 // copies packets (TCP super-packets cut into segments) into bufs[i][offset:]

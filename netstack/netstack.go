@@ -300,7 +300,7 @@ func (n *Net) newStack(prefixes []netip.Prefix) (*stack.Stack, error) {
 			return fail(fmt.Errorf("set TCP send buffer range: %s", terr))
 		}
 	}
-	if terr := st.CreateNIC(nicID, n.ep); terr != nil {
+	if terr := st.CreateNICWithOptions(nicID, n.ep, stack.NICOptions{QDisc: qdisc{n.ep}}); terr != nil {
 		return fail(fmt.Errorf("create NIC: %s", terr))
 	}
 	for _, p := range prefixes {
