@@ -9,11 +9,15 @@
 // opens a single dual-stack socket where the system allows it (one receive
 // function) and reports a configurable, smaller batch (Options.BatchSize).
 //
-// On Linux it moves Options.BatchSize datagrams per system call with
-// recvmmsg(2) and sendmmsg(2) and, where the kernel supports them, uses
-// UDP generic segmentation offload on send (UDP_SEGMENT) and generic
-// receive offload on receive (UDP_GRO). Elsewhere it reads and writes one
-// datagram per call.
+// On Linux it moves up to Options.BatchSize datagrams per system call
+// with recvmmsg(2) and sendmmsg(2), without allocating per datagram, and,
+// where the kernel supports them, uses UDP generic segmentation offload on
+// send (UDP_SEGMENT: a run of same-size datagrams to one peer is one
+// message) and generic receive offload on receive (UDP_GRO: the kernel
+// hands over up to 64 datagrams of one flow as one message, which the
+// Bind splits into the caller's buffers; what does not fit waits in a
+// 64 KiB per-socket scratch buffer, made on first need, for the next
+// call). Elsewhere it reads and writes one datagram per call.
 //
 // The sticky source address of conn.NewDefaultBind (replying from the
 // local address a peer wrote to) is not implemented: it matters to hosts
@@ -25,7 +29,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -117,7 +120,7 @@ func New(opts *Options) *Bind {
 	}
 	b.batch = min(b.batch, maxBatchSize)
 	if b.log == nil {
-		b.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+		b.log = slog.New(slog.DiscardHandler)
 	}
 	return b
 }

@@ -2,6 +2,7 @@ package udpbind_test
 
 import (
 	"bytes"
+	"errors"
 	"net/netip"
 	"runtime"
 	"testing"
@@ -150,3 +151,48 @@ func TestDeviceHeap(t *testing.T) {
 		t.Errorf("udpbind device holds %d bytes, stock %d: want less", ours, stock)
 	}
 }
+
+// TestDeviceBurst pushes a burst of packets through a device pair, so
+// that the engine hands the Bind batches (and GSO/GRO see runs).
+func TestDeviceBurst(t *testing.T) {
+	a, b := newPair(t, netip.MustParseAddr("127.0.0.1"), func() conn.Bind { return udpbind.New(nil) })
+	ping(t, a, b, 5*time.Second) // handshake
+	const n = 300
+	want := make(map[string]bool, n)
+	errc := make(chan error, 1)
+	go func() {
+		for i := range n {
+			pkt := tuntest.Ping(b.addr, a.addr)
+			pkt[len(pkt)-2], pkt[len(pkt)-1] = byte(i>>8), byte(i) // distinct payloads
+			select {
+			case a.tun.Outbound <- pkt:
+			case <-time.After(5 * time.Second):
+				errc <- errTimeout
+				return
+			}
+		}
+		errc <- nil
+	}()
+	for i := range n {
+		pkt := tuntest.Ping(b.addr, a.addr)
+		pkt[len(pkt)-2], pkt[len(pkt)-1] = byte(i>>8), byte(i)
+		want[string(pkt)] = true
+	}
+	deadline := time.After(10 * time.Second)
+	for got := 0; got < n; got++ {
+		select {
+		case pkt := <-b.tun.Inbound:
+			if !want[string(pkt)] {
+				t.Fatalf("unexpected or repeated packet % x", pkt)
+			}
+			delete(want, string(pkt))
+		case <-deadline:
+			t.Fatalf("received %d of %d packets", got, n)
+		}
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+}
+
+var errTimeout = errors.New("engine did not read from its TUN")
