@@ -5,10 +5,14 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/wgkit/wgkit/netstack"
+	"github.com/wgkit/wgkit/wg"
 )
 
 const benchPort = 5001
@@ -20,11 +24,31 @@ const benchPort = 5001
 // yet collected) and the live heap right after it with the connections
 // still open (heap-B, after two collections). Both heap figures cover the
 // whole process, that is both tunnels of the pair.
+//
+// Besides impl=stock and impl=wgkit (default options) it runs
+// impl=wgkit-tcpbuf256k, wgkit with netstack.Options.MaxTCPBuffer set to
+// 256 KiB, to measure what that memory cap costs in throughput.
 func BenchmarkNetstackTCPThroughput(b *testing.B) {
+	all := append(slices.Clip(impls), impl{"wgkit-tcpbuf256k", openWgkitWith(&netstack.Options{MaxTCPBuffer: 256 << 10})})
 	for _, streams := range []int{1, 4} {
 		b.Run("streams="+strconv.Itoa(streams), func(b *testing.B) {
-			forEachImpl(b, func(b *testing.B, im impl) { benchThroughput(b, im, streams) })
+			for _, im := range all {
+				b.Run("impl="+im.name, func(b *testing.B) { benchThroughput(b, im, streams) })
+			}
 		})
+	}
+}
+
+// openWgkitWith returns an impl's open function for wgkit with opts.
+func openWgkitWith(opts *netstack.Options) func(testing.TB, *wg.Config) tunnel {
+	return func(tb testing.TB, cfg *wg.Config) tunnel {
+		tb.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		o := *opts
+		n, err := netstack.Open(ctx, cfg, &o)
+		mustNoErr(tb, err, "wgkit: open")
+		return wgkitTunnel{n}
 	}
 }
 
