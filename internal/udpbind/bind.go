@@ -156,10 +156,33 @@ func (b *Bind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 	}
 	fns := make([]conn.ReceiveFunc, len(s.all))
 	for i, so := range s.all {
-		fns[i] = so.receive
+		// The engine names its receive goroutines after these methods.
+		switch {
+		case so == s.v4 && so == s.v6:
+			fns[i] = so.receiveDualStack
+		case so == s.v4:
+			fns[i] = so.receiveIPv4
+		default:
+			fns[i] = so.receiveIPv6
+		}
 	}
 	b.socks.Store(s)
 	return fns, actual, nil
+}
+
+// receiveDualStack is the ReceiveFunc of a dual-stack socket.
+func (s *socket) receiveDualStack(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+	return s.receive(bufs, sizes, eps)
+}
+
+// receiveIPv4 is the ReceiveFunc of an IPv4 socket.
+func (s *socket) receiveIPv4(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+	return s.receive(bufs, sizes, eps)
+}
+
+// receiveIPv6 is the ReceiveFunc of an IPv6-only socket.
+func (s *socket) receiveIPv6(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+	return s.receive(bufs, sizes, eps)
 }
 
 func (s *sockets) close() error {
