@@ -35,13 +35,12 @@ type mmsghdr struct {
 // with recvmmsg(2) and sendmmsg(2) on the socket's raw descriptor, so that
 // no per-datagram address is allocated.
 type socket struct {
-	c     *net.UDPConn
-	rc    syscall.RawConn
-	v6    bool // an AF_INET6 socket; IPv4 peers appear IPv4-mapped
-	batch int
-	log   *slog.Logger
-	gso   atomic.Bool // UDP_SEGMENT works; cleared when the kernel refuses it
-	gro   bool        // UDP_GRO is on: a datagram read may hold several
+	c   *net.UDPConn
+	rc  syscall.RawConn
+	v6  bool // an AF_INET6 socket; IPv4 peers appear IPv4-mapped
+	log *slog.Logger
+	gso atomic.Bool // UDP_SEGMENT works; cleared when the kernel refuses it
+	gro bool        // UDP_GRO is on: a datagram read may hold several
 
 	rmu sync.Mutex // guards r
 	r   recvState  // guarded by rmu
@@ -122,7 +121,7 @@ func (b *Bind) newSocket(c *net.UDPConn, v6 bool) (*socket, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &socket{c: c, rc: rc, v6: v6, batch: b.batch, log: b.log}
+	s := &socket{c: c, rc: rc, v6: v6, log: b.log}
 	var gso, gro bool
 	if err := rc.Control(func(fd uintptr) { gso, gro = offloads(int(fd), b.offload) }); err != nil {
 		return nil, err
