@@ -292,3 +292,85 @@ func TestEndpointScope(t *testing.T) {
 		})
 	}
 }
+
+// TestGROBatchOverflow reads coalesced messages in the batch mode a GRO
+// socket enters after many uncoalesced datagrams: datagrams beyond the
+// caller's buffers wait in a grown scratch buffer, are handed over in
+// order, and the buffer shrinks back afterwards.
+func TestGROBatchOverflow(t *testing.T) {
+	if gso, gro := kernelOffloads(t); !gso || !gro {
+		t.Skipf("kernel without UDP GSO (%v) or GRO reporting (%v)", gso, gro)
+	}
+	var sizes []int
+	for _, run := range []struct{ n, size int }{
+		{3, 1420}, {20, 1000}, {20, 1200}, {1, 50}, {40, 1420}, {2, 300}, {30, 1100}, {1, 1500}, {25, 900},
+	} {
+		sizes = append(sizes, repeat(run.n, run.size)...)
+	}
+	tests := []struct {
+		name     string
+		batch    bool // start in batch mode
+		nbufs    int
+		wantGrow bool // overflow beyond one message: scratch grows
+	}{
+		{name: "batch mode, 16 buffers", batch: true, nbufs: 16, wantGrow: true},
+		{name: "batch mode, 3 buffers", batch: true, nbufs: 3},
+		{name: "one message per read, 16 buffers", nbufs: 16},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rb, rfns, rport := openBind(t, &Options{ListenAddr: lo4, BatchSize: 16}, false, 0)
+			sb, _, _ := openBind(t, &Options{ListenAddr: lo4, BatchSize: 128}, false, 0)
+			so := rb.socks.Load().all[0]
+			if !so.gro {
+				t.Fatal("GRO off")
+			}
+			if tt.batch {
+				so.r.singles = batchAfterSingles // no receive runs yet
+			}
+			out := make([][]byte, len(sizes))
+			for i, n := range sizes {
+				out[i] = make([]byte, n)
+				copy(out[i], fmt.Sprintf("datagram %d of %d", i, n))
+			}
+			if err := sb.Send(out, &Endpoint{ap: netip.AddrPortFrom(lo4, rport)}); err != nil {
+				t.Fatalf("Send: %v", err)
+			}
+			// Everything is queued: read it in this goroutine, so that
+			// the state can be checked afterwards.
+			bufs := make([][]byte, tt.nbufs)
+			for i := range bufs {
+				bufs[i] = make([]byte, 1<<16)
+			}
+			ns := make([]int, tt.nbufs)
+			eps := make([]conn.Endpoint, tt.nbufs)
+			var got [][]byte
+			maxScratch := 0
+			for calls := 0; len(got) < len(out); calls++ {
+				if calls > len(out) {
+					t.Fatalf("%d calls for %d of %d datagrams", calls, len(got), len(out))
+				}
+				n, err := rfns[0](bufs, ns, eps)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for i := range n {
+					got = append(got, append([]byte(nil), bufs[i][:ns[i]]...))
+				}
+				maxScratch = max(maxScratch, len(so.r.scratch))
+			}
+			for i := range out {
+				if string(got[i]) != string(out[i]) {
+					t.Fatalf("datagram %d: got %d bytes %.20q, want %d bytes %.20q", i, len(got[i]), got[i], len(out[i]), out[i])
+				}
+			}
+			if len(so.r.pending) != 0 || len(so.r.scratch) > maxDatagram {
+				t.Errorf("after: %d pending, scratch %d bytes; want none pending and at most %d", len(so.r.pending), len(so.r.scratch), maxDatagram)
+			}
+			if tt.wantGrow && maxScratch <= maxDatagram {
+				t.Errorf("scratch never grew beyond %d bytes: the batch read did not overflow", maxScratch)
+			}
+			t.Logf("largest scratch %d bytes", maxScratch)
+		})
+	}
+}

@@ -405,12 +405,20 @@ func TestAllocs(t *testing.T) {
 	if raceEnabled {
 		t.Skip("the race detector makes sync.Pool drop items, which allocates")
 	}
-	for _, off := range []bool{false, true} {
-		t.Run(fmt.Sprintf("DisableOffload=%v", off), func(t *testing.T) {
+	tests := []struct {
+		name         string
+		rxOff, txOff bool
+	}{
+		{name: "offload"},
+		{name: "no offload", rxOff: true, txOff: true},
+		// GRO reading uncoalesced datagrams, in batches after a while.
+		{name: "rx offload", txOff: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
 			const batch = 8
-			opts := &Options{BatchSize: batch, ListenAddr: lo4, DisableOffload: off}
-			_, rfns, rport := openBind(t, opts, false, 0)
-			sb, _, _ := openBind(t, opts, false, 0)
+			_, rfns, rport := openBind(t, &Options{BatchSize: batch, ListenAddr: lo4, DisableOffload: tt.rxOff}, false, 0)
+			sb, _, _ := openBind(t, &Options{BatchSize: batch, ListenAddr: lo4, DisableOffload: tt.txOff}, false, 0)
 			ep, err := sb.ParseEndpoint(netip.AddrPortFrom(lo4, rport).String())
 			if err != nil {
 				t.Fatal(err)

@@ -56,13 +56,16 @@ type recvState struct {
 	oob   []byte // oobSize bytes per message for the UDP_GRO cmsg
 	cache endpointCache
 
-	// With GRO, the datagrams of a coalesced read that did not fit in the
-	// caller's buffers wait in scratch for the next receive: rest holds
-	// them back to back, restSeg long each (the last may be shorter).
+	// With GRO, datagrams read that did not fit in the caller's buffers
+	// wait in scratch for the next receive calls, in order.
 	scratch []byte
-	rest    []byte
-	restSeg int
-	restEp  *Endpoint
+	pending []pending
+	// msgs describes the messages of the last read.
+	msgs []msgInfo
+	// singles counts the datagrams read since the last coalesced one:
+	// with GRO, a read asks for one message until it reaches
+	// batchAfterSingles, and for a batch after (see receiveGRO).
+	singles int
 
 	// The arguments and results of recvmmsg, which fn reads and writes so
 	// that rc.Read takes a function value made once.
@@ -70,6 +73,22 @@ type recvState struct {
 	n     int
 	errno syscall.Errno
 	fn    func(fd uintptr) bool
+}
+
+// pending is a run of datagrams of seg bytes (the last may be shorter)
+// from ep that a receive read but could not hand over.
+type pending struct {
+	data []byte
+	seg  int
+	ep   *Endpoint
+}
+
+// msgInfo is one message of a GRO read.
+type msgInfo struct {
+	n, seg int // bytes, and bytes per datagram
+	segs   int // datagrams
+	start  int // index of its first datagram in the caller's buffers
+	ep     *Endpoint
 }
 
 // sendState is the reusable state of one send.
@@ -164,6 +183,9 @@ const (
 	// oobSize is the control buffer of one message, room for the
 	// UDP_SEGMENT or UDP_GRO cmsg (8-byte aligned).
 	oobSize = 32
+	// batchAfterSingles is how many datagrams in a row must arrive
+	// uncoalesced before a GRO socket reads a batch of messages per call.
+	batchAfterSingles = 64
 )
 
 // receive is the ReceiveFunc of s.
@@ -171,28 +193,30 @@ func (s *socket) receive(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, 
 	s.rmu.Lock()
 	defer s.rmu.Unlock()
 	r := &s.r
-	if len(r.rest) > 0 {
-		return r.takeRest(bufs, sizes, eps), nil
+	if len(r.pending) > 0 {
+		return r.takePending(bufs, sizes, eps), nil
 	}
-	count := min(len(bufs), len(r.hdrs))
-	scratch := false
 	if s.gro {
-		// One read may carry up to 64 datagrams (more from a local
-		// sender on recent kernels): read one at a time, and split it.
-		count = min(count, 1)
-		if count == 1 && len(bufs[0]) < maxDatagram {
-			// Too short for a coalesced read: read into scratch.
-			scratch = true
-			if r.scratch == nil {
-				r.scratch = make([]byte, maxDatagram)
-			}
-		}
+		return s.receiveGRO(bufs, sizes, eps)
 	}
+	count, err := s.read(bufs, min(len(bufs), len(r.hdrs)))
+	if err != nil || count == 0 {
+		return 0, err
+	}
+	for i := range r.n {
+		sizes[i] = int(r.hdrs[i].n)
+		eps[i] = r.cache.get(sockaddrToAddrPort(&r.names[i]))
+	}
+	return r.n, nil
+}
+
+// read reads up to count messages into bufs with recvmmsg(2), and
+// returns how many it asked for: fewer than count if a buffer is empty.
+// r.n holds how many arrived.
+func (s *socket) read(bufs [][]byte, count int) (int, error) {
+	r := &s.r
 	for i := range count {
 		b := bufs[i]
-		if scratch {
-			b = r.scratch
-		}
 		if len(b) == 0 {
 			// An empty iovec would still consume a datagram.
 			count = i
@@ -221,56 +245,144 @@ func (s *socket) receive(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, 
 	if r.errno != 0 {
 		return 0, &net.OpError{Op: "read", Net: "udp", Addr: s.c.LocalAddr(), Err: os.NewSyscallError("recvmmsg", r.errno)}
 	}
-	if !s.gro {
-		for i := range r.n {
-			sizes[i] = int(r.hdrs[i].n)
-			eps[i] = r.cache.get(sockaddrToAddrPort(&r.names[i]))
-		}
-		return r.n, nil
-	}
-	// GRO: one message, maybe several datagrams of seg bytes each (the
-	// last may be shorter).
-	h := &r.hdrs[0]
-	n := int(h.n)
-	seg := groSize(r.oob[:h.hdr.Controllen])
-	if seg <= 0 || seg > n {
-		seg = n
-	}
-	ep := r.cache.get(sockaddrToAddrPort(&r.names[0]))
-	if scratch {
-		r.rest, r.restSeg, r.restEp = r.scratch[:n], seg, ep
-		return r.takeRest(bufs, sizes, eps), nil
-	}
-	src := bufs[0][:n]
-	k := 1
-	for off := seg; off < n && k < len(bufs); off += seg {
-		sizes[k] = copy(bufs[k], src[off:min(off+seg, n)])
-		eps[k] = ep
-		k++
-	}
-	if off := k * seg; off < n {
-		// More datagrams than buffers: keep the others for next time.
-		if r.scratch == nil {
-			r.scratch = make([]byte, maxDatagram)
-		}
-		r.rest = r.scratch[:copy(r.scratch, src[off:])]
-		r.restSeg, r.restEp = seg, ep
-	}
-	sizes[0], eps[0] = seg, ep
-	return k, nil
+	return count, nil
 }
 
-// takeRest moves datagrams kept from a coalesced read into bufs.
-func (r *recvState) takeRest(bufs [][]byte, sizes []int, eps []conn.Endpoint) int {
-	k := 0
-	for ; k < len(bufs) && len(r.rest) > 0; k++ {
-		d := r.rest[:min(r.restSeg, len(r.rest))]
-		sizes[k] = copy(bufs[k], d)
-		eps[k] = r.restEp
-		r.rest = r.rest[len(d):]
+// receiveGRO is receive on a GRO socket, where a message may hold up to
+// 64 datagrams of one size (more from a local sender on recent kernels).
+//
+// While datagrams arrive coalesced, it reads one message per call, so
+// that what does not fit in bufs (at most one message) waits in a 64 KiB
+// scratch buffer. After batchAfterSingles datagrams in a row arrived one
+// per message, it reads a batch of len(bufs) messages per call as
+// without GRO; should coalesced ones arrive then, scratch grows to hold
+// what does not fit, and shrinks back once handed over.
+func (s *socket) receiveGRO(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+	r := &s.r
+	count := 1
+	if r.singles >= batchAfterSingles {
+		count = min(len(bufs), len(r.hdrs))
 	}
-	if len(r.rest) == 0 {
-		r.rest, r.restEp = nil, nil
+	for i, b := range bufs[:count] {
+		if len(b) < maxDatagram {
+			// Too short for a coalesced message.
+			count = i
+			break
+		}
+	}
+	if count == 0 {
+		// Read one message into scratch and hand it over from there.
+		r.grow(maxDatagram)
+		if c, err := s.read([][]byte{r.scratch[:maxDatagram]}, 1); err != nil || c == 0 {
+			return 0, err
+		}
+		m := r.message(0)
+		r.pending = append(r.pending, pending{r.scratch[:m.n], m.seg, m.ep})
+		return r.takePending(bufs, sizes, eps), nil
+	}
+	count, err := s.read(bufs, count)
+	if err != nil || count == 0 {
+		return 0, err
+	}
+	r.msgs = r.msgs[:0]
+	total := 0
+	for i := range r.n {
+		m := r.message(i)
+		m.start = total
+		total += m.segs
+		r.msgs = append(r.msgs, m)
+		if m.segs > 1 {
+			r.singles = 0
+		} else {
+			r.singles++
+		}
+	}
+	if total > len(bufs) {
+		r.keepOverflow(bufs, len(bufs))
+		total = len(bufs)
+	}
+	// Spread the datagrams over bufs, last message first: message i
+	// moves to buffers start..start+segs-1, where start >= i, which only
+	// overwrites messages already moved.
+	for i := len(r.msgs) - 1; i >= 0; i-- {
+		m := &r.msgs[i]
+		src := bufs[i][:m.n]
+		for k := m.segs - 1; k >= 0; k-- {
+			d := m.start + k
+			off := k * m.seg
+			sizes[d] = copy(bufs[d], src[off:min(off+m.seg, m.n)])
+			eps[d] = m.ep
+		}
+	}
+	return total, nil
+}
+
+// message returns what the kernel wrote for message i of the last read.
+func (r *recvState) message(i int) msgInfo {
+	h := &r.hdrs[i]
+	m := msgInfo{n: int(h.n), seg: groSize(r.oob[i*oobSize:][:h.hdr.Controllen]), segs: 1}
+	if m.seg <= 0 || m.seg >= m.n {
+		m.seg = m.n
+	} else {
+		m.segs = (m.n + m.seg - 1) / m.seg
+	}
+	m.ep = r.cache.get(sockaddrToAddrPort(&r.names[i]))
+	return m
+}
+
+// keepOverflow moves the datagrams of r.msgs past the first room buffers
+// into scratch, and trims r.msgs to what fits.
+func (r *recvState) keepOverflow(bufs [][]byte, room int) {
+	// c is the first message that does not fit whole.
+	c := 0
+	for r.msgs[c].start+r.msgs[c].segs <= room {
+		c++
+	}
+	fit := room - r.msgs[c].start // datagrams of c that fit, maybe none
+	need := 0
+	for i := c; i < len(r.msgs); i++ {
+		need += r.msgs[i].n
+	}
+	r.grow(need)
+	off := 0
+	for i := c; i < len(r.msgs); i++ {
+		m := &r.msgs[i]
+		from := 0
+		if i == c {
+			from = fit * m.seg
+		}
+		n := copy(r.scratch[off:], bufs[i][from:m.n])
+		r.pending = append(r.pending, pending{r.scratch[off : off+n], m.seg, m.ep})
+		off += n
+	}
+	r.msgs[c].n, r.msgs[c].segs = fit*r.msgs[c].seg, fit
+	r.msgs = r.msgs[:c+1]
+}
+
+// grow makes scratch at least n bytes long. It is empty: nothing pending.
+func (r *recvState) grow(n int) {
+	if len(r.scratch) < n {
+		r.scratch = make([]byte, max(n, maxDatagram))
+	}
+}
+
+// takePending moves pending datagrams into bufs.
+func (r *recvState) takePending(bufs [][]byte, sizes []int, eps []conn.Endpoint) int {
+	k := 0
+	for k < len(bufs) && len(r.pending) > 0 {
+		p := &r.pending[0]
+		d := p.data[:min(p.seg, len(p.data))]
+		sizes[k] = copy(bufs[k], d)
+		eps[k] = p.ep
+		k++
+		p.data = p.data[len(d):]
+		if len(p.data) == 0 {
+			r.pending = append(r.pending[:0], r.pending[1:]...)
+		}
+	}
+	if len(r.pending) == 0 && len(r.scratch) > maxDatagram {
+		// Grown for a batch that overflowed: give it back.
+		r.scratch = nil
 	}
 	return k
 }
