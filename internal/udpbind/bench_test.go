@@ -65,13 +65,7 @@ func benchStream(b *testing.B, newRx, newTx func() conn.Bind) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			batch := rx.BatchSize()
-			bufs := make([][]byte, batch)
-			for i := range bufs {
-				bufs[i] = make([]byte, 1<<16)
-			}
-			sizes := make([]int, batch)
-			eps := make([]conn.Endpoint, batch)
+			bufs, sizes, eps := recvBuffers(rx.BatchSize(), 1<<16)
 			for {
 				n, err := fn(bufs, sizes, eps)
 				if err != nil {

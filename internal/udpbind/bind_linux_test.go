@@ -338,12 +338,7 @@ func TestGROBatchOverflow(t *testing.T) {
 			}
 			// Everything is queued: read it in this goroutine, so that
 			// the state can be checked afterwards.
-			bufs := make([][]byte, tt.nbufs)
-			for i := range bufs {
-				bufs[i] = make([]byte, 1<<16)
-			}
-			ns := make([]int, tt.nbufs)
-			eps := make([]conn.Endpoint, tt.nbufs)
+			bufs, ns, eps := recvBuffers(tt.nbufs, 1<<16)
 			var got [][]byte
 			maxScratch := 0
 			for calls := 0; len(got) < len(out); calls++ {

@@ -74,12 +74,7 @@ func receiveSized(t testing.TB, b *Bind, fns []conn.ReceiveFunc, nbufs, size int
 		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()
-			bufs := make([][]byte, nbufs)
-			for i := range bufs {
-				bufs[i] = make([]byte, size)
-			}
-			sizes := make([]int, nbufs)
-			eps := make([]conn.Endpoint, nbufs)
+			bufs, sizes, eps := recvBuffers(nbufs, size)
 			for {
 				n, err := fn(bufs, sizes, eps)
 				if err != nil {
@@ -120,6 +115,16 @@ func (r *receiver) collect(t testing.TB, n int, timeout time.Duration) []datagra
 		}
 	}
 	return got
+}
+
+// recvBuffers returns the arguments of a ReceiveFunc: n buffers of size
+// bytes, and n sizes and endpoints.
+func recvBuffers(n, size int) ([][]byte, []int, []conn.Endpoint) {
+	bufs := make([][]byte, n)
+	for i := range bufs {
+		bufs[i] = make([]byte, size)
+	}
+	return bufs, make([]int, n), make([]conn.Endpoint, n)
 }
 
 // payloads returns n numbered datagrams of size bytes.
@@ -424,12 +429,7 @@ func TestAllocs(t *testing.T) {
 				t.Fatal(err)
 			}
 			out := payloads(batch, 1420)
-			bufs := make([][]byte, batch)
-			for i := range bufs {
-				bufs[i] = make([]byte, 1<<16)
-			}
-			sizes := make([]int, batch)
-			eps := make([]conn.Endpoint, batch)
+			bufs, sizes, eps := recvBuffers(batch, 1<<16)
 			fn := rfns[0]
 			var failed error
 			round := func() {

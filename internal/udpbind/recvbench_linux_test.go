@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"net/netip"
 	"testing"
-
-	"golang.zx2c4.com/wireguard/conn"
 )
 
 // BenchmarkReceive measures the receive side alone: each round queues a
@@ -29,12 +27,7 @@ func benchReceive(b *testing.B, gro, gso bool) {
 	sb, _, _ := openBind(b, &Options{ListenAddr: lo4, DisableOffload: !gso, BatchSize: batch}, false, 0)
 	ep := &Endpoint{ap: netip.AddrPortFrom(lo4, rport)}
 	out := payloads(batch, 1420)
-	bufs := make([][]byte, batch)
-	for i := range bufs {
-		bufs[i] = make([]byte, 1<<16)
-	}
-	sizes := make([]int, batch)
-	eps := make([]conn.Endpoint, batch)
+	bufs, sizes, eps := recvBuffers(batch, 1<<16)
 	fn := rfns[0]
 	calls := 0
 	b.ResetTimer()
