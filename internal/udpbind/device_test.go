@@ -196,3 +196,34 @@ func TestDeviceBurst(t *testing.T) {
 }
 
 var errTimeout = errors.New("engine did not read from its TUN")
+
+// TestDeviceRebind changes a device's listen port at run time, which makes
+// the engine close its Bind and open it again on the new port.
+func TestDeviceRebind(t *testing.T) {
+	lo := netip.MustParseAddr("127.0.0.1")
+	a, b := newPair(t, lo, func() conn.Bind { return udpbind.New(nil) })
+	ping(t, a, b, 5*time.Second)
+
+	// A port free a moment ago; the engine fails loudly if it is not.
+	probe := udpbind.New(&udpbind.Options{ListenAddr: lo})
+	_, port, err := probe.Open(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	probe.Close()
+	cfg := b.dev.Config()
+	cfg.Interface.ListenPort = int(port)
+	if err := b.dev.Reconfigure(cfg); err != nil {
+		t.Fatalf("Reconfigure to port %d: %v", port, err)
+	}
+	if got := b.dev.ListenPort(); got != int(port) {
+		t.Fatalf("ListenPort() = %d after Reconfigure, want %d", got, port)
+	}
+	acfg := a.dev.Config()
+	acfg.Peers[0].Endpoint = netip.AddrPortFrom(lo, port).String()
+	if err := a.dev.SetPeer(acfg.Peers[0]); err != nil {
+		t.Fatal(err)
+	}
+	ping(t, a, b, 5*time.Second)
+	ping(t, b, a, 5*time.Second)
+}
