@@ -273,7 +273,7 @@ func (s *socket) receiveGRO(bufs [][]byte, sizes []int, eps []conn.Endpoint) (in
 	if count == 0 {
 		// Read one message into scratch and hand it over from there.
 		r.grow(maxDatagram)
-		if c, err := s.read([][]byte{r.scratch[:maxDatagram]}, 1); err != nil || c == 0 {
+		if c, err := s.read([][]byte{r.scratch[:maxDatagram]}, 1); err != nil || c == 0 || r.n == 0 {
 			return 0, err
 		}
 		m := r.message(0)
