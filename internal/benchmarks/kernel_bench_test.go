@@ -32,7 +32,8 @@ import (
 
 const (
 	kernelChunk  = 1 << 20  // bytes per benchmark op
-	kernelWarmup = 16 << 20 // bytes sent before timing, past TCP slow start
+	kernelRound  = 16 << 20 // bytes per round of a sub-benchmark, at most
+	kernelWarmup = 16 << 20 // bytes sent at set-up, past TCP slow start
 	kernelPort   = 5201     // the TCP sink's port
 )
 
@@ -53,48 +54,94 @@ var (
 // impl=wgkit is tun.Open. Both use wireguard-go's offloads (TSO and GRO on
 // the TUN, UDP GSO and GRO on the sockets) where the kernel has them.
 //
-// One op is 1 MiB, after a 16 MiB warm-up on the same connection. Besides
-// MB/s it reports Mbit/s and the CPU time (user plus system) of the two
-// engine processes per GB moved, cpu-s/GB; the TCP endpoints' CPU is not
-// counted.
+// Both set-ups (four namespaces) are made once, with a 16 MiB warm-up on
+// each connection. One op is 1 MiB. Each sub-benchmark moves its b.N MiB
+// in rounds of up to 16 MiB and, in every round, moves as much through the
+// other implementation, untimed and alternately before and after its own:
+// the engines share a busy machine, and interleaving the two at this grain
+// exposes both to the same load, which -count alone (it repeats one
+// sub-benchmark before starting the next) does not.
+//
+// Besides MB/s it reports Mbit/s and the CPU time (user plus system) of the
+// two engine processes per GB moved, cpu-s/GB (the TCP endpoints' CPU is
+// not counted), and the same two measured on the other implementation's
+// interleaved rounds as ratios: Mbit/s-vs-other (own Mbit/s over the
+// other's) and cpu-vs-other (own cpu-s/GB over the other's). These paired
+// ratios are far less noisy on a shared machine than the ratio of the
+// separate medians.
 func BenchmarkKernelTCPThroughput(b *testing.B) {
 	kernelRequireRoot(b)
-	for _, impl := range []string{"stock", "wgkit"} {
-		b.Run("impl="+impl, func(b *testing.B) { benchKernelThroughput(b, impl) })
+	envs := map[string]*kernelEnv{
+		"stock": newKernelEnv(b, "stock"),
+		"wgkit": newKernelEnv(b, "wgkit"),
+	}
+	for _, pair := range [][2]string{{"stock", "wgkit"}, {"wgkit", "stock"}} {
+		own, other := envs[pair[0]], envs[pair[1]]
+		b.Run("impl="+pair[0], func(b *testing.B) { benchKernelThroughput(b, own, other) })
 	}
 }
 
-func benchKernelThroughput(b *testing.B, impl string) {
-	env := newKernelEnv(b, impl)
-	sinkAddr := netip.AddrPortFrom(kernelInnerB.Addr(), kernelPort).String()
-	env.sink.must("listen "+sinkAddr, 10*time.Second, nil)
-	env.sender.must("dial "+sinkAddr, 30*time.Second, nil)
-	env.sender.must(fmt.Sprint("send ", kernelWarmup), kernelSendTimeout(kernelWarmup)+10*time.Second, nil)
-
+func benchKernelThroughput(b *testing.B, own, other *kernelEnv) {
 	total := int64(b.N) * kernelChunk
 	b.SetBytes(kernelChunk)
-	cpu0 := env.engineCPU()
-	b.ResetTimer()
-	start := time.Now()
-	env.sender.must(fmt.Sprint("send ", total), kernelSendTimeout(total)+10*time.Second, nil)
-	elapsed := time.Since(start)
 	b.StopTimer()
-	cpu := env.engineCPU() - cpu0
-
-	gb := float64(total) / 1e9
-	b.ReportMetric(float64(total)*8/1e6/elapsed.Seconds(), "Mbit/s")
-	b.ReportMetric(cpu.Seconds()/gb, "cpu-s/GB")
+	b.ResetTimer()
+	var ownT, otherT kernelTally
+	for round, left := 0, total; left > 0; round++ {
+		n := min(left, kernelRound)
+		left -= n
+		if round%2 == 1 {
+			otherT.add(b, other, n, false)
+		}
+		ownT.add(b, own, n, true)
+		if round%2 == 0 {
+			otherT.add(b, other, n, false)
+		}
+	}
+	b.ReportMetric(ownT.mbps(), "Mbit/s")
+	b.ReportMetric(ownT.cpuPerGB(), "cpu-s/GB")
+	b.ReportMetric(ownT.mbps()/otherT.mbps(), "Mbit/s-vs-other")
+	b.ReportMetric(ownT.cpuPerGB()/otherT.cpuPerGB(), "cpu-vs-other")
 }
 
-// kernelEnv is one benchmark's namespaces and child processes.
+// kernelTally adds up the transfers of one implementation in a
+// sub-benchmark.
+type kernelTally struct {
+	bytes     int64
+	wall, cpu time.Duration
+}
+
+// add moves n bytes through env and counts them. When timed, b's timer
+// runs during the transfer (it is stopped otherwise).
+func (t *kernelTally) add(b *testing.B, env *kernelEnv, n int64, timed bool) {
+	cpu0 := env.engineCPU(b)
+	if timed {
+		b.StartTimer()
+	}
+	start := time.Now()
+	env.send(b, n)
+	t.wall += time.Since(start)
+	if timed {
+		b.StopTimer()
+	}
+	t.cpu += env.engineCPU(b) - cpu0
+	t.bytes += n
+}
+
+func (t *kernelTally) mbps() float64 { return float64(t.bytes) * 8 / 1e6 / t.wall.Seconds() }
+
+func (t *kernelTally) cpuPerGB() float64 { return t.cpu.Seconds() / (float64(t.bytes) / 1e9) }
+
+// kernelEnv is one implementation's namespaces and child processes.
 type kernelEnv struct {
 	engines      [2]*kernelProc
 	sender, sink *kernelProc
 }
 
 // newKernelEnv sets up two namespaces joined by a veth pair, an engine of
-// impl in each and a TCP sender (in the first) and sink (in the second).
-// b.Cleanup stops the children and then deletes the namespaces.
+// impl in each, a TCP sink in the second and a sender in the first,
+// connected to the sink through the tunnel and warmed up. b.Cleanup stops
+// the children and then deletes the namespaces.
 func newKernelEnv(b *testing.B, impl string) *kernelEnv {
 	b.Helper()
 	nsA, nsB := newKernelNetns(b), newKernelNetns(b)
@@ -144,15 +191,25 @@ func newKernelEnv(b *testing.B, impl string) *kernelEnv {
 	}
 	env.sender = startKernelProc(b, nsA, nil, kernelRoleEnv+"=tcp")
 	env.sink = startKernelProc(b, nsB, nil, kernelRoleEnv+"=tcp")
+
+	sinkAddr := netip.AddrPortFrom(kernelInnerB.Addr(), kernelPort).String()
+	env.sink.must(b, "listen "+sinkAddr, 10*time.Second, nil)
+	env.sender.must(b, "dial "+sinkAddr, 30*time.Second, nil)
+	env.send(b, kernelWarmup)
 	return env
 }
 
+// send moves n bytes from the sender to the sink.
+func (e *kernelEnv) send(tb testing.TB, n int64) {
+	e.sender.must(tb, fmt.Sprint("send ", n), kernelSendTimeout(n)+10*time.Second, nil)
+}
+
 // engineCPU returns the CPU time both engine processes have used so far.
-func (e *kernelEnv) engineCPU() time.Duration {
+func (e *kernelEnv) engineCPU(tb testing.TB) time.Duration {
 	var sum time.Duration
 	for _, p := range e.engines {
 		var ns int64
-		p.must("cpu", 10*time.Second, &ns)
+		p.must(tb, "cpu", 10*time.Second, &ns)
 		sum += time.Duration(ns)
 	}
 	return sum
@@ -346,14 +403,15 @@ func (p *kernelProc) next(timeout time.Duration, out any) error {
 }
 
 // must sends cmd, waits up to timeout for the reply and decodes its data
-// into out unless out is nil; any failure fails b.
-func (p *kernelProc) must(cmd string, timeout time.Duration, out any) {
-	p.b.Helper()
+// into out unless out is nil; any failure fails tb, the benchmark whose
+// goroutine calls must.
+func (p *kernelProc) must(tb testing.TB, cmd string, timeout time.Duration, out any) {
+	tb.Helper()
 	if _, err := fmt.Fprintln(p.stdin, cmd); err != nil {
-		p.b.Fatalf("child in %s: send %q: %v", p.ns, cmd, err)
+		tb.Fatalf("child in %s: send %q: %v", p.ns, cmd, err)
 	}
 	if err := p.next(timeout, out); err != nil {
-		p.b.Fatalf("child in %s: %q: %v\nstderr:\n%s", p.ns, cmd, err, p.stderr)
+		tb.Fatalf("child in %s: %q: %v\nstderr:\n%s", p.ns, cmd, err, p.stderr)
 	}
 }
 

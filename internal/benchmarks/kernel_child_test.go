@@ -25,6 +25,8 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -48,6 +50,10 @@ const (
 	kernelConfigEnv   = "WGKIT_KBENCH_CONFIG" // engine: wg-quick text
 	kernelIfaceEnv    = "WGKIT_KBENCH_IFACE"  // engine: interface name
 	kernelReplyPrefix = "wgkit-kbench: "
+	// kernelProfileEnv, when set (in the benchmark's environment, which
+	// the children inherit) to a directory, makes each engine child write
+	// a CPU profile of its whole life there as IMPL-PID.pprof.
+	kernelProfileEnv = "WGKIT_KBENCH_CPUPROFILE"
 	// kernelChildLifetime bounds a child whose parent forgot it; closing
 	// its stdin (the parent exiting does that too) ends it sooner.
 	kernelChildLifetime = 15 * time.Minute
@@ -100,6 +106,15 @@ func runKernelChild(role string) int {
 		out.Flush()
 	}
 
+	if dir := os.Getenv(kernelProfileEnv); dir != "" && role == "engine" {
+		stop, err := startKernelProfile(dir, os.Getenv(kernelImplEnv))
+		if err != nil {
+			log.Error("cpu profile", "err", err)
+		} else {
+			defer stop()
+		}
+	}
+
 	var (
 		child kernelChild
 		ready any
@@ -150,6 +165,23 @@ func runKernelChild(role string) int {
 		}
 		send(child.handle(cmd, arg))
 	}
+}
+
+// startKernelProfile starts a CPU profile of this process into
+// dir/IMPL-PID.pprof and returns what stops it.
+func startKernelProfile(dir, impl string) (stop func(), err error) {
+	f, err := os.Create(filepath.Join(dir, fmt.Sprintf("%s-%d.pprof", impl, os.Getpid())))
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }
 
 // kernelOffloads is what an engine child finds about offloads once its
@@ -410,6 +442,12 @@ func (k *kernelTCP) handle(cmd, arg string) (any, error) {
 		}()
 		return nil, nil
 	case "dial":
+		// The sender idles while the other implementation's sender
+		// runs; keep its congestion window open meanwhile. The setting
+		// is the namespace's own.
+		if err := os.WriteFile("/proc/sys/net/ipv4/tcp_slow_start_after_idle", []byte("0"), 0); err != nil {
+			return nil, err
+		}
 		c, err := net.DialTimeout("tcp", arg, 20*time.Second)
 		if err != nil {
 			return nil, err
