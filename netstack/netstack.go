@@ -92,17 +92,17 @@ type Options struct {
 	// 128. See BENCHMARKS.md for the throughput of other values.
 	BatchSize int
 
-	// MaxTCPBuffer caps the send and receive buffer of each TCP connection
-	// of the Net, in bytes, and so the data a connection keeps in flight.
-	// Under load that is what bounds memory: the engine holds each
-	// in-flight packet in a 64 KiB buffer, about 48 times its size. In
-	// the benchmarks one bulk connection between two tunnels peaks near
-	// 90 MiB of heap with the default buffers (1 MiB, the send buffer
-	// growing to 4 MiB) and near 20 MiB with 256 KiB. The cost is throughput
-	// on long paths: one connection moves at most MaxTCPBuffer per round
-	// trip (256 KiB at 50 ms is 40 Mbit/s); on short paths it costs little
-	// (see BENCHMARKS.md). 0 means gVisor's defaults; values below 4096
-	// are an error.
+	// MaxTCPBuffer caps the send and receive buffer of each TCP
+	// connection of the Net, in bytes, and so the data a connection keeps
+	// in flight. Under load that is what bounds memory: the engine holds
+	// each in-flight packet in a 64 KiB buffer, about 48 times its size.
+	// In the benchmarks one bulk connection between two tunnels peaks
+	// near 90 MiB of heap with the default buffers (1 MiB, the send buffer
+	// growing to 4 MiB) and near 20 MiB with 256 KiB. The cost is
+	// throughput on long paths: one connection moves at most MaxTCPBuffer
+	// per round trip (256 KiB at 50 ms is 40 Mbit/s); on short paths it
+	// costs nothing measurable (see BENCHMARKS.md). 0 means gVisor's
+	// defaults; values below 4096 are an error.
 	MaxTCPBuffer int
 
 	// UAPIDir, when non-empty, makes the Net serve wg(8)'s configuration
