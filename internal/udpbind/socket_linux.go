@@ -285,11 +285,8 @@ func (s *socket) receiveGRO(bufs [][]byte, sizes []int, eps []conn.Endpoint) (in
 		return 0, err
 	}
 	r.msgs = r.msgs[:0]
-	total := 0
 	for i := range r.n {
 		m := r.message(i)
-		m.start = total
-		total += m.segs
 		r.msgs = append(r.msgs, m)
 		if m.segs > 1 {
 			r.singles = 0
@@ -297,13 +294,24 @@ func (s *socket) receiveGRO(bufs [][]byte, sizes []int, eps []conn.Endpoint) (in
 			r.singles++
 		}
 	}
+	return r.spread(bufs, sizes, eps), nil
+}
+
+// spread hands over the datagrams of the messages in r.msgs, read into
+// bufs one per buffer: as many as fit in bufs, in order, and the others
+// to r.pending. It returns how many it put in bufs.
+func (r *recvState) spread(bufs [][]byte, sizes []int, eps []conn.Endpoint) int {
+	total := 0
+	for i := range r.msgs {
+		r.msgs[i].start = total
+		total += r.msgs[i].segs
+	}
 	if total > len(bufs) {
 		r.keepOverflow(bufs, len(bufs))
 		total = len(bufs)
 	}
-	// Spread the datagrams over bufs, last message first: message i
-	// moves to buffers start..start+segs-1, where start >= i, which only
-	// overwrites messages already moved.
+	// Last message first: message i moves to buffers start..start+segs-1,
+	// where start >= i, which only overwrites messages already moved.
 	for i := len(r.msgs) - 1; i >= 0; i-- {
 		m := &r.msgs[i]
 		src := bufs[i][:m.n]
@@ -314,7 +322,7 @@ func (s *socket) receiveGRO(bufs [][]byte, sizes []int, eps []conn.Endpoint) (in
 			eps[d] = m.ep
 		}
 	}
-	return total, nil
+	return total
 }
 
 // message returns what the kernel wrote for message i of the last read.
