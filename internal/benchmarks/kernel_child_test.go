@@ -56,7 +56,7 @@ const (
 	kernelProfileEnv = "WGKIT_KBENCH_CPUPROFILE"
 	// kernelChildLifetime bounds a child whose parent forgot it; closing
 	// its stdin (the parent exiting does that too) ends it sooner.
-	kernelChildLifetime = 15 * time.Minute
+	kernelChildLifetime = time.Hour
 	// kernelMTU is the tunnel MTU of both implementations (wgkit's default).
 	kernelMTU = 1420
 )
