@@ -24,11 +24,11 @@ import (
 )
 
 // The kernel benchmarks need root, /dev/net/tun and `ip netns`, and skip
-// otherwise. Each run of a benchmark function creates two network
-// namespaces joined by a veth pair (created inside them) and deletes them
-// in b.Cleanup; nothing is created in the benchmark's own namespace. The
-// engines and the TCP endpoints run in child processes inside the
-// namespaces (see kernel_child_test.go).
+// otherwise. For each implementation, each run of the benchmark function
+// creates two network namespaces joined by a veth pair (created inside
+// them) and deletes them in b.Cleanup; nothing is created in the
+// benchmark's own namespace. The engines and the TCP endpoints run in
+// child processes inside the namespaces (see kernel_child_test.go).
 
 const (
 	kernelChunk  = 1 << 20  // bytes per benchmark op
@@ -57,10 +57,11 @@ var (
 // Both set-ups (four namespaces) are made once, with a 16 MiB warm-up on
 // each connection. One op is 1 MiB. Each sub-benchmark moves its b.N MiB
 // in rounds of up to 16 MiB and, in every round, moves as much through the
-// other implementation, untimed, in the order own, other, other, own (half
-// a round each): the engines share a busy machine, and interleaving the
-// two at this grain exposes both to the same load, which -count alone (it
-// repeats one sub-benchmark before starting the next) does not.
+// other implementation, untimed, half a round at a time in the order own,
+// other, other, own (every other round: other, own, own, other): the
+// engines share a busy machine, and interleaving the two at this grain
+// exposes both to the same load, which -count alone (it repeats one
+// sub-benchmark before starting the next) does not.
 //
 // Besides MB/s it reports Mbit/s and the CPU time (user plus system) of the
 // two engine processes per GB moved, cpu-s/GB (the TCP endpoints' CPU is
@@ -86,16 +87,21 @@ func benchKernelThroughput(b *testing.B, own, other *kernelEnv) {
 	b.SetBytes(kernelChunk)
 	b.StopTimer()
 	b.ResetTimer()
-	var ownT, otherT kernelTally
-	for left := total; left > 0; {
+	ownT, otherT := kernelTally{env: own, timed: true}, kernelTally{env: other}
+	for round, left := 0, total; left > 0; round++ {
 		n := min(left, kernelRound)
 		left -= n
-		// Own, other, other, own: each goes first as often, and a load
-		// that changes steadily over the round weighs on both alike.
-		ownT.add(b, own, n/2, true)
-		otherT.add(b, other, n/2, false)
-		otherT.add(b, other, n-n/2, false)
-		ownT.add(b, own, n-n/2, true)
+		// Own, other, other, own, then other, own, own, other: a load
+		// that changes steadily over a round weighs on both alike, and
+		// each goes first as often.
+		first, second := &ownT, &otherT
+		if round%2 == 1 {
+			first, second = second, first
+		}
+		first.add(b, n/2)
+		second.add(b, n/2)
+		second.add(b, n-n/2)
+		first.add(b, n-n/2)
 	}
 	b.ReportMetric(ownT.mbps(), "Mbit/s")
 	b.ReportMetric(ownT.cpuPerGB(), "cpu-s/GB")
@@ -103,27 +109,29 @@ func benchKernelThroughput(b *testing.B, own, other *kernelEnv) {
 	b.ReportMetric(ownT.cpuPerGB()/otherT.cpuPerGB(), "cpu-vs-other")
 }
 
-// kernelTally adds up the transfers of one implementation in a
+// kernelTally adds up the transfers through one implementation in a
 // sub-benchmark.
 type kernelTally struct {
+	env   *kernelEnv
+	timed bool // the benchmark timer runs during these transfers
+
 	bytes     int64
 	wall, cpu time.Duration
 }
 
-// add moves n bytes through env and counts them. When timed, b's timer
-// runs during the transfer (it is stopped otherwise).
-func (t *kernelTally) add(b *testing.B, env *kernelEnv, n int64, timed bool) {
-	cpu0 := env.engineCPU(b)
-	if timed {
+// add moves n bytes through t.env and counts them.
+func (t *kernelTally) add(b *testing.B, n int64) {
+	cpu0 := t.env.engineCPU(b)
+	if t.timed {
 		b.StartTimer()
 	}
 	start := time.Now()
-	env.send(b, n)
+	t.env.send(b, n)
 	t.wall += time.Since(start)
-	if timed {
+	if t.timed {
 		b.StopTimer()
 	}
-	t.cpu += env.engineCPU(b) - cpu0
+	t.cpu += t.env.engineCPU(b) - cpu0
 	t.bytes += n
 }
 
@@ -292,6 +300,10 @@ type kernelProc struct {
 	lines  chan string
 	stderr *kernelLog
 	done   chan struct{} // closed when the child has been reaped
+	// broken is set when a command failed: the child may be out of step
+	// (a late reply) or gone, so later commands fail at once. Only the
+	// benchmark goroutine that calls must uses it, one at a time.
+	broken bool
 }
 
 // kernelReplies is a child's stdout: it passes on the reply lines (those
@@ -355,6 +367,9 @@ func startKernelProc(b *testing.B, ns string, ready any, env ...string) *kernelP
 	cmd := exec.Command("ip", "netns", "exec", ns, exe, "-test.run=^TestKernelBenchChild$", "-test.count=1")
 	cmd.Env = append(os.Environ(), env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// Wait also waits for stdout and stderr to be closed, which a
+	// grandchild (ip(8), run by the stock engine) could delay.
+	cmd.WaitDelay = 5 * time.Second
 	p := &kernelProc{b: b, ns: ns, cmd: cmd, lines: make(chan string, 16), stderr: &kernelLog{}, done: make(chan struct{})}
 	cmd.Stderr = p.stderr
 	cmd.Stdout = &kernelReplies{lines: p.lines}
@@ -406,10 +421,15 @@ func (p *kernelProc) next(timeout time.Duration, out any) error {
 // goroutine calls must.
 func (p *kernelProc) must(tb testing.TB, cmd string, timeout time.Duration, out any) {
 	tb.Helper()
+	if p.broken {
+		tb.Fatalf("child in %s: %q: an earlier command failed", p.ns, cmd)
+	}
 	if _, err := fmt.Fprintln(p.stdin, cmd); err != nil {
+		p.broken = true
 		tb.Fatalf("child in %s: send %q: %v", p.ns, cmd, err)
 	}
 	if err := p.next(timeout, out); err != nil {
+		p.broken = true
 		tb.Fatalf("child in %s: %q: %v\nstderr:\n%s", p.ns, cmd, err, p.stderr)
 	}
 }
