@@ -16,7 +16,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/binary"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -260,18 +259,7 @@ func openKernelStock(iface string, cfg *wg.Config, log *slog.Logger) (func() err
 			return errors.New("stock: device did not stop in 10s")
 		}
 	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "private_key=%s\nlisten_port=%d\n", hex.EncodeToString(cfg.Interface.PrivateKey[:]), cfg.Interface.ListenPort)
-	for _, p := range cfg.Peers {
-		fmt.Fprintf(&b, "public_key=%s\n", hex.EncodeToString(p.PublicKey[:]))
-		if p.Endpoint != "" {
-			fmt.Fprintf(&b, "endpoint=%s\n", p.Endpoint)
-		}
-		for _, a := range p.AllowedIPs {
-			fmt.Fprintf(&b, "allowed_ip=%s\n", a)
-		}
-	}
-	if err := dev.IpcSet(b.String()); err != nil {
+	if err := dev.IpcSet(stockUAPI(cfg)); err != nil {
 		return nil, errors.Join(fmt.Errorf("stock: configure: %w", err), closeFn())
 	}
 	cmds := [][]string{{"link", "set", "dev", iface, "mtu", strconv.Itoa(kernelMTU)}}

@@ -33,18 +33,7 @@ func openStock(tb testing.TB, cfg *wg.Config) tunnel {
 	tdev, tnet, err := netstack.CreateNetTUN(addrs, nil, 1420)
 	mustNoErr(tb, err, "stock: create netstack TUN")
 	dev := device.NewDevice(tdev, conn.NewDefaultBind(), device.NewLogger(device.LogLevelSilent, ""))
-	var b strings.Builder
-	fmt.Fprintf(&b, "private_key=%s\nlisten_port=%d\n", hex.EncodeToString(cfg.Interface.PrivateKey[:]), cfg.Interface.ListenPort)
-	for _, p := range cfg.Peers {
-		fmt.Fprintf(&b, "public_key=%s\n", hex.EncodeToString(p.PublicKey[:]))
-		if p.Endpoint != "" {
-			fmt.Fprintf(&b, "endpoint=%s\n", p.Endpoint)
-		}
-		for _, a := range p.AllowedIPs {
-			fmt.Fprintf(&b, "allowed_ip=%s\n", a)
-		}
-	}
-	if err := dev.IpcSet(b.String()); err != nil {
+	if err := dev.IpcSet(stockUAPI(cfg)); err != nil {
 		dev.Close()
 		tb.Fatalf("stock: configure: %v", err)
 	}
@@ -80,4 +69,22 @@ func (s *stockTunnel) listenPort() int {
 func (s *stockTunnel) close() {
 	s.dev.Close()
 	<-s.dev.Wait()
+}
+
+// stockUAPI writes cfg as the UAPI text a user of plain wireguard-go
+// writes by hand: the stock side of every benchmark is configured with it.
+// Endpoints must be literal ip:port.
+func stockUAPI(cfg *wg.Config) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "private_key=%s\nlisten_port=%d\n", hex.EncodeToString(cfg.Interface.PrivateKey[:]), cfg.Interface.ListenPort)
+	for _, p := range cfg.Peers {
+		fmt.Fprintf(&b, "public_key=%s\n", hex.EncodeToString(p.PublicKey[:]))
+		if p.Endpoint != "" {
+			fmt.Fprintf(&b, "endpoint=%s\n", p.Endpoint)
+		}
+		for _, a := range p.AllowedIPs {
+			fmt.Fprintf(&b, "allowed_ip=%s\n", a)
+		}
+	}
+	return b.String()
 }
