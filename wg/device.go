@@ -417,16 +417,25 @@ func (d *Device) Config() *Config {
 // set. Host names in p.Endpoint are resolved here.
 func (d *Device) SetPeer(p Peer) error {
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	if err := d.errClosedLocked("set peer"); err != nil {
+	err := d.errClosedLocked("set peer")
+	own := d.iface.PrivateKey.PublicKey()
+	d.mu.Unlock()
+	if err != nil {
 		return err
 	}
-	if err := p.validate(d.iface.PrivateKey.PublicKey(), make(map[Key]int), 0); err != nil {
+	if err := p.validate(own, make(map[Key]int), 0); err != nil {
 		return fmt.Errorf("wg: set peer: %w: %w", ErrInvalidConfig, err)
 	}
+	// Resolve without the lock: a slow name server must not stall status
+	// calls, Close or the backends' route checks.
 	ap, err := d.resolve(context.Background(), p.Endpoint)
 	if err != nil {
 		return fmt.Errorf("wg: set peer %s: %w", p.PublicKey, err)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.errClosedLocked("set peer"); err != nil {
+		return err
 	}
 	var w uapiWriter
 	endpoint := ""
@@ -487,15 +496,22 @@ func (d *Device) Reconfigure(cfg *Config) error {
 		return err // already "wg: invalid config: ..."
 	}
 	d.mu.Lock()
+	err := d.errClosedLocked("reconfigure")
+	d.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	// Resolve without the lock, as SetPeer does.
+	resolved, err := d.resolveAll(context.Background(), cfg.Peers)
+	if err != nil {
+		return fmt.Errorf("wg: reconfigure: %w", err)
+	}
+	d.mu.Lock()
 	defer d.mu.Unlock()
 	if err := d.errClosedLocked("reconfigure"); err != nil {
 		return err
 	}
 	st, err := d.state()
-	if err != nil {
-		return fmt.Errorf("wg: reconfigure: %w", err)
-	}
-	resolved, err := d.resolveAll(context.Background(), cfg.Peers)
 	if err != nil {
 		return fmt.Errorf("wg: reconfigure: %w", err)
 	}

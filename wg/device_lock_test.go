@@ -1,0 +1,90 @@
+package wg
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"golang.zx2c4.com/wireguard/tun/tuntest"
+)
+
+// stallingResolver returns a resolver whose DNS queries block until
+// release is closed or their context ends, and a channel that receives a
+// value each time a query starts.
+func stallingResolver(release <-chan struct{}) (*net.Resolver, <-chan struct{}) {
+	started := make(chan struct{}, 16)
+	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		select {
+		case started <- struct{}{}:
+		default:
+		}
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return nil, &net.OpError{Op: "dial", Err: net.ErrClosed}
+	}}, started
+}
+
+// TestResolveDoesNotBlockDevice checks that a slow endpoint name lookup in
+// SetPeer or Reconfigure does not hold the device's lock: status calls,
+// Close and the dial path's route check go on meanwhile.
+func TestResolveDoesNotBlockDevice(t *testing.T) {
+	checkLeaks(t)
+	tests := []struct {
+		name   string
+		change func(d *Device, p Peer) error
+	}{
+		{"SetPeer", func(d *Device, p Peer) error { return d.SetPeer(p) }},
+		{"Reconfigure", func(d *Device, p Peer) error {
+			cfg := d.Config()
+			cfg.Peers = append(cfg.Peers, p)
+			return d.Reconfigure(cfg)
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			release := make(chan struct{})
+			res, started := stallingResolver(release)
+			tn := tuntest.NewChannelTUN()
+			d, err := NewDevice(tn.TUN(), &Config{Interface: Interface{PrivateKey: mustKey(t)}}, &DeviceOptions{Resolver: res})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer d.Close()
+			changed := make(chan error, 1)
+			go func() {
+				changed <- tt.change(d, Peer{
+					PublicKey:  mustKey(t).PublicKey(),
+					Endpoint:   "stall.invalid:51820",
+					AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.5.0.0/16")},
+				})
+			}()
+			select {
+			case <-started:
+			case <-time.After(10 * time.Second):
+				close(release)
+				t.Fatal("the resolver was never asked")
+			}
+			status := make(chan struct{})
+			go func() {
+				d.Peers()
+				d.Config()
+				d.ListenPort()
+				close(status)
+			}()
+			select {
+			case <-status:
+			case <-time.After(5 * time.Second):
+				t.Error("Peers, Config and ListenPort blocked while an endpoint name was being resolved")
+			}
+			close(release)
+			<-status
+			if err := <-changed; err == nil {
+				t.Error("change with an unresolvable endpoint succeeded")
+			}
+		})
+	}
+}
