@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"sync"
 
 	"golang.org/x/sys/windows"
@@ -73,19 +72,14 @@ func open(ctx context.Context, cfg *wg.Config, opts *Options, a *openArgs) (*Int
 	if mtu == 0 {
 		mtu = DefaultMTU
 	}
-	var routes []netip.Prefix
+	if ts.Mode == netconf.TableFixed {
+		log.Warn("tun: routing tables do not exist on Windows; routing on the adapter", "table", cfg.Interface.Table)
+	}
+	routes := netconf.AdapterRoutes(cfg, ts)
 	defaults := map[bool]bool{} // is4 -> has a default route
-	if ts.Mode != netconf.TableOff {
-		if ts.Mode == netconf.TableFixed {
-			log.Warn("tun: routing tables do not exist on Windows; routing on the adapter", "table", cfg.Interface.Table)
-		}
-		for _, p := range cfg.Peers {
-			for _, a := range p.AllowedIPs {
-				routes = append(routes, a.Masked())
-				if a.Bits() == 0 {
-					defaults[a.Addr().Is4()] = true
-				}
-			}
+	for _, r := range routes {
+		if r.Bits() == 0 {
+			defaults[r.Addr().Is4()] = true
 		}
 	}
 	if len(defaults) > 0 && a.bind == nil {

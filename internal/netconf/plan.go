@@ -285,3 +285,24 @@ func Covered(dst netip.Prefix, on []netip.Prefix) bool {
 	}
 	return false
 }
+
+// AdapterRoutes returns the destinations to route on the interface itself
+// where the system has no policy routing tables (Windows): every
+// AllowedIPs prefix of cfg, masked, unmapped and deduplicated, longest
+// first, or none when ts is TableOff. The IP helper API refuses to add a
+// route twice, so prefixes that differ only in their host bits
+// (10.0.0.1/24 and 10.0.0.0/24), or that two peers share, must become one
+// route.
+func AdapterRoutes(cfg *wg.Config, ts TableSetting) []netip.Prefix {
+	if ts.Mode == TableOff {
+		return nil
+	}
+	// The routes of a fixed table are exactly that list, and planning
+	// them cannot fail: no table is probed. The table number is unused.
+	p, _ := PlanRoutes(cfg, TableSetting{Mode: TableFixed, ID: TableMain}, nil)
+	out := make([]netip.Prefix, 0, len(p.Routes))
+	for _, r := range p.Routes {
+		out = append(out, r.Dst)
+	}
+	return out
+}

@@ -189,6 +189,40 @@ func TestPlanRoutes(t *testing.T) {
 	}
 }
 
+func TestAdapterRoutes(t *testing.T) {
+	cfg := &wg.Config{Peers: []wg.Peer{
+		{AllowedIPs: []netip.Prefix{pfx("10.0.0.1/24"), pfx("0.0.0.0/0"), pfx("fd00::/64")}},
+		{AllowedIPs: []netip.Prefix{pfx("10.0.0.0/24"), pfx("::ffff:10.1.0.0/112"), pfx("fd00::1/64"), pfx("::/0")}},
+	}}
+	tests := []struct {
+		name  string
+		table TableSetting
+		want  []netip.Prefix
+	}{
+		{name: "off", table: TableSetting{Mode: TableOff}},
+		{
+			// One route per destination: the IP helper API fails on a
+			// second route to the same prefix.
+			name:  "auto",
+			table: TableSetting{Mode: TableAuto},
+			want:  []netip.Prefix{pfx("fd00::/64"), pfx("10.0.0.0/24"), pfx("10.1.0.0/16"), pfx("0.0.0.0/0"), pfx("::/0")},
+		},
+		{
+			name:  "fixed",
+			table: TableSetting{Mode: TableFixed, ID: 1234},
+			want:  []netip.Prefix{pfx("fd00::/64"), pfx("10.0.0.0/24"), pfx("10.1.0.0/16"), pfx("0.0.0.0/0"), pfx("::/0")},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := AdapterRoutes(cfg, tt.table)
+			if diff := cmp.Diff(tt.want, got, cmpPrefix, cmpopts.EquateEmpty()); diff != "" {
+				t.Errorf("AdapterRoutes (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
 func TestPlanRoutesTableErrors(t *testing.T) {
 	cfg := &wg.Config{Peers: []wg.Peer{{AllowedIPs: []netip.Prefix{pfx("0.0.0.0/0")}}}}
 	boom := errors.New("boom")
