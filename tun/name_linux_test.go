@@ -19,6 +19,9 @@ func TestCheckName(t *testing.T) {
 		{"a:b", false},
 		{"a b", false},
 		{"a\tb", false},
+		{"", false},
+		{"wg\x00x", false},
+		{"wg\xa0x", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

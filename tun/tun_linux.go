@@ -115,9 +115,13 @@ func open(ctx context.Context, cfg *wg.Config, opts *Options, a *openArgs) (*Int
 }
 
 // checkName applies the kernel's rules for interface names
-// (dev_valid_name): 1 to 15 bytes, not "." or "..", no '/', ':' or space.
+// (dev_valid_name): 1 to 15 bytes, not "." or "..", no '/', ':' or space
+// (the kernel's isspace, which includes byte 0xa0). A NUL byte would end
+// the name early in the kernel's copy, so the interface created would not
+// be the one named.
 func checkName(name string) error {
-	if len(name) > 15 || name == "." || name == ".." || strings.ContainsAny(name, "/: \t\n\r\v\f") {
+	if len(name) == 0 || len(name) > 15 || name == "." || name == ".." ||
+		strings.ContainsAny(name, "/: \t\n\r\v\f\x00") || strings.IndexByte(name, 0xa0) >= 0 {
 		return fmt.Errorf("invalid interface name %q", name)
 	}
 	return nil
