@@ -55,6 +55,8 @@ type Device struct {
 	uapiMu   sync.Mutex
 	uapiConn map[net.Conn]struct{} // guarded by uapiMu; nil once closed
 
+	routeState // PeerFor's table (routes.go)
+
 	mu     sync.Mutex // serializes configuration changes and Close
 	closed bool       // guarded by mu
 	// iface holds the Interface fields the engine does not keep (addresses,
@@ -210,7 +212,7 @@ func (d *Device) serveUAPI() {
 		d.uapiMu.Unlock()
 		go func() {
 			defer d.uapiWG.Done()
-			d.engine.IpcHandle(c) // closes c when done
+			d.engine.IpcHandle(&uapiConn{Conn: c, r: &d.routeState}) // closes c when done
 			d.uapiMu.Lock()
 			delete(d.uapiConn, c)
 			d.uapiMu.Unlock()
@@ -443,7 +445,9 @@ func (d *Device) SetPeer(p Peer) error {
 		endpoint = ap.String()
 	}
 	w.peer(&p, endpoint)
-	if err := d.engine.IpcSet(w.String()); err != nil {
+	err = d.engine.IpcSet(w.String())
+	d.routesChanged()
+	if err != nil {
 		return fmt.Errorf("wg: set peer %s: %w", p.PublicKey, err)
 	}
 	d.notePeerLocked(p)
@@ -471,7 +475,9 @@ func (d *Device) RemovePeer(pub Key) error {
 	var w uapiWriter
 	w.key("public_key", pub)
 	w.line("remove", "true")
-	if err := d.engine.IpcSet(w.String()); err != nil {
+	err := d.engine.IpcSet(w.String())
+	d.routesChanged()
+	if err != nil {
 		return fmt.Errorf("wg: remove peer %s: %w", pub, err)
 	}
 	d.forgetPeerLocked(pub)
@@ -555,7 +561,9 @@ func (d *Device) Reconfigure(cfg *Config) error {
 		}
 	}
 	if body := w.String(); body != "" {
-		if err := d.engine.IpcSet(body); err != nil {
+		err := d.engine.IpcSet(body)
+		d.routesChanged()
+		if err != nil {
 			return fmt.Errorf("wg: reconfigure: %w", err)
 		}
 	}
@@ -579,6 +587,7 @@ func (d *Device) Close() error {
 		return err
 	}
 	d.closed = true
+	d.closeRoutes() // PeerFor reports no peer from now on
 	// Order: stop taking UAPI connections first so that nobody reconfigures
 	// a closing engine, then close the engine (which closes the tun.Device
 	// and the Bind and waits for its workers), then wait for the UAPI
