@@ -54,6 +54,7 @@ type Device struct {
 	uapiWG   sync.WaitGroup // the accept loop and every UAPI connection handler
 	uapiMu   sync.Mutex
 	uapiConn map[net.Conn]struct{} // guarded by uapiMu; nil once closed
+	uapiDone chan struct{}         // closed by Close; ends the accept loop's back-off
 
 	routeState // PeerFor's table (routes.go)
 
@@ -170,6 +171,7 @@ func NewDeviceContext(ctx context.Context, t tun.Device, cfg *Config, opts *Devi
 	}
 	if d.uapi != nil {
 		d.uapiConn = make(map[net.Conn]struct{})
+		d.uapiDone = make(chan struct{})
 		d.uapiWG.Add(1)
 		go d.serveUAPI()
 	}
@@ -193,14 +195,29 @@ func engineLogger(l *slog.Logger) *device.Logger {
 	return &device.Logger{Verbosef: logf(slog.LevelDebug), Errorf: logf(slog.LevelError)}
 }
 
-// serveUAPI accepts wg(8) connections until the listener is closed.
+// serveUAPI accepts wg(8) connections until the device is closed. A
+// failed Accept (out of file descriptors, an aborted connection) is retried
+// with a growing delay, as net/http's Server does, rather than ending wg(8)
+// support for the life of the device.
 func (d *Device) serveUAPI() {
 	defer d.uapiWG.Done()
+	var delay time.Duration
 	for {
 		c, err := d.uapi.Accept()
 		if err != nil {
-			return
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			d.log.Error("wg: uapi accept", "err", err, "retry", delay)
+			select {
+			case <-time.After(delay):
+				continue
+			case <-d.uapiDone:
+				return
+			}
 		}
+		delay = 0
 		d.uapiMu.Lock()
 		if d.uapiConn == nil {
 			d.uapiMu.Unlock()
@@ -593,6 +610,7 @@ func (d *Device) Close() error {
 	// and the Bind and waits for its workers), then wait for the UAPI
 	// handlers, which return once their connections are closed.
 	if d.uapi != nil {
+		close(d.uapiDone)
 		d.uapi.Close()
 		d.uapiMu.Lock()
 		for c := range d.uapiConn {

@@ -1,9 +1,14 @@
 package wg
 
 import (
+	"bufio"
 	"context"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -86,5 +91,51 @@ func TestResolveDoesNotBlockDevice(t *testing.T) {
 				t.Error("change with an unresolvable endpoint succeeded")
 			}
 		})
+	}
+}
+
+// flakyListener fails its first failures Accept calls, as a listener does
+// when the process is out of file descriptors.
+type flakyListener struct {
+	net.Listener
+	failures atomic.Int32
+}
+
+func (l *flakyListener) Accept() (net.Conn, error) {
+	if l.failures.Add(-1) >= 0 {
+		return nil, &net.OpError{Op: "accept", Net: "unix", Err: os.NewSyscallError("accept4", syscall.EMFILE)}
+	}
+	return l.Listener.Accept()
+}
+
+// TestUAPIAcceptErrorRetried checks that a failed Accept does not end
+// wg(8) support for the life of the device.
+func TestUAPIAcceptErrorRetried(t *testing.T) {
+	checkLeaks(t)
+	dir := t.TempDir()
+	l, err := ListenUAPI(dir, "wgflaky")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fl := &flakyListener{Listener: l}
+	fl.failures.Store(3)
+	key := mustKey(t)
+	d, err := NewDevice(tuntest.NewChannelTUN().TUN(), &Config{Interface: Interface{PrivateKey: key}}, &DeviceOptions{UAPI: fl})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	c, err := net.Dial("unix", filepath.Join(dir, "wgflaky.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write([]byte("get=1\n\n")); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if want := "private_key=" + hexKey(key) + "\n"; line != want {
+		t.Fatalf("wg get after failed Accepts: first line %q (%v), want %q", line, err, want)
 	}
 }
