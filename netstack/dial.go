@@ -512,20 +512,24 @@ func (l *tcpListener) Accept() (net.Conn, error) {
 
 func (l *tcpListener) Addr() net.Addr { return l.addr }
 
-// shutdown wakes blocked Accept calls and closes the endpoint.
-func (l *tcpListener) shutdown() {
+// shutdown wakes blocked Accept calls and closes the endpoint. It reports
+// whether this call did so.
+func (l *tcpListener) shutdown() bool {
+	first := false
 	l.closeOnce.Do(func() {
+		first = true
 		l.closed.Store(true)
 		l.TCPListener.Shutdown()
 		l.TCPListener.Close()
 	})
+	return first
 }
 
 func (l *tcpListener) Close() error {
-	if l.closed.Load() {
+	// Of concurrent calls, only the one that shuts down succeeds.
+	if !l.shutdown() {
 		return &net.OpError{Op: "close", Net: "tcp", Addr: l.Addr(), Err: net.ErrClosed}
 	}
-	l.shutdown()
 	l.n.mu.Lock()
 	delete(l.n.listeners, l)
 	l.n.mu.Unlock()
