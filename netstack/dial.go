@@ -86,6 +86,12 @@ func (n *Net) DialContext(ctx context.Context, network, address string) (net.Con
 			firstErr = cmpFirst(firstErr, opErr(raddr, err))
 			continue
 		}
+		// As net.Dialer does, an ended ctx fails the dial even where
+		// nothing would wait for it (UDP, TCP within the stack).
+		if err := ctx.Err(); err != nil {
+			firstErr = cmpFirst(firstErr, opErr(raddr, err))
+			break
+		}
 		var c net.Conn
 		if isTCP {
 			c, err = n.dialTCP(ctx, ap)
