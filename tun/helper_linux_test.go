@@ -5,13 +5,13 @@ package tun
 // The namespace side of the root tests runs in a child process started
 // with `ip netns exec NS <this test binary> -test.run=^TestHelperProcess$`,
 // because every socket wireguard-go opens later, from its own goroutines,
-// must be created inside the namespace. The parent sends one command per
-// line on the child's stdin and reads one JSON reply per line from its
-// stdout (lines starting with replyPrefix); the child's log goes to stderr,
-// which the parent prints when a test fails or WGKIT_TEST_DEBUG is set.
+// must be created inside the namespace. The protocol between parent and
+// child is internal/nettest's: one command per line on the child's stdin,
+// one JSON reply per line on its stdout (lines starting with replyPrefix);
+// the child's log goes to stderr, which the parent prints when a test
+// fails or WGKIT_TEST_DEBUG is set.
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -22,7 +22,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -32,8 +31,8 @@ import (
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
-	"golang.org/x/sys/unix"
 
+	"github.com/wgkit/wgkit/internal/nettest"
 	"github.com/wgkit/wgkit/wg"
 )
 
@@ -53,12 +52,6 @@ type helperOptions struct {
 	DisableUAPI bool
 }
 
-type reply struct {
-	OK   bool            `json:"ok"`
-	Err  string          `json:"err,omitempty"`
-	Data json.RawMessage `json:"data,omitempty"`
-}
-
 // TestHelperProcess is not a test: it is the child process of the root
 // tests (see the comment at the top of this file). It does nothing unless
 // started by one of them.
@@ -76,44 +69,19 @@ type helperRole func(ctx context.Context, cfg *wg.Config, log *slog.Logger) (han
 
 func runHelper(role string) int {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	out := bufio.NewWriter(os.Stdout)
-	send := func(data any, err error) {
-		r := reply{OK: err == nil}
-		if err != nil {
-			r.Err = err.Error()
-		}
-		if data != nil {
-			b, merr := json.Marshal(data)
-			if merr != nil {
-				r.OK, r.Err = false, merr.Error()
-			}
-			r.Data = b
-		}
-		b, _ := json.Marshal(r)
-		fmt.Fprintf(out, "%s%s\n", replyPrefix, b)
-		out.Flush()
-	}
+	child := nettest.NewChild(replyPrefix)
 	cfg, err := wg.ParseConfig(strings.NewReader(os.Getenv(configEnv)))
 	if err != nil {
-		send(nil, fmt.Errorf("helper: config: %w", err))
+		child.Send(nil, fmt.Errorf("helper: config: %w", err))
 		return 1
 	}
 	var ho helperOptions
 	if s := os.Getenv(optionsEnv); s != "" {
 		if err := json.Unmarshal([]byte(s), &ho); err != nil {
-			send(nil, fmt.Errorf("helper: options: %w", err))
+			child.Send(nil, fmt.Errorf("helper: options: %w", err))
 			return 1
 		}
 	}
-
-	lines := make(chan string)
-	go func() {
-		defer close(lines)
-		sc := bufio.NewScanner(os.Stdin)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-	}()
 	// Goroutines alive now (the test framework's, the stdin reader) are
 	// not the tunnel's; any other one alive after Close is a leak.
 	baseline := goleak.IgnoreCurrent()
@@ -139,35 +107,12 @@ func runHelper(role string) int {
 		if lerr := goleak.Find(baseline); lerr != nil {
 			res.Leaks = lerr.Error()
 		}
-		send(res, err)
+		child.Send(res, err)
 		return 0
 	}
-	send(nil, nil)
-
-	deadline := time.NewTimer(helperLifetime)
-	defer deadline.Stop()
-	for {
-		var line string
-		var ok bool
-		select {
-		case line, ok = <-lines:
-		case <-deadline.C:
-			log.Error("helper: lifetime exceeded, closing")
-		}
-		if !ok {
-			// Parent gone, or out of time: tear down and leave.
-			if err := closer(); err != nil {
-				log.Error("helper: close", "err", err)
-			}
-			return 0
-		}
-		cmd, arg, _ := strings.Cut(line, " ")
-		if cmd == "close" {
-			send(closeAndCheck(closer, baseline))
-			return 0
-		}
-		send(handle(cmd, arg))
-	}
+	child.Send(nil, nil)
+	child.Serve(helperLifetime, log, handle, func() (any, error) { return closeAndCheck(closer, baseline) }, closer)
+	return 0
 }
 
 // closeResult is what a child reports on "close".
@@ -385,40 +330,15 @@ func echoRoundTrip(d dialer, addr string) error {
 
 // helperProc is the parent's handle on a child.
 type helperProc struct {
-	t      *testing.T
-	cmd    *exec.Cmd
-	stdin  io.WriteCloser
-	lines  chan string
-	stderr *lockedBuffer
-	done   chan struct{}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer // guarded by mu
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
+	t *testing.T
+	*nettest.Proc
 }
 
 // startHelper starts a child in namespace ns in the given role and waits
 // for its first reply (the outcome of opening the tunnel), which it
 // returns. The child is stopped and reaped in t.Cleanup.
-func startHelper(t *testing.T, ns, role string, cfg *wg.Config, ho *helperOptions, extraEnv ...string) (*helperProc, reply) {
+func startHelper(t *testing.T, ns, role string, cfg *wg.Config, ho *helperOptions, extraEnv ...string) (*helperProc, nettest.Reply) {
 	t.Helper()
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	cfgText, err := cfg.MarshalText()
 	if err != nil {
 		t.Fatal(err)
@@ -430,99 +350,29 @@ func startHelper(t *testing.T, ns, role string, cfg *wg.Config, ho *helperOption
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("ip", "netns", "exec", ns, exe, "-test.run=^TestHelperProcess$", "-test.count=1")
-	cmd.Env = append(os.Environ(), helperEnv+"="+role, configEnv+"="+string(cfgText), optionsEnv+"="+string(hoJSON))
-	cmd.Env = append(cmd.Env, extraEnv...)
-	h := &helperProc{t: t, cmd: cmd, lines: make(chan string, 16), stderr: &lockedBuffer{}, done: make(chan struct{})}
-	cmd.Stderr = h.stderr
-	h.stdin, err = cmd.StdinPipe()
+	env := append([]string{helperEnv + "=" + role, configEnv + "=" + string(cfgText), optionsEnv + "=" + string(hoJSON)}, extraEnv...)
+	h := &helperProc{t: t, Proc: nettest.Start(t, ns, "TestHelperProcess", replyPrefix,
+		&nettest.Options{Env: env, LogStderr: os.Getenv("WGKIT_TEST_DEBUG") != ""})}
+	r, err := h.Next(30 * time.Second)
 	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		defer close(h.lines)
-		sc := bufio.NewScanner(stdout)
-		sc.Buffer(make([]byte, 64<<10), 4<<20)
-		for sc.Scan() {
-			if s, ok := strings.CutPrefix(sc.Text(), replyPrefix); ok {
-				h.lines <- s
-			}
-		}
-	}()
-	go func() {
-		cmd.Wait()
-		close(h.done)
-	}()
-	t.Cleanup(h.stop)
-	r, err := h.next(30 * time.Second)
-	if err != nil {
-		t.Fatalf("helper in %s: %v\nstderr:\n%s", ns, err, h.stderr.String())
+		t.Fatalf("helper in %s: %v\nstderr:\n%s", ns, err, h.Stderr())
 	}
 	return h, r
-}
-
-// stop ends the child: closing stdin makes it close its tunnel and exit;
-// it is killed if it has not after a while.
-func (h *helperProc) stop() {
-	h.stdin.Close()
-	select {
-	case <-h.done:
-	case <-time.After(15 * time.Second):
-		// SIGQUIT makes the Go child print its goroutines to stderr.
-		// The child is "ip netns exec", which execs the test binary, so
-		// the pid is the binary's.
-		h.cmd.Process.Signal(unix.SIGQUIT)
-		select {
-		case <-h.done:
-		case <-time.After(5 * time.Second):
-			h.cmd.Process.Kill()
-			<-h.done
-		}
-		h.t.Errorf("helper did not exit; killed. stderr:\n%s", h.stderr.String())
-	}
-	for range h.lines {
-	}
-	if h.t.Failed() || os.Getenv("WGKIT_TEST_DEBUG") != "" {
-		h.t.Logf("helper stderr:\n%s", h.stderr.String())
-	}
-}
-
-func (h *helperProc) next(timeout time.Duration) (reply, error) {
-	select {
-	case s, ok := <-h.lines:
-		if !ok {
-			return reply{}, errors.New("helper exited")
-		}
-		var r reply
-		if err := json.Unmarshal([]byte(s), &r); err != nil {
-			return reply{}, fmt.Errorf("bad reply %q: %w", s, err)
-		}
-		return r, nil
-	case <-time.After(timeout):
-		return reply{}, fmt.Errorf("no reply in %v", timeout)
-	}
 }
 
 // do sends a command and decodes its reply's data into out. It returns the
 // error of an error reply and fails the test when the child does not answer.
 func (h *helperProc) do(cmd string, out any) error {
 	h.t.Helper()
-	if _, err := fmt.Fprintln(h.stdin, cmd); err != nil {
-		h.t.Fatalf("send %q: %v", cmd, err)
+	if err := h.Send(cmd); err != nil {
+		h.t.Fatal(err)
 	}
-	r, err := h.next(30 * time.Second)
+	r, err := h.Next(30 * time.Second)
 	if err != nil {
-		h.t.Fatalf("command %q: %v\nstderr:\n%s", cmd, err, h.stderr.String())
+		h.t.Fatalf("command %q: %v\nstderr:\n%s", cmd, err, h.Stderr())
 	}
-	if !r.OK {
-		return errors.New(r.Err)
+	if err := r.ErrorOf(); err != nil {
+		return err
 	}
 	if out != nil {
 		if err := json.Unmarshal(r.Data, out); err != nil {
@@ -556,7 +406,7 @@ func (h *helperProc) close() {
 		h.t.Errorf("goroutines leaked in the child after Close:\n%s", res.Leaks)
 	}
 	select {
-	case <-h.done:
+	case <-h.Done():
 	case <-time.After(10 * time.Second):
 		h.t.Errorf("helper did not exit after close")
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/wgkit/wgkit/internal/nettest"
 	"github.com/wgkit/wgkit/wg"
 )
 
@@ -53,17 +54,7 @@ func randHex(t *testing.T, n int) string {
 // requireRoot skips t unless it can create TUN devices and namespaces.
 func requireRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("skipping: needs root to create network namespaces and TUN devices")
-	}
-	f, err := os.OpenFile("/dev/net/tun", os.O_RDWR, 0)
-	if err != nil {
-		t.Skipf("skipping: /dev/net/tun unavailable: %v", err)
-	}
-	f.Close()
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("skipping: ip(8) from iproute2 not installed")
-	}
+	nettest.RequireRoot(t)
 }
 
 // run runs a command and fails the test on error.
@@ -79,17 +70,7 @@ func run(t *testing.T, name string, args ...string) string {
 // newNetns creates a network namespace deleted in t.Cleanup, with lo up.
 func newNetns(t *testing.T) string {
 	t.Helper()
-	name := "wgkt-" + randHex(t, 4)
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Skipf("skipping: ip netns add: %v: %s", err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v: %s", name, err, out)
-		}
-	})
-	run(t, "ip", "-n", name, "link", "set", "lo", "up")
-	return name
+	return nettest.NewNetns(t, "wgkt-")
 }
 
 // newNetnsPair creates two namespaces joined by a veth pair (created

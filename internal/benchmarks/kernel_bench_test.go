@@ -5,21 +5,15 @@ package benchmarks
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net/netip"
-	"os"
 	"os/exec"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/wgkit/wgkit/internal/nettest"
 	"github.com/wgkit/wgkit/wg"
 )
 
@@ -71,7 +65,7 @@ var (
 // ratios are far less noisy on a shared machine than the ratio of the
 // separate medians.
 func BenchmarkKernelTCPThroughput(b *testing.B) {
-	kernelRequireRoot(b)
+	nettest.RequireRoot(b)
 	envs := map[string]*kernelEnv{
 		"stock": newKernelEnv(b, "stock"),
 		"wgkit": newKernelEnv(b, "wgkit"),
@@ -151,12 +145,12 @@ type kernelEnv struct {
 // the children and then deletes the namespaces.
 func newKernelEnv(b *testing.B, impl string) *kernelEnv {
 	b.Helper()
-	nsA, nsB := newKernelNetns(b), newKernelNetns(b)
-	kernelIP(b, "-n", nsA, "link", "add", "kb-a", "type", "veth", "peer", "name", "kb-b", "netns", nsB)
-	kernelIP(b, "-n", nsA, "addr", "add", kernelOuterA.String(), "dev", "kb-a")
-	kernelIP(b, "-n", nsB, "addr", "add", kernelOuterB.String(), "dev", "kb-b")
-	kernelIP(b, "-n", nsA, "link", "set", "kb-a", "up")
-	kernelIP(b, "-n", nsB, "link", "set", "kb-b", "up")
+	nsA, nsB := nettest.NewNetns(b, "wgkb-"), nettest.NewNetns(b, "wgkb-")
+	nettest.IP(b, "-n", nsA, "link", "add", "kb-a", "type", "veth", "peer", "name", "kb-b", "netns", nsB)
+	nettest.IP(b, "-n", nsA, "addr", "add", kernelOuterA.String(), "dev", "kb-a")
+	nettest.IP(b, "-n", nsB, "addr", "add", kernelOuterB.String(), "dev", "kb-b")
+	nettest.IP(b, "-n", nsA, "link", "set", "kb-a", "up")
+	nettest.IP(b, "-n", nsB, "link", "set", "kb-b", "up")
 	kernelWaitUp(b, nsA, "kb-a")
 	kernelWaitUp(b, nsB, "kb-b")
 
@@ -222,56 +216,6 @@ func (e *kernelEnv) engineCPU(tb testing.TB) time.Duration {
 	return sum
 }
 
-// kernelRequireRoot skips b unless it can create TUN devices and network
-// namespaces.
-func kernelRequireRoot(b *testing.B) {
-	b.Helper()
-	if os.Geteuid() != 0 {
-		b.Skip("skipping: needs root to create network namespaces and TUN devices")
-	}
-	f, err := os.OpenFile("/dev/net/tun", os.O_RDWR, 0)
-	if err != nil {
-		b.Skipf("skipping: /dev/net/tun unavailable: %v", err)
-	}
-	f.Close()
-	if _, err := exec.LookPath("ip"); err != nil {
-		b.Skip("skipping: ip(8) from iproute2 not installed")
-	}
-}
-
-// kernelIP runs ip(8) with args and fails b on error.
-func kernelIP(b *testing.B, args ...string) {
-	b.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if out, err := exec.CommandContext(ctx, "ip", args...).CombinedOutput(); err != nil {
-		b.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-}
-
-// newKernelNetns creates a network namespace with a unique name and lo up,
-// deleted in b.Cleanup. It skips b when namespaces cannot be created.
-func newKernelNetns(b *testing.B) string {
-	b.Helper()
-	suffix := make([]byte, 4)
-	rand.Read(suffix)
-	name := "wgkb-" + hex.EncodeToString(suffix)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if out, err := exec.CommandContext(ctx, "ip", "netns", "add", name).CombinedOutput(); err != nil {
-		b.Skipf("skipping: ip netns add: %v: %s", err, out)
-	}
-	b.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if out, err := exec.CommandContext(ctx, "ip", "netns", "del", name).CombinedOutput(); err != nil {
-			b.Errorf("ip netns del %s: %v: %s", name, err, out)
-		}
-	})
-	kernelIP(b, "-n", name, "link", "set", "lo", "up")
-	return name
-}
-
 // kernelWaitUp waits up to 5s for dev in ns to be operationally up: the
 // kernel turns the carrier of a veth pair on asynchronously.
 func kernelWaitUp(b *testing.B, ns, dev string) {
@@ -293,65 +237,12 @@ func kernelWaitUp(b *testing.B, ns, dev string) {
 
 // kernelProc is the benchmark's handle on a child process.
 type kernelProc struct {
-	b      *testing.B
-	ns     string
-	cmd    *exec.Cmd
-	stdin  io.WriteCloser
-	lines  chan string
-	stderr *kernelLog
-	done   chan struct{} // closed when the child has been reaped
+	*nettest.Proc
+	ns string
 	// broken is set when a command failed: the child may be out of step
 	// (a late reply) or gone, so later commands fail at once. Only the
 	// benchmark goroutine that calls must uses it, one at a time.
 	broken bool
-}
-
-// kernelReplies is a child's stdout: it passes on the reply lines (those
-// starting with kernelReplyPrefix, without it) and drops the rest. It never
-// blocks: with one reply per command, a full channel means a child out of
-// step, and the reply is dropped for the parent's wait to time out.
-type kernelReplies struct {
-	lines   chan<- string
-	partial []byte // only the exec package's copying goroutine writes
-}
-
-func (r *kernelReplies) Write(p []byte) (int, error) {
-	r.partial = append(r.partial, p...)
-	for {
-		line, rest, ok := bytes.Cut(r.partial, []byte("\n"))
-		if !ok {
-			break
-		}
-		if s, ok := strings.CutPrefix(string(line), kernelReplyPrefix); ok {
-			select {
-			case r.lines <- s:
-			default:
-			}
-		}
-		r.partial = rest
-	}
-	if len(r.partial) > 1<<20 {
-		r.partial = nil // no reply is this long
-	}
-	return len(p), nil
-}
-
-// kernelLog collects a child's stderr.
-type kernelLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer // guarded by mu
-}
-
-func (l *kernelLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *kernelLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
 }
 
 // startKernelProc starts this test binary as a child in namespace ns with
@@ -360,32 +251,10 @@ func (l *kernelLog) String() string {
 // The child is stopped in b.Cleanup.
 func startKernelProc(b *testing.B, ns string, ready any, env ...string) *kernelProc {
 	b.Helper()
-	exe, err := os.Executable()
-	mustNoErr(b, err, "find the test binary")
-	// `ip netns exec` execs the binary, so the child's pid is the
-	// binary's, and the parent-death signal carries over.
-	cmd := exec.Command("ip", "netns", "exec", ns, exe, "-test.run=^TestKernelBenchChild$", "-test.count=1")
-	cmd.Env = append(os.Environ(), env...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	// Wait also waits for stdout and stderr to be closed, which a
-	// grandchild (ip(8), run by the stock engine) could delay.
-	cmd.WaitDelay = 5 * time.Second
-	p := &kernelProc{b: b, ns: ns, cmd: cmd, lines: make(chan string, 16), stderr: &kernelLog{}, done: make(chan struct{})}
-	cmd.Stderr = p.stderr
-	cmd.Stdout = &kernelReplies{lines: p.lines}
-	p.stdin, err = cmd.StdinPipe()
-	mustNoErr(b, err, "child stdin")
-	if err := cmd.Start(); err != nil {
-		b.Fatalf("start child in %s: %v", ns, err)
-	}
-	go func() {
-		cmd.Wait()
-		close(p.lines)
-		close(p.done)
-	}()
-	b.Cleanup(p.stop)
+	p := &kernelProc{ns: ns, Proc: nettest.Start(b, ns, "TestKernelBenchChild", kernelReplyPrefix,
+		&nettest.Options{Env: env, LogStderr: testing.Verbose()})}
 	if err := p.next(30*time.Second, ready); err != nil {
-		b.Fatalf("child in %s (%s): %v\nstderr:\n%s", ns, strings.Join(env[:1], " "), err, p.stderr)
+		b.Fatalf("child in %s (%s): %v\nstderr:\n%s", ns, strings.Join(env[:1], " "), err, p.Stderr())
 	}
 	return p
 }
@@ -393,27 +262,17 @@ func startKernelProc(b *testing.B, ns string, ready any, env ...string) *kernelP
 // next waits up to timeout for the child's next reply and decodes its data
 // into out unless out is nil. It returns the error of an error reply.
 func (p *kernelProc) next(timeout time.Duration, out any) error {
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	select {
-	case s, ok := <-p.lines:
-		if !ok {
-			return errors.New("child exited")
-		}
-		var r kernelReply
-		if err := json.Unmarshal([]byte(s), &r); err != nil {
-			return fmt.Errorf("bad reply %q: %w", s, err)
-		}
-		if !r.OK {
-			return errors.New(r.Err)
-		}
-		if out != nil {
-			return json.Unmarshal(r.Data, out)
-		}
-		return nil
-	case <-t.C:
-		return fmt.Errorf("no reply in %v", timeout)
+	r, err := p.Next(timeout)
+	if err != nil {
+		return err
 	}
+	if err := r.ErrorOf(); err != nil {
+		return err
+	}
+	if out != nil {
+		return json.Unmarshal(r.Data, out)
+	}
+	return nil
 }
 
 // must sends cmd, waits up to timeout for the reply and decodes its data
@@ -424,32 +283,12 @@ func (p *kernelProc) must(tb testing.TB, cmd string, timeout time.Duration, out 
 	if p.broken {
 		tb.Fatalf("child in %s: %q: an earlier command failed", p.ns, cmd)
 	}
-	if _, err := fmt.Fprintln(p.stdin, cmd); err != nil {
+	if err := p.Send(cmd); err != nil {
 		p.broken = true
-		tb.Fatalf("child in %s: send %q: %v", p.ns, cmd, err)
+		tb.Fatal(err)
 	}
 	if err := p.next(timeout, out); err != nil {
 		p.broken = true
-		tb.Fatalf("child in %s: %q: %v\nstderr:\n%s", p.ns, cmd, err, p.stderr)
-	}
-}
-
-// stop ends the child: closing its stdin makes it close what it runs and
-// exit; it is killed (by its pid, which is ours to kill) if it has not
-// within 15s.
-func (p *kernelProc) stop() {
-	p.stdin.Close()
-	select {
-	case <-p.done:
-	case <-time.After(15 * time.Second):
-		p.cmd.Process.Kill()
-		select {
-		case <-p.done:
-		case <-time.After(5 * time.Second):
-		}
-		p.b.Errorf("child in %s did not exit in 15s; killed. stderr:\n%s", p.ns, p.stderr)
-	}
-	if s := p.stderr.String(); s != "" && (p.b.Failed() || testing.Verbose()) {
-		p.b.Logf("child in %s stderr:\n%s", p.ns, s)
+		tb.Fatalf("child in %s: %q: %v\nstderr:\n%s", p.ns, cmd, err, p.Stderr())
 	}
 }

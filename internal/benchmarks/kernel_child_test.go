@@ -8,15 +8,14 @@ package benchmarks
 // with its role in the environment: a WireGuard engine ("engine", stock or
 // wgkit) or a TCP sender or sink ("tcp"). Sockets take the namespace of
 // the process that creates them, and wireguard-go creates its own later,
-// so the engines cannot run in the benchmark's process. The parent sends
-// one command per line on stdin and reads one JSON reply per line (lines
-// starting with kernelReplyPrefix) on stdout; logs go to stderr.
+// so the engines cannot run in the benchmark's process. The protocol is
+// internal/nettest's: the parent sends one command per line on stdin and
+// reads one JSON reply per line (lines starting with kernelReplyPrefix) on
+// stdout; logs go to stderr.
 
 import (
-	"bufio"
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -39,6 +38,7 @@ import (
 	"golang.zx2c4.com/wireguard/device"
 	wgtun "golang.zx2c4.com/wireguard/tun"
 
+	"github.com/wgkit/wgkit/internal/nettest"
 	"github.com/wgkit/wgkit/tun"
 	"github.com/wgkit/wgkit/wg"
 )
@@ -60,13 +60,6 @@ const (
 	kernelMTU = 1420
 )
 
-// kernelReply is one reply line of a child.
-type kernelReply struct {
-	OK   bool            `json:"ok"`
-	Err  string          `json:"err,omitempty"`
-	Data json.RawMessage `json:"data,omitempty"`
-}
-
 // kernelChild is what a child runs: commands, and what to do on "close",
 // on end of input and at the end of its lifetime.
 type kernelChild interface {
@@ -87,23 +80,7 @@ func TestKernelBenchChild(t *testing.T) {
 
 func runKernelChild(role string) int {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	out := bufio.NewWriter(os.Stdout)
-	send := func(data any, err error) {
-		r := kernelReply{OK: err == nil}
-		if err != nil {
-			r.Err = err.Error()
-		}
-		if data != nil {
-			b, merr := json.Marshal(data)
-			if merr != nil {
-				r.OK, r.Err = false, merr.Error()
-			}
-			r.Data = b
-		}
-		b, _ := json.Marshal(r)
-		fmt.Fprintf(out, "%s%s\n", kernelReplyPrefix, b)
-		out.Flush()
-	}
+	c := nettest.NewChild(kernelReplyPrefix)
 
 	if dir := os.Getenv(kernelProfileEnv); dir != "" && role == "engine" {
 		stop, err := startKernelProfile(dir, os.Getenv(kernelImplEnv))
@@ -127,43 +104,12 @@ func runKernelChild(role string) int {
 	default:
 		err = fmt.Errorf("unknown role %q", role)
 	}
-	send(ready, err)
+	c.Send(ready, err)
 	if err != nil {
 		return 1
 	}
-
-	lines := make(chan string)
-	go func() {
-		defer close(lines)
-		sc := bufio.NewScanner(os.Stdin)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-	}()
-	deadline := time.NewTimer(kernelChildLifetime)
-	defer deadline.Stop()
-	for {
-		var line string
-		ok := true
-		select {
-		case line, ok = <-lines:
-		case <-deadline.C:
-			log.Error("lifetime exceeded, closing")
-			ok = false
-		}
-		if !ok {
-			if err := child.close(); err != nil {
-				log.Error("close", "err", err)
-			}
-			return 0
-		}
-		cmd, arg, _ := strings.Cut(line, " ")
-		if cmd == "close" {
-			send(nil, child.close())
-			return 0
-		}
-		send(child.handle(cmd, arg))
-	}
+	c.Serve(kernelChildLifetime, log, child.handle, func() (any, error) { return nil, child.close() }, child.close)
+	return 0
 }
 
 // startKernelProfile starts a CPU profile of this process into
