@@ -305,7 +305,15 @@ func (n *Net) newStack(prefixes []netip.Prefix) (*stack.Stack, error) {
 		return fail(fmt.Errorf("create NIC: %s", terr))
 	}
 	for _, p := range prefixes {
-		a := p.Addr().Unmap()
+		a, bits := p.Addr().Unmap(), p.Bits()
+		if p.Addr().Is4In6() {
+			// The stack holds the IPv4 address; count its prefix in IPv4
+			// bits, or gVisor keeps an IPv4 address with a /120.
+			if bits < 96 {
+				return fail(fmt.Errorf("address %s: an IPv4-mapped prefix must be /96 or longer", p))
+			}
+			bits -= 96
+		}
 		proto := ipv4.ProtocolNumber
 		if a.Is6() {
 			proto = ipv6.ProtocolNumber
@@ -317,7 +325,7 @@ func (n *Net) newStack(prefixes []netip.Prefix) (*stack.Stack, error) {
 			Protocol: proto,
 			AddressWithPrefix: tcpip.AddressWithPrefix{
 				Address:   tcpip.AddrFromSlice(a.AsSlice()),
-				PrefixLen: p.Bits(),
+				PrefixLen: bits,
 			},
 		}
 		if terr := st.AddProtocolAddress(nicID, pa, stack.AddressProperties{}); terr != nil {
