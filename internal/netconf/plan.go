@@ -58,7 +58,9 @@ type TableSetting struct {
 // ParseTable parses wg-quick's Table value: "" or "auto", "off", a table
 // number, or a table name. The names "main", "local" and "default" are
 // always known; other names are looked up with lookup, which may be nil.
-// Matching is case-insensitive for the keywords, like wg-quick's.
+// The keywords match in any case ("Off", "MAIN"); wg-quick matches them
+// case-sensitively, so there "Off" would go to ip(8) as a table name and
+// fail.
 func ParseTable(s string, lookup func(name string) (uint32, bool)) (TableSetting, error) {
 	s = strings.TrimSpace(s)
 	switch strings.ToLower(s) {
