@@ -75,8 +75,9 @@ type Device struct {
 // device up. Endpoint host names are resolved here; use NewDeviceContext to
 // bound that in time.
 //
-// NewDevice takes ownership of t: t is closed if NewDevice fails, and by
-// Close otherwise.
+// NewDevice takes ownership of t and of opts.Bind and opts.UAPI: they are
+// closed if NewDevice fails (whatever the reason, a nil t included), and
+// by Close otherwise.
 func NewDevice(t tun.Device, cfg *Config, opts *DeviceOptions) (*Device, error) {
 	return NewDeviceContext(context.Background(), t, cfg, opts)
 }
@@ -84,21 +85,24 @@ func NewDevice(t tun.Device, cfg *Config, opts *DeviceOptions) (*Device, error) 
 // NewDeviceContext is NewDevice with a context that bounds the set-up
 // (endpoint name resolution), not the life of the device.
 func NewDeviceContext(ctx context.Context, t tun.Device, cfg *Config, opts *DeviceOptions) (*Device, error) {
-	if t == nil {
-		return nil, errors.New("wg: new device: nil tun.Device")
-	}
 	if opts == nil {
 		opts = &DeviceOptions{}
 	}
 	// release frees what the caller handed over, before the engine owns it.
 	release := func() {
-		t.Close()
+		if t != nil {
+			t.Close()
+		}
 		if opts.Bind != nil {
 			opts.Bind.Close()
 		}
 		if opts.UAPI != nil {
 			opts.UAPI.Close()
 		}
+	}
+	if t == nil {
+		release()
+		return nil, errors.New("wg: new device: nil tun.Device")
 	}
 	if cfg == nil {
 		release()

@@ -3,10 +3,12 @@ package wg
 import (
 	"bufio"
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -137,5 +139,23 @@ func TestUAPIAcceptErrorRetried(t *testing.T) {
 	line, err := bufio.NewReader(c).ReadString('\n')
 	if want := "private_key=" + hexKey(key) + "\n"; line != want {
 		t.Fatalf("wg get after failed Accepts: first line %q (%v), want %q", line, err, want)
+	}
+}
+
+// TestNewDeviceNilTUNReleases checks that NewDevice releases the Bind and
+// the UAPI listener it was given when it fails for want of a tun.Device.
+func TestNewDeviceNilTUNReleases(t *testing.T) {
+	checkLeaks(t)
+	dir := t.TempDir()
+	l, err := ListenUAPI(dir, "wgnil")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = NewDevice(nil, &Config{Interface: Interface{PrivateKey: mustKey(t)}}, &DeviceOptions{UAPI: l})
+	if err == nil || !strings.HasPrefix(err.Error(), "wg: new device: ") {
+		t.Fatalf("NewDevice(nil tun) = %v, want a wg: new device error", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "wgnil.sock")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("UAPI socket left behind after NewDevice failed: %v", err)
 	}
 }
