@@ -211,8 +211,9 @@ func (i *Interface) Name() string { return i.name }
 func (i *Interface) Device() *wg.Device { return i.dev }
 
 // Close tears the interface down as `wg-quick down` would. In order: it
-// restores the resolver (if Open changed it), removes the rules, routes
-// and addresses Open added, stops the engine, closes the TUN (and UAPI
+// undoes what Open changed on the host, newest first (on Linux: the
+// routes, the policy rules, the resolver if Open changed it, the link
+// state and the addresses), stops the engine, closes the TUN (and UAPI
 // listener, and Bind) and makes sure the interface is gone. It carries on
 // past failures and returns them joined. A second Close returns an error
 // wrapping net.ErrClosed.
