@@ -159,3 +159,23 @@ func TestNewDeviceNilTUNReleases(t *testing.T) {
 		t.Errorf("UAPI socket left behind after NewDevice failed: %v", err)
 	}
 }
+
+// TestListenUAPIKeepsOtherFiles checks that ListenUAPI replaces only a
+// stale socket, never another kind of file at the socket's path.
+func TestListenUAPIKeepsOtherFiles(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "wgfile.sock")
+	if err := os.WriteFile(path, []byte("keep me"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l, err := ListenUAPI(dir, "wgfile")
+	if err == nil {
+		l.Close()
+	}
+	if !errors.Is(err, os.ErrExist) {
+		t.Errorf("ListenUAPI over a regular file = %v, want os.ErrExist", err)
+	}
+	if b, err := os.ReadFile(path); err != nil || string(b) != "keep me" {
+		t.Errorf("the regular file was replaced: %q, %v", b, err)
+	}
+}

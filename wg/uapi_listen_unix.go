@@ -19,8 +19,8 @@ const DefaultUAPIDir = "/var/run/wireguard"
 // DeviceOptions.UAPI. On Unix systems it creates the socket dir/name.sock
 // with owner-only permissions, creating dir with mode 0700 if needed; dir ""
 // means DefaultUAPIDir, the only directory wg(8) itself searches. A stale
-// socket left by a dead process is replaced; a live one is an error
-// wrapping os.ErrExist. On Windows it listens on the named pipe that
+// socket left by a dead process is replaced; a live one, or a file
+// there that is not a socket, is an error wrapping os.ErrExist. On Windows it listens on the named pipe that
 // wireguard-go uses for name and ignores dir.
 //
 // Closing the listener removes the socket file.
@@ -35,7 +35,11 @@ func ListenUAPI(dir, name string) (net.Listener, error) {
 		return nil, fmt.Errorf("wg: listen uapi: %w", err)
 	}
 	path := filepath.Join(dir, name+".sock")
-	if _, err := os.Lstat(path); err == nil {
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode().Type() != os.ModeSocket {
+			// Connecting to a regular file is refused too: never remove one.
+			return nil, fmt.Errorf("wg: listen uapi: %s exists and is not a socket: %w", path, os.ErrExist)
+		}
 		c, err := net.DialTimeout("unix", path, time.Second)
 		if err == nil {
 			c.Close()
