@@ -214,9 +214,11 @@ type Proc struct {
 // (usually the outcome of its set-up), read with Next. Replies are the
 // stdout lines starting with prefix. tb.Cleanup stops the child (Stop).
 //
-// The child is killed if the thread that started it exits with the parent
-// (PR_SET_PDEATHSIG; `ip netns exec` execs the binary, so the signal
-// carries over and the child's pid is the binary's).
+// The child gets SIGKILL when the parent dies (PR_SET_PDEATHSIG, which
+// strictly follows the parent's thread that started it; Go ends a thread
+// only when a goroutine exits while locked to it, which Start's callers
+// do not do). `ip netns exec` execs the binary,
+// so the setting carries over and the child's pid is the binary's.
 func Start(tb testing.TB, ns, test, prefix string, opts *Options) *Proc {
 	tb.Helper()
 	if opts == nil {
