@@ -409,13 +409,13 @@ func TestWGTools(t *testing.T) {
 	if len(peers) != 0 {
 		t.Errorf("Peers() after wg set peer remove = %v, want none", peers)
 	}
-	if show := run(t, "wg", "show", nameA, "peers"); strings.TrimSpace(show) != "" {
+	if show := run(t, "ip", "netns", "exec", nsA, "wg", "show", nameA, "peers"); strings.TrimSpace(show) != "" {
 		t.Errorf("wg show %s peers after removal = %q, want empty", nameA, show)
 	}
 
 	a.close()
 	b.close()
-	if out, err := exec.Command("wg", "show", nameA).CombinedOutput(); err == nil {
+	if out, err := exec.Command("ip", "netns", "exec", nsA, "wg", "show", nameA).CombinedOutput(); err == nil {
 		t.Errorf("wg show %s after Close succeeded:\n%s", nameA, out)
 	}
 }
