@@ -46,7 +46,9 @@ var errDNSNotFound = errors.New("no such host")
 // ndots 1. Queries go over UDP with a retry, and over TCP when an answer
 // is truncated; the host's resolver and its configuration are never used.
 // ctx bounds the lookup. Errors are *net.DNSError; IsNotFound reports a
-// name that does not exist.
+// name that does not exist, and errors.Is finds the cause of a failure:
+// net.ErrClosed after Close, the context's error, or ErrNoRoute for DNS
+// servers no peer's AllowedIPs cover.
 func (n *Net) LookupHost(ctx context.Context, host string) ([]string, error) {
 	addrs, err := n.lookupAddrs(ctx, host)
 	if err != nil {
@@ -88,14 +90,16 @@ func (n *Net) lookupAddrs(ctx context.Context, host string) ([]netip.Addr, error
 	if ip, err := netip.ParseAddr(host); err == nil {
 		return []netip.Addr{ip.Unmap().WithZone("")}, nil
 	}
-	dnsErr := func(msg string, notFound, timeout bool) error {
-		return &net.DNSError{Err: msg, Name: host, IsNotFound: notFound, IsTimeout: timeout}
+	// The errors unwrap to their cause (net.ErrClosed, the context's
+	// error, ErrNoRoute...), so that errors.Is works through a lookup.
+	dnsErr := func(cause error, msg string, notFound, timeout bool) error {
+		return &net.DNSError{UnwrapErr: cause, Err: msg, Name: host, IsNotFound: notFound, IsTimeout: timeout}
 	}
 	if len(n.dns) == 0 {
-		return nil, dnsErr("netstack: the tunnel configuration has no DNS servers", false, false)
+		return nil, dnsErr(nil, "netstack: the tunnel configuration has no DNS servers", false, false)
 	}
 	if !isDomainName(host) {
-		return nil, dnsErr(errDNSNotFound.Error(), true, false)
+		return nil, dnsErr(nil, errDNSNotFound.Error(), true, false)
 	}
 	var lastErr error
 	for _, name := range searchNames(host, n.search) {
@@ -106,21 +110,35 @@ func (n *Net) lookupAddrs(ctx context.Context, host string) ([]netip.Addr, error
 		if !errors.Is(err, errDNSNotFound) {
 			lastErr = err
 		}
-		if ctx.Err() != nil || n.isClosed() {
+		if ctxErr(ctx) != nil || n.isClosed() {
 			break
 		}
 	}
-	switch {
-	case n.isClosed():
-		return nil, dnsErr("netstack: "+net.ErrClosed.Error(), false, false)
-	case ctx.Err() != nil:
-		return nil, dnsErr(ctx.Err().Error(), false, errors.Is(ctx.Err(), context.DeadlineExceeded))
-	case lastErr != nil:
+	if n.isClosed() {
+		return nil, dnsErr(net.ErrClosed, "netstack: "+net.ErrClosed.Error(), false, false)
+	}
+	if err := ctxErr(ctx); err != nil {
+		return nil, dnsErr(err, err.Error(), false, errors.Is(err, context.DeadlineExceeded))
+	}
+	if lastErr != nil {
 		var ne net.Error
 		timeout := errors.As(lastErr, &ne) && ne.Timeout()
-		return nil, dnsErr(lastErr.Error(), false, timeout)
+		return nil, dnsErr(lastErr, lastErr.Error(), false, timeout)
 	}
-	return nil, dnsErr(errDNSNotFound.Error(), true, false)
+	return nil, dnsErr(nil, errDNSNotFound.Error(), true, false)
+}
+
+// ctxErr is ctx.Err(), or context.DeadlineExceeded once ctx's deadline
+// has passed even if ctx's timer has not fired yet: a conn deadline set
+// from ctx may expire first, and the failure is then the context's.
+func ctxErr(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if d, ok := ctx.Deadline(); ok && !time.Now().Before(d) {
+		return context.DeadlineExceeded
+	}
+	return nil
 }
 
 // searchNames lists the fully qualified names to try for host, as
@@ -184,8 +202,8 @@ func (n *Net) query(ctx context.Context, name string, qtype dnsmessage.Type) ([]
 	lastErr := errors.New("no DNS server answered")
 	for range dnsAttempts {
 		for _, server := range n.dns {
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
+			if err := ctxErr(ctx); err != nil {
+				return nil, err
 			}
 			addrs, err := n.exchange(ctx, netip.AddrPortFrom(server, dnsPort), q, name, qtype)
 			if err == nil || errors.Is(err, errDNSNotFound) {
