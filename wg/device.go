@@ -608,7 +608,6 @@ func (d *Device) Close() error {
 		return err
 	}
 	d.closed = true
-	d.closeRoutes() // PeerFor reports no peer from now on
 	// Order: stop taking UAPI connections first so that nobody reconfigures
 	// a closing engine, then close the engine (which closes the tun.Device
 	// and the Bind and waits for its workers), then wait for the UAPI
@@ -623,6 +622,10 @@ func (d *Device) Close() error {
 		d.uapiConn = nil
 		d.uapiMu.Unlock()
 	}
+	// After the UAPI connections are closed: a PeerFor rebuilding its
+	// table may wait for the engine's lock, held by a wg(8) "set" that
+	// waits for its connection.
+	d.closeRoutes() // PeerFor reports no peer from now on
 	d.engine.Close()
 	<-d.engine.Wait()
 	d.uapiWG.Wait()

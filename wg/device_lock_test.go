@@ -179,3 +179,49 @@ func TestListenUAPIKeepsOtherFiles(t *testing.T) {
 		t.Errorf("the regular file was replaced: %q, %v", b, err)
 	}
 }
+
+// TestCloseWithStalledUAPISet checks that Close returns while a wg(8)
+// client has started a "set" and stalls, holding the engine's lock, and a
+// PeerFor call waits for that lock.
+func TestCloseWithStalledUAPISet(t *testing.T) {
+	checkLeaks(t)
+	dir := t.TempDir()
+	l, err := ListenUAPI(dir, "wgstall")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := NewDevice(tuntest.NewChannelTUN().TUN(), &Config{Interface: Interface{PrivateKey: mustKey(t)}}, &DeviceOptions{UAPI: l})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.Dial("unix", filepath.Join(dir, "wgstall.sock"))
+	if err != nil {
+		d.Close()
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// A set without its closing blank line: the engine waits for more.
+	if _, err := c.Write([]byte("set=1\nlisten_port=0\n")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	lookup := make(chan struct{})
+	go func() {
+		d.PeerFor(netip.MustParseAddr("10.0.0.1"))
+		close(lookup)
+	}()
+	time.Sleep(100 * time.Millisecond)
+	closed := make(chan error, 1)
+	go func() { closed <- d.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		c.Close() // let Close finish, so that nothing leaks
+		<-closed
+		t.Error("Close blocked by a stalled wg(8) set and a PeerFor waiting for it")
+	}
+	<-lookup
+}
