@@ -602,32 +602,41 @@ func (d *Device) Reconfigure(cfg *Config) error {
 // its connections. It is safe to call more than once; calls after the first
 // return an error wrapping net.ErrClosed.
 func (d *Device) Close() error {
+	// Order: first stop taking UAPI connections and close those open, so
+	// that nobody reconfigures a closing engine. This takes no d.mu: a
+	// wg(8) client that started a "set" and stalls holds the engine's lock,
+	// and a method holding d.mu may be waiting for that lock. Then close
+	// the engine (which closes the tun.Device and the Bind and waits for
+	// its workers), then wait for the UAPI handlers, which return once
+	// their connections are closed.
+	d.closeUAPI()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if err := d.errClosedLocked("close"); err != nil {
 		return err
 	}
 	d.closed = true
-	// Order: stop taking UAPI connections first so that nobody reconfigures
-	// a closing engine, then close the engine (which closes the tun.Device
-	// and the Bind and waits for its workers), then wait for the UAPI
-	// handlers, which return once their connections are closed.
-	if d.uapi != nil {
-		close(d.uapiDone)
-		d.uapi.Close()
-		d.uapiMu.Lock()
-		for c := range d.uapiConn {
-			c.Close()
-		}
-		d.uapiConn = nil
-		d.uapiMu.Unlock()
-	}
-	// After the UAPI connections are closed: a PeerFor rebuilding its
-	// table may wait for the engine's lock, held by a wg(8) "set" that
-	// waits for its connection.
 	d.closeRoutes() // PeerFor reports no peer from now on
 	d.engine.Close()
 	<-d.engine.Wait()
 	d.uapiWG.Wait()
 	return nil
+}
+
+// closeUAPI closes the UAPI listener and its connections, once.
+func (d *Device) closeUAPI() {
+	if d.uapi == nil {
+		return
+	}
+	d.uapiMu.Lock()
+	defer d.uapiMu.Unlock()
+	if d.uapiConn == nil {
+		return // closed before
+	}
+	close(d.uapiDone)
+	d.uapi.Close()
+	for c := range d.uapiConn {
+		c.Close()
+	}
+	d.uapiConn = nil
 }

@@ -181,47 +181,59 @@ func TestListenUAPIKeepsOtherFiles(t *testing.T) {
 }
 
 // TestCloseWithStalledUAPISet checks that Close returns while a wg(8)
-// client has started a "set" and stalls, holding the engine's lock, and a
-// PeerFor call waits for that lock.
+// client has started a "set" and stalls, holding the engine's lock, and
+// another call waits for that lock.
 func TestCloseWithStalledUAPISet(t *testing.T) {
 	checkLeaks(t)
-	dir := t.TempDir()
-	l, err := ListenUAPI(dir, "wgstall")
-	if err != nil {
-		t.Fatal(err)
+	tests := []struct {
+		name string
+		call func(d *Device)
+	}{
+		{"PeerFor", func(d *Device) { d.PeerFor(netip.MustParseAddr("10.0.0.1")) }},
+		{"Peers", func(d *Device) { d.Peers() }},
+		{"SetPeer", func(d *Device) { d.SetPeer(Peer{PublicKey: mustKey(t).PublicKey()}) }},
 	}
-	d, err := NewDevice(tuntest.NewChannelTUN().TUN(), &Config{Interface: Interface{PrivateKey: mustKey(t)}}, &DeviceOptions{UAPI: l})
-	if err != nil {
-		t.Fatal(err)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			l, err := ListenUAPI(dir, "wgstall")
+			if err != nil {
+				t.Fatal(err)
+			}
+			d, err := NewDevice(tuntest.NewChannelTUN().TUN(), &Config{Interface: Interface{PrivateKey: mustKey(t)}}, &DeviceOptions{UAPI: l})
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, err := net.Dial("unix", filepath.Join(dir, "wgstall.sock"))
+			if err != nil {
+				d.Close()
+				t.Fatal(err)
+			}
+			defer c.Close()
+			// A set without its closing blank line: the engine waits for more.
+			if _, err := c.Write([]byte("set=1\nlisten_port=0\n")); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(100 * time.Millisecond)
+			called := make(chan struct{})
+			go func() {
+				tt.call(d)
+				close(called)
+			}()
+			time.Sleep(100 * time.Millisecond)
+			closed := make(chan error, 1)
+			go func() { closed <- d.Close() }()
+			select {
+			case err := <-closed:
+				if err != nil {
+					t.Errorf("Close: %v", err)
+				}
+			case <-time.After(10 * time.Second):
+				c.Close() // let Close finish, so that nothing leaks
+				<-closed
+				t.Errorf("Close blocked by a stalled wg(8) set and a %s call waiting for it", tt.name)
+			}
+			<-called
+		})
 	}
-	c, err := net.Dial("unix", filepath.Join(dir, "wgstall.sock"))
-	if err != nil {
-		d.Close()
-		t.Fatal(err)
-	}
-	defer c.Close()
-	// A set without its closing blank line: the engine waits for more.
-	if _, err := c.Write([]byte("set=1\nlisten_port=0\n")); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(100 * time.Millisecond)
-	lookup := make(chan struct{})
-	go func() {
-		d.PeerFor(netip.MustParseAddr("10.0.0.1"))
-		close(lookup)
-	}()
-	time.Sleep(100 * time.Millisecond)
-	closed := make(chan error, 1)
-	go func() { closed <- d.Close() }()
-	select {
-	case err := <-closed:
-		if err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		c.Close() // let Close finish, so that nothing leaks
-		<-closed
-		t.Error("Close blocked by a stalled wg(8) set and a PeerFor waiting for it")
-	}
-	<-lookup
 }
