@@ -19,7 +19,8 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // echoServer accepts connections on ln and echoes one line per connection
-// until ln is closed. The returned function closes ln and waits.
+// until ln is closed; a cleanup of t closes ln and waits for the accept
+// loop.
 func echoServer(t testing.TB, ln net.Listener) {
 	t.Helper()
 	done := make(chan struct{})
