@@ -24,7 +24,8 @@
 // endpoint names and brings the device up. A [Device] reports typed
 // [PeerStatus] values and takes run-time changes ([Device.SetPeer],
 // [Device.RemovePeer], [Device.Reconfigure]) while traffic to other peers
-// keeps flowing. With [ListenUAPI] it also serves wg(8)'s configuration
+// keeps flowing; [Device.PeerFor] tells, without formatting anything, which
+// peer routes an address, for backends that check every connection. With [ListenUAPI] it also serves wg(8)'s configuration
 // protocol, so `wg show` and `wg set` work on it. The protocol's text is an
 // internal detail of this package.
 //
