@@ -46,7 +46,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/wgkit/wgkit/internal/udpbind"
 	"github.com/wgkit/wgkit/wg"
 	"golang.zx2c4.com/wireguard/conn"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -77,10 +76,12 @@ type Options struct {
 	Logger *slog.Logger
 
 	// Bind is the engine's outer transport. nil means a UDP socket on all
-	// host addresses at the configuration's ListenPort (wgkit's lean
-	// Bind, moving BatchSize datagrams per system call, with UDP GSO and
-	// GRO where Linux offers them). The Net owns the Bind: Close (or a
-	// failed Open) closes it.
+	// host addresses at the configuration's ListenPort: wgkit's lean Bind,
+	// moving BatchSize datagrams per system call, with UDP GSO and GRO
+	// where Linux offers them; on Windows, wireguard-go's own Bind on the
+	// Registered I/O API, which moves one datagram per call and so holds
+	// little memory too. The Net owns the Bind: Close (or a failed Open)
+	// closes it.
 	Bind conn.Bind
 
 	// BatchSize is the most packets the engine moves between the stack
@@ -237,10 +238,7 @@ func Open(ctx context.Context, cfg *wg.Config, opts *Options) (*Net, error) {
 	t := newTUNDevice(n.ep, mtu, n.name)
 	bind := opts.Bind
 	if bind == nil {
-		// Not conn.NewDefaultBind: it reports a batch of 128 (and needs
-		// it with UDP GRO on), and the engine then holds 24 MiB of
-		// buffers per idle tunnel.
-		bind = udpbind.New(&udpbind.Options{BatchSize: batch, Logger: n.log})
+		bind = defaultBind(batch, n.log)
 	}
 	// NewDeviceContext owns t, the Bind and the UAPI listener from here:
 	// it closes them if it fails.
