@@ -273,6 +273,12 @@ func (n *Net) exchange(ctx context.Context, server netip.AddrPort, q dnsQuery, n
 			return nil, err
 		}
 	}
+	return answerAddrs(resp, qtype)
+}
+
+// answerAddrs returns the addresses of type qtype in a response, or
+// errDNSNotFound when the name does not exist or has none.
+func answerAddrs(resp *dnsmessage.Message, qtype dnsmessage.Type) ([]netip.Addr, error) {
 	switch resp.RCode {
 	case dnsmessage.RCodeSuccess:
 	case dnsmessage.RCodeNameError:
