@@ -512,9 +512,10 @@ func (d *Device) forgetPeerLocked(pub Key) {
 
 // Reconfigure makes the device run cfg, applying only the differences:
 // unchanged peers keep their sessions and learned endpoints, the private
-// key and listen port are set only when they change. Interface fields the
-// engine does not use (addresses, DNS, MTU...) are recorded for Config but
-// change nothing on a running backend.
+// key and listen port are set only when they change, and a ListenPort of 0
+// keeps the port the device is bound to. Interface fields the engine does
+// not use (addresses, DNS, MTU...) are recorded for Config but change
+// nothing on a running backend.
 func (d *Device) Reconfigure(cfg *Config) error {
 	if cfg == nil {
 		return errors.New("wg: reconfigure: nil config")
