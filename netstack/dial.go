@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
-	"sync"
 	"sync/atomic"
 
 	"golang.org/x/net/proxy"
@@ -240,7 +239,7 @@ func (n *Net) dialTCP(ctx context.Context, ap netip.AddrPort) (net.Conn, error) 
 		}
 		return nil, convertErr("connect", terr)
 	}
-	return newTCPConn(n, gonet.NewTCPConn(wq, ep)), nil
+	return newTCPConn(n, ep, wq), nil
 }
 
 // dialUDP returns a UDP endpoint connected to ap.
@@ -334,8 +333,7 @@ func (n *Net) Listen(network, address string) (net.Listener, error) {
 		ep.Close()
 		return nil, opErr(convertErr("listen", terr))
 	}
-	l := &tcpListener{TCPListener: gonet.NewTCPListener(n.stack, wq, ep), n: n}
-	l.addr = fixWildcard(l.TCPListener.Addr(), ap.Addr())
+	l := newTCPListener(n, ep, wq, ap.Addr())
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.closed {
@@ -390,40 +388,6 @@ func fixWildcard(a net.Addr, bound netip.Addr) net.Addr {
 		}
 	}
 	return a
-}
-
-// tcpConn is a TCP connection over the tunnel with the net package's
-// error conventions (see fixConnErr).
-type tcpConn struct {
-	*gonet.TCPConn
-	n      *Net
-	local  net.Addr // kept: gonet reports none after Close
-	remote net.Addr
-	closed atomic.Bool
-}
-
-func newTCPConn(n *Net, c *gonet.TCPConn) *tcpConn {
-	return &tcpConn{TCPConn: c, n: n, local: c.LocalAddr(), remote: c.RemoteAddr()}
-}
-
-func (c *tcpConn) LocalAddr() net.Addr  { return c.local }
-func (c *tcpConn) RemoteAddr() net.Addr { return c.remote }
-
-func (c *tcpConn) Read(b []byte) (int, error) {
-	k, err := c.TCPConn.Read(b)
-	return k, c.n.fixConnErr(err, "read", c.closed.Load())
-}
-
-func (c *tcpConn) Write(b []byte) (int, error) {
-	k, err := c.TCPConn.Write(b)
-	return k, c.n.fixConnErr(err, "write", c.closed.Load())
-}
-
-func (c *tcpConn) Close() error {
-	if c.closed.Swap(true) {
-		return &net.OpError{Op: "close", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: net.ErrClosed}
-	}
-	return c.TCPConn.Close()
 }
 
 // udpConn is a UDP socket over the tunnel, connected (Dial) or not
@@ -493,51 +457,4 @@ func (c *udpConn) Close() error {
 		return &net.OpError{Op: "close", Net: "udp", Source: c.LocalAddr(), Err: net.ErrClosed}
 	}
 	return c.UDPConn.Close()
-}
-
-// tcpListener is a TCP listener over the tunnel that reports
-// net.ErrClosed after its or the Net's Close.
-type tcpListener struct {
-	*gonet.TCPListener
-	n         *Net
-	addr      net.Addr // kept: gonet reports none after Close
-	closed    atomic.Bool
-	closeOnce sync.Once
-}
-
-func (l *tcpListener) Accept() (net.Conn, error) {
-	c, err := l.TCPListener.Accept()
-	if err != nil {
-		if l.closed.Load() || l.n.isClosed() {
-			return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.Addr(), Err: net.ErrClosed}
-		}
-		return nil, l.n.fixConnErr(err, "accept", false)
-	}
-	return newTCPConn(l.n, c.(*gonet.TCPConn)), nil
-}
-
-func (l *tcpListener) Addr() net.Addr { return l.addr }
-
-// shutdown wakes blocked Accept calls and closes the endpoint. It reports
-// whether this call did so.
-func (l *tcpListener) shutdown() bool {
-	first := false
-	l.closeOnce.Do(func() {
-		first = true
-		l.closed.Store(true)
-		l.TCPListener.Shutdown()
-		l.TCPListener.Close()
-	})
-	return first
-}
-
-func (l *tcpListener) Close() error {
-	// Of concurrent calls, only the one that shuts down succeeds.
-	if !l.shutdown() {
-		return &net.OpError{Op: "close", Net: "tcp", Addr: l.Addr(), Err: net.ErrClosed}
-	}
-	l.n.mu.Lock()
-	delete(l.n.listeners, l)
-	l.n.mu.Unlock()
-	return nil
 }

@@ -74,7 +74,7 @@ func convertText(call string, err error) error {
 	return err
 }
 
-// fixConnErr rewrites an error from a gonet conn or listener: after the
+// fixConnErr rewrites an error from a gonet UDP conn: after the
 // conn (closedLocally) or the whole Net was closed, it becomes an
 // *net.OpError wrapping net.ErrClosed, as the net package reports use of
 // a closed connection; gVisor's error texts become errnos. Timeouts and
