@@ -58,7 +58,7 @@ type helperOptions struct {
 func TestHelperProcess(t *testing.T) {
 	role := os.Getenv(helperEnv)
 	if role == "" {
-		return
+		t.Skip("not a test: the child process the namespace tests re-execute")
 	}
 	os.Exit(runHelper(role))
 }
