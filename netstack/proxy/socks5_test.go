@@ -422,4 +422,3 @@ func TestSOCKS5InvalidOptions(t *testing.T) {
 		})
 	}
 }
-
