@@ -305,6 +305,18 @@ func udpBulk(c net.Conn, n int) (sent, got []byte, err error) {
 	return s[:], h.Sum(nil), nil
 }
 
+// checkUDPBulk runs udpBulk on c and compares the sums.
+func checkUDPBulk(t *testing.T, c net.Conn) {
+	t.Helper()
+	sent, got, err := udpBulk(c, bulk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(sent, got) {
+		t.Errorf("echo sum %x; sent %x", got, sent)
+	}
+}
+
 func TestForwardUDP(t *testing.T) {
 	e := newEnv(t)
 	t.Run("host to tunnel", func(t *testing.T) {
@@ -320,13 +332,7 @@ func TestForwardUDP(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		sent, got, err := udpBulk(c, bulk)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(sent, got) {
-			t.Errorf("echo sum %x; sent %x", got, sent)
-		}
+		checkUDPBulk(t, c)
 	})
 	t.Run("tunnel to host", func(t *testing.T) {
 		echo, err := net.ListenPacket("udp", "127.0.0.1:0")
@@ -357,13 +363,7 @@ func TestForwardUDP(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		sent, got, err := udpBulk(c, bulk)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(sent, got) {
-			t.Errorf("echo sum %x; sent %x", got, sent)
-		}
+		checkUDPBulk(t, c)
 	})
 }
 
