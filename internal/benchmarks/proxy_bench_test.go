@@ -3,6 +3,7 @@ package benchmarks
 import (
 	"context"
 	"io"
+	"log"
 	"net"
 	"net/netip"
 	"strconv"
@@ -30,7 +31,7 @@ func startSOCKS5(b *testing.B, client tunnel) (addr string, stop func()) {
 		go func() { defer close(done); s.Serve(ln) }()
 		return ln.Addr().String(), func() { s.Close(); <-done }
 	case *stockTunnel:
-		s, err := socks5.New(&socks5.Config{Dial: t.tnet.DialContext})
+		s, err := socks5.New(&socks5.Config{Dial: t.tnet.DialContext, Logger: log.New(io.Discard, "", 0)})
 		mustNoErr(b, err, "go-socks5")
 		go func() { defer close(done); s.Serve(ln) }()
 		// go-socks5 has no Close: closing the listener ends Serve, and
