@@ -27,7 +27,10 @@
 //	conn, err := tnet.DialContext(ctx, "tcp", "10.0.0.1:80")
 //
 // [github.com/wgkit/wgkit/netstack.Net] also listens, pings, resolves names
-// through the tunnel's DNS servers and hands out an [net/http.Client]. For
+// through the tunnel's DNS servers and hands out an [net/http.Client].
+// [github.com/wgkit/wgkit/netstack/proxy] serves a tunnel to other programs
+// on the host: a SOCKS5 server, an HTTP proxy and TCP and UDP port
+// forwards both ways, with names resolved by the tunnel's DNS only. For
 // tests, [github.com/wgkit/wgkit/wg/wgtest] runs real WireGuard peers in the
 // test process, the way net/http/httptest runs HTTP servers.
 //
