@@ -78,7 +78,7 @@ type httpProxy struct {
 // returns an error wrapping net.ErrClosed. Hand it to
 // http.Server.RegisterOnShutdown, since Shutdown and Close of the server
 // do not reach hijacked connections. The handler is safe for concurrent
-// use.
+// use. A nil n makes every request fail with 500.
 func HTTPHandler(n Network, opts *HTTPOptions) http.Handler {
 	if opts == nil {
 		opts = &HTTPOptions{}
@@ -148,6 +148,11 @@ func (p *httpProxy) Close() error {
 
 func (p *httpProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	log := p.log.With("client", r.RemoteAddr, "method", r.Method, "host", r.Host)
+	if p.n == nil {
+		http.Error(w, "proxy: HTTPHandler was given a nil Network", http.StatusInternalServerError)
+		log.Error("http proxy: nil Network")
+		return
+	}
 	if p.user != "" && !p.authorized(r) {
 		w.Header().Set("Proxy-Authenticate", fmt.Sprintf("Basic realm=%q", p.realm))
 		http.Error(w, "proxy authentication required", http.StatusProxyAuthRequired)
