@@ -95,7 +95,8 @@ func BenchmarkProxyForwardTCP(b *testing.B) {
 
 // benchStreams runs the bulk transfer of BenchmarkNetstackTCPThroughput
 // (same chunk, operation and warm-up sizes) over streams conns from dial
-// to a sink in server, reporting Mbit/s and allocations.
+// to a sink in server, reporting Mbit/s, CPU seconds per GB (user plus
+// system, whole process) and allocations.
 func benchStreams(b *testing.B, server tunnel, streams int, dial func() (net.Conn, error)) {
 	l, err := server.listen(netip.AddrPortFrom(serverAddr, benchPort))
 	mustNoErr(b, err, "listen")
@@ -122,6 +123,7 @@ func benchStreams(b *testing.B, server tunnel, streams int, dial func() (net.Con
 	}
 	b.SetBytes(opBytes)
 	b.ReportAllocs()
+	cpu0 := cpuTime(b)
 	b.ResetTimer()
 	start := time.Now()
 	var wg sync.WaitGroup
@@ -146,5 +148,9 @@ func benchStreams(b *testing.B, server tunnel, streams int, dial func() (net.Con
 	for err := range errs {
 		b.Fatal(err)
 	}
-	b.ReportMetric(float64(per)*float64(streams)*8/1e6/elapsed.Seconds(), "Mbit/s")
+	total := float64(per) * float64(streams)
+	b.ReportMetric(total*8/1e6/elapsed.Seconds(), "Mbit/s")
+	if cpu := cpuTime(b) - cpu0; cpu > 0 {
+		b.ReportMetric(cpu.Seconds()/(total/1e9), "cpu-s/GB")
+	}
 }
