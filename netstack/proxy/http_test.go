@@ -258,3 +258,27 @@ func TestHTTPOverCap(t *testing.T) {
 		t.Errorf("after Close: status %d; want 503", code)
 	}
 }
+
+// TestHTTPAuthChallenge: a request without credentials gets 407 with a
+// Basic challenge naming the realm.
+func TestHTTPAuthChallenge(t *testing.T) {
+	e := newEnv(t)
+	_, authed := startHTTP(t, e, &proxy.HTTPOptions{Username: "u", Password: "p", Realm: "tunnel"})
+	c, err := net.Dial("tcp", strings.TrimPrefix(authed, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	io.WriteString(c, "GET http://"+tunnelName+"/ HTTP/1.1\r\nHost: "+tunnelName+"\r\nProxy-Authorization: Basic dTp4\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	got := [2]string{resp.Status, resp.Header.Get("Proxy-Authenticate")}
+	want := [2]string{"407 Proxy Authentication Required", `Basic realm="tunnel"`}
+	if got != want {
+		t.Errorf("got %q; want %q", got, want)
+	}
+}
