@@ -140,6 +140,7 @@ func TestForwardTCP(t *testing.T) {
 // TestForwardTCPHalfCloseAndConcurrency: a client that half-closes still
 // reads the reply, 100 at once.
 func TestForwardTCPHalfCloseAndConcurrency(t *testing.T) {
+	checkDescriptors(t)
 	e := newEnv(t)
 	ln := listenLocal(t)
 	runForward(t, ln, func(ctx context.Context) (net.Conn, error) {

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -344,4 +345,36 @@ func transfer(c net.Conn, n int64) (sent, got []byte, read int64, err error) {
 // isClosedOrEOF reports an error that says the peer closed or reset.
 func isClosedOrEOF(err error) bool {
 	return errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || strings.Contains(err.Error(), "reset")
+}
+
+// checkDescriptors fails the test if the process has more open file
+// descriptors once every cleanup registered after it has run than when it
+// was called (Linux only: it reads /proc/self/fd). Call it first.
+func checkDescriptors(t *testing.T) {
+	t.Helper()
+	count := func() int {
+		ents, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			return -1
+		}
+		return len(ents)
+	}
+	before := count()
+	if before < 0 {
+		return // no /proc: goleak's goroutine check still runs
+	}
+	t.Cleanup(func() {
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			n := count()
+			if n <= before {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("%d file descriptors open after the test, %d before", n, before)
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
 }

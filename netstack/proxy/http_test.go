@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -131,24 +132,35 @@ func TestHTTPCurl(t *testing.T) {
 }
 
 // rawRequest sends req on a new connection to the proxy and returns the
-// response's status code.
+// response's status code and the connection, closed at cleanup.
 func rawRequest(t *testing.T, proxyURL, req string) (int, net.Conn) {
 	t.Helper()
-	c, err := net.Dial("tcp", strings.TrimPrefix(proxyURL, "http://"))
+	code, c, err := tryRequest(proxyURL, req)
+	if c != nil {
+		t.Cleanup(func() { c.Close() })
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Close() })
+	return code, c
+}
+
+// tryRequest is rawRequest for any goroutine: the caller closes c.
+func tryRequest(proxyURL, req string) (int, net.Conn, error) {
+	c, err := net.Dial("tcp", strings.TrimPrefix(proxyURL, "http://"))
+	if err != nil {
+		return 0, nil, err
+	}
 	c.SetDeadline(time.Now().Add(20 * time.Second))
 	if _, err := io.WriteString(c, req); err != nil {
-		t.Fatal(err)
+		return 0, c, err
 	}
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 	if err != nil {
-		t.Fatalf("reading the response: %v", err)
+		return 0, c, fmt.Errorf("reading the response: %w", err)
 	}
 	resp.Body.Close()
-	return resp.StatusCode, c
+	return resp.StatusCode, c, nil
 }
 
 func TestHTTPBadInput(t *testing.T) {
@@ -212,9 +224,10 @@ func TestHTTPConnectBytesFirst(t *testing.T) {
 	}
 }
 
-// TestHTTPOverCap: past MaxConns tunnels, requests get 503; and Close
-// ends the tunnels.
+// TestHTTPOverCap: past MaxConns tunnels, 1000 requests at once get 503
+// each; and Close ends the tunnels.
 func TestHTTPOverCap(t *testing.T) {
+	checkDescriptors(t)
 	e := newEnv(t)
 	h, open := startHTTP(t, e, &proxy.HTTPOptions{MaxConns: 3})
 	var held []net.Conn
@@ -225,22 +238,29 @@ func TestHTTPOverCap(t *testing.T) {
 		}
 		held = append(held, c)
 	}
+	const n = 1000
 	var wg sync.WaitGroup
-	codes := make(chan int, 50)
-	for range 50 {
+	errs := make(chan error, n)
+	for range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			code, _ := rawRequest(t, open, "CONNECT "+e.remoteAddr(7)+" HTTP/1.1\r\nHost: x\r\n\r\n")
-			codes <- code
+			code, c, err := tryRequest(open, "CONNECT "+e.remoteAddr(7)+" HTTP/1.1\r\nHost: x\r\n\r\n")
+			if c != nil {
+				c.Close()
+			}
+			if err == nil && code != 503 {
+				err = fmt.Errorf("over the cap: status %d; want 503", code)
+			}
+			if err != nil {
+				errs <- err
+			}
 		}()
 	}
 	wg.Wait()
-	close(codes)
-	for code := range codes {
-		if code != 503 {
-			t.Errorf("over the cap: status %d; want 503", code)
-		}
+	close(errs)
+	for err := range errs {
+		t.Error(err)
 	}
 	if err := h.(io.Closer).Close(); err != nil {
 		t.Fatal(err)

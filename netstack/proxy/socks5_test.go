@@ -209,6 +209,7 @@ func TestSOCKS5ReplyCodes(t *testing.T) {
 // gets the protocol's error reply, if it has one, and a close within the
 // handshake deadline, and the server keeps serving.
 func TestSOCKS5BadInput(t *testing.T) {
+	checkDescriptors(t)
 	e := newEnv(t)
 	var logBuf syncBuffer
 	_, server := startSOCKS5(t, e, &proxy.SOCKS5Options{
@@ -305,6 +306,7 @@ func (b *syncBuffer) String() string {
 // held connections: each is closed at once, and once the held ones go,
 // the server serves again.
 func TestSOCKS5OverCap(t *testing.T) {
+	checkDescriptors(t)
 	e := newEnv(t)
 	_, server := startSOCKS5(t, e, &proxy.SOCKS5Options{MaxConns: 10, HandshakeTimeout: time.Minute})
 	var held []net.Conn

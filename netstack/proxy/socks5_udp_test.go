@@ -57,6 +57,7 @@ func datagram(frag, atyp byte, addr []byte, port uint16, payload []byte) []byte 
 // listens on the client's address only and drops datagrams from anyone
 // else and fragments.
 func TestSOCKS5UDPAssociate(t *testing.T) {
+	checkDescriptors(t)
 	e := newEnv(t)
 	_, server := startSOCKS5(t, e, nil)
 	a := associate(t, server)
