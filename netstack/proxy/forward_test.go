@@ -165,7 +165,7 @@ func TestForwardTCPHalfCloseAndConcurrency(t *testing.T) {
 				errs <- err
 				return
 			}
-			// The echo server answers only once it has read our EOF.
+			// The echo ends (half-closes) only once our EOF has reached it.
 			if err := c.(*net.TCPConn).CloseWrite(); err != nil {
 				errs <- err
 				return
