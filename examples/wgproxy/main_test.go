@@ -463,3 +463,27 @@ func TestFlagParsing(t *testing.T) {
 		}
 	}
 }
+
+// TestStartFailure: a listen address in use fails the start with an error
+// naming it, after undoing what had started (the goroutine check of
+// TestMain sees the rest).
+func TestStartFailure(t *testing.T) {
+	srv := wgtest.NewServer(t, nil)
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	file := writeFile(t, "wg0.conf", wgQuick(t, srv.ClientConfig()))
+	err = run(context.Background(), []string{"-config", file, "-socks", "127.0.0.1:0", "-http", busy.Addr().String()}, &runOptions{
+		stderr: io.Discard,
+		bind:   udpbind.New(&udpbind.Options{ListenAddr: netip.MustParseAddr("127.0.0.1")}),
+	})
+	if err == nil || !strings.Contains(err.Error(), "wgproxy: http: listen tcp "+busy.Addr().String()) {
+		t.Errorf("run = %v; want an error naming the busy address", err)
+	}
+	err = run(context.Background(), []string{"-config", file}, &runOptions{stderr: io.Discard})
+	if err == nil || !strings.Contains(err.Error(), "nothing to serve") {
+		t.Errorf("run without services = %v; want \"nothing to serve\"", err)
+	}
+}
