@@ -50,12 +50,7 @@ type Device struct {
 	log      *slog.Logger
 	resolver *net.Resolver
 
-	uapi     net.Listener
-	uapiWG   sync.WaitGroup // the accept loop and every UAPI connection handler
-	uapiMu   sync.Mutex
-	uapiConn map[net.Conn]struct{} // guarded by uapiMu; nil once closed
-	uapiDone chan struct{}         // closed by Close; ends the accept loop's back-off
-
+	uapiState  // wg(8) connections (uapi_serve.go)
 	routeState // PeerFor's table (routes.go)
 
 	mu     sync.Mutex // serializes configuration changes and Close
@@ -115,7 +110,6 @@ func NewDeviceContext(ctx context.Context, t tun.Device, cfg *Config, opts *Devi
 	d := &Device{
 		log:       opts.Logger,
 		resolver:  opts.Resolver,
-		uapi:      opts.UAPI,
 		endpoints: make(map[Key]string),
 	}
 	if d.log == nil {
@@ -173,12 +167,7 @@ func NewDeviceContext(ctx context.Context, t tun.Device, cfg *Config, opts *Devi
 		d.endpoints[p.PublicKey] = p.Endpoint
 		d.order = append(d.order, p.PublicKey)
 	}
-	if d.uapi != nil {
-		d.uapiConn = make(map[net.Conn]struct{})
-		d.uapiDone = make(chan struct{})
-		d.uapiWG.Add(1)
-		go d.serveUAPI()
-	}
+	d.startUAPI(opts.UAPI)
 	return d, nil
 }
 
@@ -197,48 +186,6 @@ func engineLogger(l *slog.Logger) *device.Logger {
 		}
 	}
 	return &device.Logger{Verbosef: logf(slog.LevelDebug), Errorf: logf(slog.LevelError)}
-}
-
-// serveUAPI accepts wg(8) connections until the device is closed. A
-// failed Accept (out of file descriptors, an aborted connection) is retried
-// with a growing delay, as net/http's Server does, rather than ending wg(8)
-// support for the life of the device.
-func (d *Device) serveUAPI() {
-	defer d.uapiWG.Done()
-	var delay time.Duration
-	for {
-		c, err := d.uapi.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			d.log.Error("wg: uapi accept", "err", err, "retry", delay)
-			select {
-			case <-time.After(delay):
-				continue
-			case <-d.uapiDone:
-				return
-			}
-		}
-		delay = 0
-		d.uapiMu.Lock()
-		if d.uapiConn == nil {
-			d.uapiMu.Unlock()
-			c.Close()
-			return
-		}
-		d.uapiConn[c] = struct{}{}
-		d.uapiWG.Add(1)
-		d.uapiMu.Unlock()
-		go func() {
-			defer d.uapiWG.Done()
-			d.engine.IpcHandle(&uapiConn{Conn: c, r: &d.routeState}) // closes c when done
-			d.uapiMu.Lock()
-			delete(d.uapiConn, c)
-			d.uapiMu.Unlock()
-		}()
-	}
 }
 
 // resolveAll resolves every peer's endpoint to "ip:port" ("" where none).
@@ -622,22 +569,4 @@ func (d *Device) Close() error {
 	<-d.engine.Wait()
 	d.uapiWG.Wait()
 	return nil
-}
-
-// closeUAPI closes the UAPI listener and its connections, once.
-func (d *Device) closeUAPI() {
-	if d.uapi == nil {
-		return
-	}
-	d.uapiMu.Lock()
-	defer d.uapiMu.Unlock()
-	if d.uapiConn == nil {
-		return // closed before
-	}
-	close(d.uapiDone)
-	d.uapi.Close()
-	for c := range d.uapiConn {
-		c.Close()
-	}
-	d.uapiConn = nil
 }
