@@ -32,6 +32,12 @@ type DeviceOptions struct {
 	// configuration protocol, so that `wg show` and `wg set` work on it
 	// (see ListenUAPI). The device owns the listener: Close closes it and
 	// every connection accepted from it. nil serves nothing.
+	//
+	// No client can hold up the device: each request is read whole, within
+	// 10 s, before the engine sees it (lines of at most 4 KiB, requests of
+	// at most 16 MiB, enough for a `wg setconf` of 10 000 peers), each
+	// reply is written within 10 s, and at most 4 connections are served
+	// at once. A client that breaks a bound is disconnected.
 	UAPI net.Listener
 
 	// Resolver resolves peer endpoint host names. nil means
