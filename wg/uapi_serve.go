@@ -201,6 +201,8 @@ func readUAPIRequest(br *bufio.Reader, req *bytes.Buffer, maxLine, maxRequest in
 			return 0, fmt.Errorf("line longer than %d bytes", maxLine)
 		case errors.Is(err, io.EOF) && (req.Len() > 0 || len(line) > 0):
 			return 0, fmt.Errorf("connection closed inside a request: %w", io.ErrUnexpectedEOF)
+		case errors.Is(err, os.ErrDeadlineExceeded) && req.Len() == 0 && len(line) == 0:
+			return 0, fmt.Errorf("no request within the read timeout: %w", err)
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			return 0, fmt.Errorf("request not complete within the read timeout: %w", err)
 		case err != nil:

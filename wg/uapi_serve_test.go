@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,11 +20,29 @@ import (
 	"golang.zx2c4.com/wireguard/tun/tuntest"
 )
 
+// logBuffer collects a device's log lines.
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
 // uapiTestDevice starts a device with peers peers (peer i routes
-// 10.100.i/24... as 10.(100+i/256).(i%256).0/24) serving wg(8) in a temp
-// dir, and returns it with its socket's path. lim, if not nil, replaces
-// the default limits. The device is closed at cleanup.
-func uapiTestDevice(t *testing.T, peers int, lim *uapiLimits) (*Device, string) {
+// 10.(100+i/256).(i%256).0/24) serving wg(8) in a temp dir, and returns it
+// with its socket's path and its log at warning level and above. lim, if
+// not nil, replaces the default limits. The device is closed at cleanup.
+func uapiTestDevice(t *testing.T, peers int, lim *uapiLimits) (*Device, string, *logBuffer) {
 	t.Helper()
 	dir := t.TempDir()
 	l, err := ListenUAPI(dir, "wgserve")
@@ -36,11 +56,13 @@ func uapiTestDevice(t *testing.T, peers int, lim *uapiLimits) (*Device, string) 
 			AllowedIPs: []netip.Prefix{netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(100 + i/256), byte(i), 0}), 24)},
 		})
 	}
+	logs := new(logBuffer)
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	var d *Device
 	if lim == nil {
-		d, err = NewDevice(tuntest.NewChannelTUN().TUN(), cfg, &DeviceOptions{UAPI: l})
+		d, err = NewDevice(tuntest.NewChannelTUN().TUN(), cfg, &DeviceOptions{UAPI: l, Logger: log})
 	} else {
-		d, err = NewDevice(tuntest.NewChannelTUN().TUN(), cfg, nil)
+		d, err = NewDevice(tuntest.NewChannelTUN().TUN(), cfg, &DeviceOptions{Logger: log})
 		if err == nil {
 			d.uapiLimits = *lim
 			d.startUAPI(l)
@@ -52,7 +74,7 @@ func uapiTestDevice(t *testing.T, peers int, lim *uapiLimits) (*Device, string) 
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { d.Close() })
-	return d, filepath.Join(dir, "wgserve.sock")
+	return d, filepath.Join(dir, "wgserve.sock"), logs
 }
 
 func dialUAPI(t *testing.T, path string) *net.UnixConn {
@@ -189,7 +211,7 @@ func TestUAPIStalledClients(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			d, path := uapiTestDevice(t, tt.peers, nil)
+			d, path, logs := uapiTestDevice(t, tt.peers, nil)
 			var before runtime.MemStats
 			runtime.GC()
 			runtime.ReadMemStats(&before)
@@ -201,6 +223,9 @@ func TestUAPIStalledClients(t *testing.T) {
 			checkDeviceResponsive(t, d)
 			if tt.closed {
 				checkClosedByServer(t, c, 5*time.Second)
+				if got := strings.Count(logs.String(), "wg: uapi: closing connection"); got != 1 {
+					t.Errorf("%d log lines for the closed connection, want 1:\n%s", got, logs)
+				}
 				var after runtime.MemStats
 				runtime.GC()
 				runtime.ReadMemStats(&after)
@@ -274,7 +299,7 @@ func TestUAPIDeadlines(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, path := uapiTestDevice(t, tt.peers, &lim)
+			_, path, logs := uapiTestDevice(t, tt.peers, &lim)
 			c := dialUAPI(t, path)
 			if _, err := io.WriteString(c, tt.send); err != nil {
 				t.Fatal(err)
@@ -283,6 +308,9 @@ func TestUAPIDeadlines(t *testing.T) {
 				time.Sleep(time.Second) // the server's write times out unread
 			}
 			checkClosedByServer(t, c, 5*time.Second)
+			if got := strings.Count(logs.String(), "wg: uapi: closing connection"); got != 1 {
+				t.Errorf("%d log lines for the closed connection, want 1:\n%s", got, logs)
+			}
 		})
 	}
 }
@@ -291,7 +319,7 @@ func TestUAPIDeadlines(t *testing.T) {
 // answered, in order: each one is handed to the engine alone.
 func TestUAPIPipelined(t *testing.T) {
 	checkLeaks(t)
-	d, path := uapiTestDevice(t, 1, nil)
+	d, path, _ := uapiTestDevice(t, 1, nil)
 	c := dialUAPI(t, path)
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	added := mustKey(t).PublicKey()
@@ -326,7 +354,7 @@ func TestUAPIPipelined(t *testing.T) {
 // wg(8) gets its reply.
 func TestUAPIGetKeepsRoutes(t *testing.T) {
 	checkLeaks(t)
-	d, path := uapiTestDevice(t, 3, nil)
+	d, path, _ := uapiTestDevice(t, 3, nil)
 	in := netip.MustParseAddr("10.100.1.9")
 	if _, ok := d.PeerFor(in); !ok {
 		t.Fatalf("PeerFor(%v): no peer", in)

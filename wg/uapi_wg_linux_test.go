@@ -43,7 +43,7 @@ func wgInDir(t *testing.T, dir string) func(args ...string) (string, error) {
 // show sees the device, wg set changes it, and PeerFor follows.
 func TestWGToolsOverUAPI(t *testing.T) {
 	checkLeaks(t)
-	d, path := uapiTestDevice(t, 2, nil)
+	d, path, _ := uapiTestDevice(t, 2, nil)
 	dir := strings.TrimSuffix(path, "/wgserve.sock")
 	wg := wgInDir(t, dir)
 
