@@ -29,7 +29,8 @@ const (
 	uapiMaxRequest = 16 << 20
 	// uapiMaxConns bounds the connections served at once; the others wait
 	// in the listener's backlog. With the request bound it caps the memory
-	// wg(8) clients can hold at 64 MiB.
+	// wg(8) clients can hold at 64 MiB (and 24 MiB more for a moment while
+	// a request's buffer grows).
 	uapiMaxConns = 4
 	// uapiReadTimeout bounds the wait for one whole request, counted from
 	// the end of the previous reply (or the connection's start); wg(8)
@@ -140,7 +141,8 @@ func (d *Device) serveUAPI() {
 func (d *Device) serveUAPIConn(c net.Conn) {
 	lim := d.uapiLimits
 	br := bufio.NewReaderSize(c, lim.maxLine)
-	var req, reply bytes.Buffer
+	var req []byte
+	var reply bytes.Buffer
 	for {
 		c.SetReadDeadline(time.Now().Add(lim.readTimeout))
 		op, err := readUAPIRequest(br, &req, lim.maxLine, lim.maxRequest)
@@ -151,15 +153,15 @@ func (d *Device) serveUAPIConn(c net.Conn) {
 			return
 		}
 		reply.Reset()
-		d.engine.IpcHandle(&memConn{r: bytes.NewReader(req.Bytes()), w: &reply})
+		d.engine.IpcHandle(&memConn{r: bytes.NewReader(req), w: &reply})
 		if op == uapiSet {
 			// Before the reply, so that by the time wg(8) learns the
 			// change is done, PeerFor sees it. A failed set may have
 			// applied part of its lines.
 			d.routesChanged()
 		}
-		if req.Cap() > 4*lim.maxLine {
-			req = bytes.Buffer{} // do not keep a large request's buffer for the life of the connection
+		if cap(req) > 4*lim.maxLine {
+			req = nil // do not keep a large request's buffer for the life of the connection
 		}
 		c.SetWriteDeadline(time.Now().Add(lim.writeTimeout))
 		if _, err := c.Write(reply.Bytes()); err != nil {
@@ -186,29 +188,31 @@ const (
 // a get nor a set, after which the engine would close the connection.
 var errUAPIOp = errors.New("not a UAPI get or set")
 
-// readUAPIRequest reads one request into req: its operation line
-// ("get=1" or "set=1") and the lines after it, through the blank line that
-// ends it. It fails on a line longer than maxLine (br's buffer size), on
-// a request longer than maxRequest, on a read error or deadline, and with
-// io.EOF if the client closed the connection between requests.
-func readUAPIRequest(br *bufio.Reader, req *bytes.Buffer, maxLine, maxRequest int) (uapiOp, error) {
-	req.Reset()
+// readUAPIRequest reads one request into *req, reusing its memory: its
+// operation line ("get=1" or "set=1") and the lines after it, through the
+// blank line that ends it. It fails on a line longer than maxLine (br's
+// buffer size), on a request longer than maxRequest, on a read error or
+// deadline, and with io.EOF if the client closed the connection between
+// requests. *req never grows beyond maxRequest bytes of capacity.
+func readUAPIRequest(br *bufio.Reader, req *[]byte, maxLine, maxRequest int) (uapiOp, error) {
+	*req = (*req)[:0]
 	var op uapiOp
 	for {
 		line, err := br.ReadSlice('\n')
 		switch {
 		case errors.Is(err, bufio.ErrBufferFull):
 			return 0, fmt.Errorf("line longer than %d bytes", maxLine)
-		case errors.Is(err, io.EOF) && (req.Len() > 0 || len(line) > 0):
+		case errors.Is(err, io.EOF) && (len(*req) > 0 || len(line) > 0):
 			return 0, fmt.Errorf("connection closed inside a request: %w", io.ErrUnexpectedEOF)
-		case errors.Is(err, os.ErrDeadlineExceeded) && req.Len() == 0 && len(line) == 0:
+		case errors.Is(err, os.ErrDeadlineExceeded) && len(*req) == 0 && len(line) == 0:
 			return 0, fmt.Errorf("no request within the read timeout: %w", err)
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			return 0, fmt.Errorf("request not complete within the read timeout: %w", err)
 		case err != nil:
 			return 0, err
 		}
-		if req.Len()+len(line) > maxRequest {
+		n := len(*req) + len(line)
+		if n > maxRequest {
 			return 0, fmt.Errorf("request longer than %d bytes", maxRequest)
 		}
 		if op == 0 {
@@ -221,7 +225,12 @@ func readUAPIRequest(br *bufio.Reader, req *bytes.Buffer, maxLine, maxRequest in
 				return 0, fmt.Errorf("%w: %q", errUAPIOp, shortPrefix(line))
 			}
 		}
-		req.Write(line)
+		if n > cap(*req) {
+			grown := make([]byte, len(*req), min(max(2*cap(*req), n, 4096), maxRequest))
+			copy(grown, *req)
+			*req = grown
+		}
+		*req = append(*req, line...)
 		if len(line) == 1 {
 			return op, nil // the blank line
 		}

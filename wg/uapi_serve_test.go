@@ -395,6 +395,13 @@ func TestReadUAPIRequest(t *testing.T) {
 		}
 	}
 	big.WriteString("\n")
+	// A set of exactly uapiMaxRequest bytes: fwmark lines, one padding
+	// line and the blank line.
+	rest := uapiMaxRequest - len("set=1\n") - len("\n")
+	atCap := "set=1\n" + strings.Repeat("fwmark=1\n", rest/9-1) + strings.Repeat("a", rest%9+8) + "\n\n"
+	if len(atCap) != uapiMaxRequest {
+		t.Fatalf("test bug: request of %d bytes, want %d", len(atCap), uapiMaxRequest)
+	}
 	tests := []struct {
 		name    string
 		in      string
@@ -404,6 +411,8 @@ func TestReadUAPIRequest(t *testing.T) {
 		{"get", "get=1\n\n", uapiGet, ""},
 		{"set", "set=1\nfwmark=1\n\n", uapiSet, ""},
 		{"setconf of 10000 peers", big.String(), uapiSet, ""},
+		{"at the cap", atCap, uapiSet, ""},
+		{"a byte over the cap", "set=1\na" + atCap[len("set=1\n"):], 0, "request longer than 16777216 bytes"},
 		{"closed between requests", "", 0, "EOF"},
 		{"closed inside", "set=1\nfwmark=1\n", 0, "connection closed inside a request"},
 		{"unknown op", "hello=1\n\n", 0, `not a UAPI get or set: "hello=1\n"`},
@@ -414,7 +423,7 @@ func TestReadUAPIRequest(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var req bytes.Buffer
+			var req []byte
 			br := bufio.NewReaderSize(strings.NewReader(tt.in), uapiMaxLine)
 			op, err := readUAPIRequest(br, &req, uapiMaxLine, uapiMaxRequest)
 			if tt.wantErr != "" {
@@ -429,8 +438,11 @@ func TestReadUAPIRequest(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if op != tt.wantOp || req.String() != tt.in {
-				t.Errorf("op %v, request of %d bytes; want %v and the %d bytes sent", op, req.Len(), tt.wantOp, len(tt.in))
+			if op != tt.wantOp || string(req) != tt.in {
+				t.Errorf("op %v, request of %d bytes; want %v and the %d bytes sent", op, len(req), tt.wantOp, len(tt.in))
+			}
+			if cap(req) > uapiMaxRequest {
+				t.Errorf("request buffer of %d bytes, over the %d-byte cap", cap(req), uapiMaxRequest)
 			}
 		})
 	}
