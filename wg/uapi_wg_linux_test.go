@@ -43,7 +43,7 @@ func wgInDir(t *testing.T, dir string) func(args ...string) (string, error) {
 // show sees the device, wg set changes it, and PeerFor follows.
 func TestWGToolsOverUAPI(t *testing.T) {
 	checkLeaks(t)
-	d, path, _ := uapiTestDevice(t, 2, nil)
+	d, path, logs := uapiTestDevice(t, 2, nil)
 	dir := strings.TrimSuffix(path, "/wgserve.sock")
 	wg := wgInDir(t, dir)
 
@@ -92,5 +92,8 @@ func TestWGToolsOverUAPI(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("Peers after wg set has no %v", added)
+	}
+	if l := logs.String(); strings.Contains(l, "wg: uapi") {
+		t.Errorf("wg(8) used as intended was treated as misbehaving:\n%s", l)
 	}
 }
