@@ -144,4 +144,3 @@ func demo(ctx context.Context, c *wgprom.Collector) (closeAll func(), err error)
 	}
 	return closeAll, nil
 }
-
