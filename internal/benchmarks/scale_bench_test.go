@@ -1,11 +1,16 @@
 package benchmarks
 
 import (
+	"context"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"net/netip"
+	"runtime"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
@@ -204,3 +209,87 @@ func BenchmarkPeerFor(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkManyTunnels opens 100 tunnels in one process (50 server and
+// client pairs over loopback UDP) and reports the heap and goroutines
+// each holds when idle, then the peak heap per tunnel while every pair
+// moves 1 MiB at once.
+func BenchmarkManyTunnels(b *testing.B) {
+	const pairs = 50
+	const perPair = 1 << 20
+	forEachImpl(b, func(b *testing.B, im impl) {
+		for b.Loop() {
+			b.StopTimer()
+			before := heapInUse()
+			goroutines := runtime.NumGoroutine()
+			var servers, clients []tunnel
+			for range pairs {
+				k := newKeys(b)
+				s := im.open(b, serverConfig(k))
+				servers = append(servers, s)
+				clients = append(clients, im.open(b, clientConfig(k, s.listenPort())))
+			}
+			time.Sleep(100 * time.Millisecond) // let start-up goroutines settle
+			idle := heapInUse()
+			idleG := runtime.NumGoroutine()
+			var stops []func()
+			for _, s := range servers {
+				l, err := s.listen(netip.AddrPortFrom(serverAddr, 9))
+				mustNoErr(b, err, "listen")
+				stops = append(stops, sinkServer(l, perPair))
+			}
+			b.StartTimer()
+			sampler := startHeapSampler()
+			var wg sync.WaitGroup
+			errs := make(chan error, pairs)
+			for _, c := range clients {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					errs <- sendOnce(c, perPair)
+				}()
+			}
+			wg.Wait()
+			peak := sampler.stop()
+			b.StopTimer()
+			close(errs)
+			for err := range errs {
+				mustNoErr(b, err, "transfer")
+			}
+			for _, stop := range stops {
+				stop()
+			}
+			for i := range servers {
+				clients[i].close()
+				servers[i].close()
+			}
+			b.ReportMetric(float64(int64(idle)-int64(before))/(2*pairs), "idle-heap-B/tunnel")
+			b.ReportMetric(float64(idleG-goroutines)/(2*pairs), "goroutines/tunnel")
+			b.ReportMetric(float64(int64(peak)-int64(before))/(2*pairs), "busy-peak-heap-B/tunnel")
+			b.StartTimer()
+		}
+	})
+}
+
+// sendOnce dials the server's sink on port 9 through c, sends n bytes and
+// waits for the sink's one-byte answer.
+func sendOnce(c tunnel, n int64) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	conn, err := c.dial(ctx, netip.AddrPortFrom(serverAddr, 9))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(60 * time.Second))
+	if _, err := io.CopyN(conn, zeroReader{}, n); err != nil {
+		return err
+	}
+	var ack [1]byte
+	_, err = io.ReadFull(conn, ack[:])
+	return err
+}
+
+type zeroReader struct{}
+
+func (zeroReader) Read(b []byte) (int, error) { clear(b); return len(b), nil }
