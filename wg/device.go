@@ -557,9 +557,9 @@ func (d *Device) Reconfigure(cfg *Config) error {
 // return an error wrapping net.ErrClosed.
 func (d *Device) Close() error {
 	// Order: first stop taking UAPI connections and close those open, so
-	// that nobody reconfigures a closing engine. This takes no d.mu: a
-	// wg(8) client that started a "set" and stalls holds the engine's lock,
-	// and a method holding d.mu may be waiting for that lock. Then close
+	// that nobody reconfigures a closing engine. This takes no d.mu, which
+	// a method may hold while a UAPI request holds the engine's lock (for
+	// no longer than the engine takes to apply it). Then close
 	// the engine (which closes the tun.Device and the Bind and waits for
 	// its workers), then wait for the UAPI handlers, which return once
 	// their connections are closed.
