@@ -222,7 +222,7 @@ func readUAPIRequest(br *bufio.Reader, req *[]byte, maxLine, maxRequest int) (ua
 			case "set=1\n":
 				op = uapiSet
 			default:
-				return 0, fmt.Errorf("%w: %q", errUAPIOp, shortPrefix(line))
+				return 0, fmt.Errorf("%w: %s", errUAPIOp, quote(string(line)))
 			}
 		}
 		if n > cap(*req) {
@@ -235,16 +235,6 @@ func readUAPIRequest(br *bufio.Reader, req *[]byte, maxLine, maxRequest int) (ua
 			return op, nil // the blank line
 		}
 	}
-}
-
-// shortPrefix returns at most the first 32 bytes of b, for messages about
-// bad input.
-func shortPrefix(b []byte) string {
-	const n = 32
-	if len(b) > n {
-		return string(b[:n]) + "..."
-	}
-	return string(b)
 }
 
 // memConn is a net.Conn over one buffered request and its reply, for the

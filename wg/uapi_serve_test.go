@@ -416,7 +416,7 @@ func TestReadUAPIRequest(t *testing.T) {
 		{"closed between requests", "", 0, "EOF"},
 		{"closed inside", "set=1\nfwmark=1\n", 0, "connection closed inside a request"},
 		{"unknown op", "hello=1\n\n", 0, `not a UAPI get or set: "hello=1\n"`},
-		{"long op quoted short", strings.Repeat("x", 1000) + "\n\n", 0, `"` + strings.Repeat("x", 32) + `..."`},
+		{"long op quoted short", strings.Repeat("x", 1000) + "\n\n", 0, `"` + strings.Repeat("x", 40) + `"...`},
 		{"line too long", "set=1\n" + strings.Repeat("x", uapiMaxLine) + "\n\n", 0, "line longer than 4096 bytes"},
 		{"no newline", strings.Repeat("x", 1<<20), 0, "line longer than 4096 bytes"},
 		{"request too long", "set=1\n" + strings.Repeat("fwmark=1\n", uapiMaxRequest/9) + "\n", 0, "request longer than 16777216 bytes"},
