@@ -42,10 +42,11 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// inFreshNetns runs f on a thread moved into a new network namespace when
-// the test may make one (root), so that a host whose kernel does have
-// WireGuard gets no probe link in its own namespace; without root f runs
-// where it is, where it cannot change anything.
+// inFreshNetns runs f, on the test's goroutine, with its thread moved
+// into a new network namespace when the test may make one (root), so that
+// a host whose kernel does have WireGuard gets no probe link in its own
+// namespace; without root f runs where it is, where it cannot change
+// anything. f may call t.Fatal and t.Skip.
 func inFreshNetns(t *testing.T, f func()) {
 	if os.Geteuid() != 0 {
 		f()
@@ -58,28 +59,24 @@ func inFreshNetns(t *testing.T, f func()) {
 		t.Fatal(err)
 	}
 	defer ns.Close()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		// The thread stays locked if it cannot go back: the runtime then
-		// ends it with the goroutine instead of reusing it.
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(ns); err != nil {
-			t.Error(err)
-			return
-		}
-		f()
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		t.Fatal(err)
+	}
+	defer orig.Close()
+	// The thread stays locked if it cannot go back: the runtime then
+	// ends it with the goroutine instead of reusing it.
+	defer func() {
 		if err := netns.Set(orig); err == nil {
 			runtime.UnlockOSThread()
 		}
 	}()
-	<-done
+	if err := netns.Set(ns); err != nil {
+		t.Fatal(err)
+	}
+	f()
 }
 
 // TestHostHasNoKernelEngine checks, on a host whose kernel lacks

@@ -32,11 +32,10 @@
 // The unpacked packages are kept between runs in $WGKIT_VMTEST_CACHE, or
 // else in wgkit-vmtest under os.UserCacheDir (~/.cache/wgkit-vmtest),
 // one directory per package and version, so a run after the first
-// downloads nothing unless apt's candidate version changed (delete the
-// directory to reclaim the space; old versions are not pruned). The kernel
-// is kept as its ELF and the few modules it needs, about 70 MB. Prepare
-// holds a lock file in that directory, so test processes of several
-// packages can share it.
+// downloads nothing unless apt's candidate version changed; Prepare then
+// removes the versions it replaced. The kernel is kept as its ELF and the
+// few modules it needs: about 80 MB in all. Prepare holds a lock file in
+// that directory, so test processes of several packages can share it.
 //
 // # Needs
 //

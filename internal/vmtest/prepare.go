@@ -71,8 +71,9 @@ func CacheDir() (string, error) {
 }
 
 // Prepare returns the Image, from the cache in dir ("" means CacheDir())
-// or downloaded into it. ctx bounds the whole preparation; log receives a
-// line per package fetched (nil discards). It is safe to call from several
+// or downloaded into it, and removes from the cache the versions it no
+// longer uses. ctx bounds the whole preparation; log receives a line per
+// package fetched (nil discards). It is safe to call from several
 // processes at once: they take turns on a lock file in dir.
 func Prepare(ctx context.Context, dir string, log *slog.Logger) (*Image, error) {
 	if log == nil {
@@ -92,7 +93,7 @@ func Prepare(ctx context.Context, dir string, log *slog.Logger) (*Image, error) 
 		return nil, err
 	}
 	defer unlock()
-	p := &preparer{dir: dir, log: log}
+	p := &preparer{dir: dir, log: log, used: map[string]bool{}}
 
 	tools := []string{"busybox-static", "wireguard-tools", "libc6"}
 	pkgs, err := p.candidates(ctx, append([]string{kernelMeta}, tools...)...)
@@ -136,6 +137,7 @@ func Prepare(ctx context.Context, dir string, log *slog.Logger) (*Image, error) 
 			}
 		}
 	}
+	p.prune()
 	for _, f := range append([]string{img.Busybox}, img.Files["/usr/bin/wg"]) {
 		if _, err := os.Stat(f); err != nil {
 			return nil, fmt.Errorf("vmtest: cached package lacks a file: %w", err)
@@ -170,8 +172,29 @@ func lockDir(ctx context.Context, dir string) (func(), error) {
 }
 
 type preparer struct {
-	dir string
-	log *slog.Logger
+	dir  string
+	log  *slog.Logger
+	used map[string]bool // the cache entries of this Prepare
+}
+
+// prune removes the cache entries this Prepare did not use (the versions
+// apt's candidates replaced) and the leftovers of interrupted runs. It
+// runs under the lock; a VM that another process boots from an old entry
+// at that moment may fail, which takes a version change to happen.
+func (p *preparer) prune() {
+	ents, err := os.ReadDir(p.dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		name := e.Name()
+		if name == ".lock" || p.used[name] || !e.IsDir() {
+			continue
+		}
+		if err := os.RemoveAll(filepath.Join(p.dir, name)); err == nil {
+			p.log.Info("vmtest: pruned from the cache", "entry", name)
+		}
+	}
 }
 
 // debPackage is a package at apt's candidate version.
@@ -235,6 +258,7 @@ func (p *preparer) candidates(ctx context.Context, names ...string) (map[string]
 // the cached directory's content (dst) instead of keeping all of it. The
 // directory appears under its final name only when complete.
 func (p *preparer) unpacked(ctx context.Context, pkg debPackage, key string, prune func(ctx context.Context, root, dst string) error) (string, error) {
+	p.used[key] = true
 	final := filepath.Join(p.dir, key)
 	if _, err := os.Stat(final); err == nil {
 		return final, nil

@@ -5,6 +5,7 @@ package vmtest
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"go.uber.org/goleak"
 )
 
 // TestCPIO writes an archive and reads it back with cpio(1).
@@ -176,4 +178,55 @@ func TestGuest(t *testing.T) {
 	if code != 0 {
 		os.Exit(code) // what TestVM expects to see come back
 	}
+}
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// TestRunBounds checks that Run refuses bad options and that a context
+// that ends kills the VM.
+func TestRunBounds(t *testing.T) {
+	Skip(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	img, err := Prepare(ctx, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		opts *Options
+		want string
+	}{
+		{"bad env", &Options{Env: []string{"1X=y"}}, `vmtest: run: bad environment entry "1X=y"`},
+		{"no equals", &Options{Env: []string{"X"}}, `vmtest: run: bad environment entry "X"`},
+		{"small", &Options{MemoryMiB: 64}, "vmtest: run: bad size (64 MiB, 2 CPUs)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Run(ctx, img, payload, nil, tc.opts)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			if diff := cmp.Diff(tc.want, err.Error()); diff != "" {
+				t.Errorf("error (-want +got):\n%s", diff)
+			}
+		})
+	}
+	t.Run("killed", func(t *testing.T) {
+		short, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		start := time.Now()
+		_, err := Run(short, img, payload, nil, nil)
+		if !errors.Is(err, context.DeadlineExceeded) || !strings.HasPrefix(err.Error(), "vmtest: VM killed after ") {
+			t.Errorf("Run with a 1 s context: %v", err)
+		}
+		if d := time.Since(start); d > 30*time.Second {
+			t.Errorf("Run returned %v after its context ended", d)
+		}
+	})
 }
