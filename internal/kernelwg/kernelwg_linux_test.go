@@ -376,6 +376,46 @@ func TestGuestKernelEngine(t *testing.T) {
 		}
 	})
 
+	t.Run("second link", func(t *testing.T) {
+		d2, err := Create("wgk1", &Options{MTU: 1380})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d2.Close()
+		if l, err := netlink.LinkByIndex(d2.Index()); err != nil || l.Attrs().Name != "wgk1" || l.Attrs().MTU != 1380 {
+			t.Errorf("link %d: %v, %v; want wgk1 with MTU 1380", d2.Index(), l, err)
+		}
+		if err := d2.Up(); err != nil {
+			t.Fatal(err)
+		}
+		// A port in use is refused, with the kernel's reason, and the
+		// first link keeps working.
+		if err := d2.Configure(&Config{ListenPort: &port}); !errors.Is(err, unix.EADDRINUSE) || !strings.HasPrefix(err.Error(), "kernelwg: configure wgk1: ") {
+			t.Errorf("Configure with wgk0's port: %v, want EADDRINUSE", err)
+		}
+		if _, err := pingRetry(ctx, n, kernelAddr4.Addr()); err != nil {
+			t.Errorf("wgk0 after wgk1's failed Configure: %v", err)
+		}
+		// Port 0 picks one.
+		zero := 0
+		if err := d2.Configure(&Config{ListenPort: &zero}); err != nil {
+			t.Fatal(err)
+		}
+		st, err := d2.State()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.ListenPort == 0 || st.ListenPort == port || st.PrivateKey != (Key{}) || len(st.Peers) != 0 {
+			t.Errorf("wgk1 state %+v, want a picked port and nothing else", st)
+		}
+		if err := d2.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := netlink.LinkByName("wgk1"); err == nil {
+			t.Error("wgk1 still there after Close")
+		}
+	})
+
 	t.Run("set and remove peers", func(t *testing.T) {
 		extra, psk := Key(genKey(t).PublicKey()), Key(genKey(t))
 		ka := 25 * time.Second
