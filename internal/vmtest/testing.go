@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -55,6 +56,9 @@ func Skip(tb testing.TB) {
 	}
 	if InVM() {
 		tb.Skip("skipping: already inside a VM")
+	}
+	if runtime.GOARCH != "amd64" {
+		tb.Skipf("skipping: the VM boots Debian's amd64 kernel with an amd64 payload, not %s", runtime.GOARCH)
 	}
 	for _, tool := range []struct{ name, pkg string }{
 		{"qemu-system-x86_64", "qemu-system-x86"},

@@ -114,7 +114,7 @@ func Run(ctx context.Context, img *Image, payload string, args []string, opts *O
 	// CommandContext kills qemu (by PID) when ctx ends; WaitDelay bounds
 	// the wait for its output pipe after that.
 	cmd.WaitDelay = 5 * time.Second
-	var stderr bytes.Buffer
+	var stderr limitedBuffer
 	cmd.Stderr = &stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -126,53 +126,46 @@ func Run(ctx context.Context, img *Image, payload string, args []string, opts *O
 	}
 	res := &Result{ExitCode: -1}
 	var console limitedBuffer
-	var wg sync.WaitGroup
 	var setupErr string
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		sc := bufio.NewScanner(out)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			line := sc.Bytes()
-			console.Write(line)
-			console.Write([]byte{'\n'})
-			if opts.Console != nil {
-				opts.Console.Write(append(line, '\n'))
-			}
-			text := strings.TrimRight(string(line), "\r")
-			i := strings.Index(text, marker)
-			if i < 0 {
-				continue
-			}
-			switch v := text[i+len(marker):]; {
-			case v == "-start":
-				res.Boot = time.Since(start)
-			case strings.HasPrefix(v, "-exit="):
-				if n, err := strconv.Atoi(v[len("-exit="):]); err == nil {
-					res.ExitCode = n
-				}
-			case strings.HasPrefix(v, "-fail="):
-				setupErr = v[len("-fail="):]
-			}
+	sc := bufio.NewScanner(out)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := append(bytes.Clone(sc.Bytes()), '\n')
+		console.Write(line)
+		if opts.Console != nil {
+			opts.Console.Write(line)
 		}
-		io.Copy(io.Discard, out) // a line over 1 MiB: drain to the end
-	}()
-	wg.Wait()
+		text := strings.TrimRight(string(line), "\r\n")
+		i := strings.Index(text, marker)
+		if i < 0 {
+			continue
+		}
+		switch v := text[i+len(marker):]; {
+		case v == "-start":
+			res.Boot = time.Since(start)
+		case strings.HasPrefix(v, "-exit="):
+			if n, err := strconv.Atoi(v[len("-exit="):]); err == nil {
+				res.ExitCode = n
+			}
+		case strings.HasPrefix(v, "-fail="):
+			setupErr = v[len("-fail="):]
+		}
+	}
+	io.Copy(io.Discard, out) // after a line over 1 MiB: drain to the end
 	waitErr := cmd.Wait()
 	res.Total = time.Since(start)
 	res.Console = console.Bytes()
 	switch {
-	case ctx.Err() != nil:
-		return res, fmt.Errorf("vmtest: VM killed after %v: %w\nconsole:\n%s", res.Total.Round(time.Millisecond), ctx.Err(), tail(res.Console, 3000))
 	case setupErr != "":
 		return res, fmt.Errorf("vmtest: guest setup failed: %s\nconsole:\n%s", setupErr, tail(res.Console, 3000))
+	case res.ExitCode >= 0:
+		return res, nil // reported, whatever happened during the power-off
+	case ctx.Err() != nil:
+		return res, fmt.Errorf("vmtest: VM killed after %v: %w\nconsole:\n%s", res.Total.Round(time.Millisecond), ctx.Err(), tail(res.Console, 3000))
 	case waitErr != nil:
 		return res, fmt.Errorf("vmtest: qemu: %w: %s\nconsole:\n%s", waitErr, tail(stderr.Bytes(), 400), tail(res.Console, 3000))
-	case res.ExitCode < 0:
-		return res, fmt.Errorf("vmtest: the VM ended without the payload's exit status\nconsole:\n%s", tail(res.Console, 3000))
 	}
-	return res, nil
+	return res, fmt.Errorf("vmtest: the VM ended without the payload's exit status\nconsole:\n%s", tail(res.Console, 3000))
 }
 
 // shellName reports whether s is a valid environment variable name.
@@ -353,18 +346,25 @@ func findLib(name string, dirs []string) (string, error) {
 	return "", fmt.Errorf("shared library %s not in %v", name, dirs)
 }
 
-// limitedBuffer keeps the first maxConsole bytes written to it. It is not
-// safe for concurrent use.
+// limitedBuffer keeps the first maxConsole bytes written to it and
+// drops the rest. It is safe for concurrent use (exec copies stderr from
+// a goroutine of its own).
 type limitedBuffer struct {
-	buf bytes.Buffer
+	mu  sync.Mutex
+	buf bytes.Buffer // guarded by mu
 }
 
-func (b *limitedBuffer) Write(p []byte) {
+func (b *limitedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	if room := maxConsole - b.buf.Len(); room > 0 {
 		b.buf.Write(p[:min(len(p), room)])
 	}
+	return len(p), nil
 }
 
 func (b *limitedBuffer) Bytes() []byte {
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	return bytes.Clone(b.buf.Bytes())
 }
