@@ -35,7 +35,7 @@ type Device struct {
 	name  string
 	index int
 	h     *netlink.Handle // rtnetlink, bound to Create's namespace
-	wg    *wgctrl.Client  // generic netlink, bound to Create's namespace
+	ctl   *wgctrl.Client  // generic netlink, bound to Create's namespace
 
 	mu     sync.Mutex // serializes the methods
 	closed bool       // guarded by mu
@@ -109,7 +109,7 @@ func Create(name string, opts *Options) (*Device, error) {
 	undo = append(undo, func() { d.deleteLink() })
 	// wgctrl finds the kernel's generic netlink family only once the
 	// module is loaded, which the link's creation makes sure of.
-	d.wg, err = wgctrl.New()
+	d.ctl, err = wgctrl.New()
 	if err != nil {
 		return rollback(fmt.Errorf("open generic netlink: %w", err))
 	}
@@ -191,7 +191,7 @@ func (d *Device) Configure(c *Config) error {
 	if err := d.errClosedLocked("configure"); err != nil {
 		return err
 	}
-	if err := d.wg.ConfigureDevice(d.name, toWgtypes(c)); err != nil {
+	if err := d.ctl.ConfigureDevice(d.name, toWgtypes(c)); err != nil {
 		return fmt.Errorf("kernelwg: configure %s: %w", d.name, err)
 	}
 	return nil
@@ -241,7 +241,7 @@ func (d *Device) State() (*State, error) {
 	if err := d.errClosedLocked("read state of"); err != nil {
 		return nil, err
 	}
-	dev, err := d.wg.Device(d.name)
+	dev, err := d.ctl.Device(d.name)
 	if err != nil {
 		return nil, fmt.Errorf("kernelwg: read state of %s: %w", d.name, err)
 	}
@@ -301,7 +301,7 @@ func (d *Device) Close() error {
 	d.closed = true
 	// Order: the generic netlink socket first (it only talks to the
 	// link), then the link, then the rtnetlink socket that deletes it.
-	errs := []error{d.wg.Close(), d.deleteLink()}
+	errs := []error{d.ctl.Close(), d.deleteLink()}
 	d.h.Close()
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("kernelwg: close %s: %w", d.name, err)
