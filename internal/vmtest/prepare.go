@@ -440,17 +440,20 @@ func extractVmlinux(ctx context.Context, src, dst string) error {
 			if err != nil {
 				return fmt.Errorf("vmtest: %w", err)
 			}
+			// A decoder may fail on the data after its stream (zstd
+			// decodes on into whatever follows); as extract-vmlinux
+			// does, what counts is a complete ELF file.
 			err = c.decode(ctx, img[off:], f)
-			if cerr := f.Close(); err == nil {
-				err = cerr
+			if cerr := f.Close(); cerr != nil {
+				return fmt.Errorf("vmtest: %w", cerr)
 			}
-			if err == nil {
-				err = checkELF(dst)
-			}
-			if err == nil {
+			elfErr := checkELF(dst)
+			if elfErr == nil {
 				return nil
 			}
-			errs = append(errs, err)
+			if len(errs) < 3 { // enough to say why, in a short error
+				errs = append(errs, errors.Join(err, elfErr))
+			}
 			off++
 		}
 	}

@@ -230,3 +230,75 @@ func TestRunBounds(t *testing.T) {
 		}
 	})
 }
+
+// TestExtractVmlinux hides an ELF executable (this test binary) in a
+// fake bzImage behind a compressed stream that is not ELF, and checks
+// that extractVmlinux finds it, for each format whose tool is here.
+func TestExtractVmlinux(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe, err := os.ReadFile(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if checkELF(self) != nil {
+		t.Skip("skipping: the test binary is not an ET_EXEC executable (built as PIE?)")
+	}
+	decoy := bytes.Repeat([]byte("not an ELF file "), 1000)
+	for _, tc := range []struct {
+		name, tool string
+		args       []string
+	}{
+		{"gzip", "gzip", []string{"-1", "-c"}},
+		{"xz", "xz", []string{"-0", "-c", "--check=crc32"}},
+		{"zstd", "zstd", []string{"-1", "-c", "-q"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := exec.LookPath(tc.tool); err != nil {
+				t.Skipf("skipping: %s not installed", tc.tool)
+			}
+			compress := func(b []byte) []byte {
+				cmd := exec.Command(tc.tool, tc.args...)
+				cmd.Stdin = bytes.NewReader(b)
+				out, err := cmd.Output()
+				if err != nil {
+					t.Fatalf("%s: %v", tc.tool, err)
+				}
+				return out
+			}
+			var img bytes.Buffer
+			img.WriteString("MZ a boot sector and setup code")
+			img.Write(compress(decoy))
+			img.Write(compress(exe))
+			img.WriteString("trailing data")
+			dir := t.TempDir()
+			src, dst := filepath.Join(dir, "vmlinuz"), filepath.Join(dir, "vmlinux")
+			if err := os.WriteFile(src, img.Bytes(), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := extractVmlinux(context.Background(), src, dst); err != nil {
+				t.Fatal(err)
+			}
+			got, err := os.ReadFile(dst)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, exe) {
+				t.Errorf("extracted %d bytes, want the %d of the hidden executable", len(got), len(exe))
+			}
+		})
+	}
+	t.Run("none", func(t *testing.T) {
+		dir := t.TempDir()
+		src := filepath.Join(dir, "vmlinuz")
+		os.WriteFile(src, decoy, 0o644)
+		if err := extractVmlinux(context.Background(), src, filepath.Join(dir, "vmlinux")); err == nil {
+			t.Error("no error for an image without a kernel")
+		}
+		if _, err := os.Stat(filepath.Join(dir, "vmlinux")); err == nil {
+			t.Error("a failed extraction left a file")
+		}
+	})
+}
