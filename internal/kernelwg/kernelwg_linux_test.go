@@ -35,6 +35,17 @@ import (
 	"github.com/wgkit/wgkit/wg"
 )
 
+// engineSeam is the engine interface proposed for wg.Device (issue 13's
+// next step): Device must keep fitting it.
+type engineSeam interface {
+	Configure(*Config) error
+	State() (*State, error)
+	Up() error
+	Close() error
+}
+
+var _ engineSeam = (*Device)(nil)
+
 // cmpNet compares the netip values.
 var cmpNet = cmpopts.EquateComparable(netip.Addr{}, netip.AddrPort{}, netip.Prefix{})
 
