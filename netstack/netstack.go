@@ -58,10 +58,6 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 )
 
-// DefaultMTU is the tunnel MTU used when the configuration sets none, as
-// wg-quick does.
-const DefaultMTU = 1420
-
 // maxUAPIName is the longest interface name wg(8) handles (IFNAMSIZ-1).
 const maxUAPIName = 15
 
@@ -151,7 +147,7 @@ type Net struct {
 }
 
 // Open starts a tunnel for cfg: a gVisor stack with cfg.Interface's
-// addresses (IPv4 and IPv6), its MTU (0 means DefaultMTU) and its DNS
+// addresses (IPv4 and IPv6), its MTU (0 means wg.DefaultMTU) and its DNS
 // settings, and a wg.Device running on it. It returns when the device is
 // up. ctx bounds the set-up only (including the resolution of peer
 // endpoint host names), not the life of the Net. nil opts means defaults.
@@ -175,13 +171,11 @@ func Open(ctx context.Context, cfg *wg.Config, opts *Options) (*Net, error) {
 	if err := ctx.Err(); err != nil {
 		return fail(err)
 	}
-	mtu := cfg.Interface.MTU
-	if mtu == 0 {
-		mtu = DefaultMTU
+	// Validate before building anything; the MTU rule is wg.CheckMTU's.
+	if err := cfg.Validate(); err != nil {
+		return fail(err)
 	}
-	if mtu < 1280 && hasV6(cfg.Interface.Addresses) || mtu < 576 || mtu > 65535 {
-		return fail(fmt.Errorf("bad MTU %d", mtu))
-	}
+	mtu := cfg.Interface.EffectiveMTU()
 	batch := opts.BatchSize
 	switch {
 	case batch < 0:
@@ -256,15 +250,6 @@ func Open(ctx context.Context, cfg *wg.Config, opts *Options) (*Net, error) {
 	n.res = n.newResolver()
 	n.log.Debug("netstack: tunnel up", "name", n.name, "addrs", n.addrs, "mtu", mtu)
 	return n, nil
-}
-
-func hasV6(prefixes []netip.Prefix) bool {
-	for _, p := range prefixes {
-		if p.Addr().Unmap().Is6() {
-			return true
-		}
-	}
-	return false
 }
 
 // newStack creates the gVisor stack on n.ep with the given interface

@@ -91,11 +91,11 @@ func TestOpenErrors(t *testing.T) {
 // TestOpenDefaults checks the defaults Open fills in.
 func TestOpenDefaults(t *testing.T) {
 	a, _ := openPair(t, nil)
-	if a.MTU() != DefaultMTU {
-		t.Errorf("MTU() = %d, want %d", a.MTU(), DefaultMTU)
+	if a.MTU() != wg.DefaultMTU {
+		t.Errorf("MTU() = %d, want %d", a.MTU(), wg.DefaultMTU)
 	}
-	if m, _ := newTUNDevice(a.ep, a.MTU(), "x").MTU(); m != DefaultMTU {
-		t.Errorf("tun MTU = %d, want %d", m, DefaultMTU)
+	if m, _ := newTUNDevice(a.ep, a.MTU(), "x").MTU(); m != wg.DefaultMTU {
+		t.Errorf("tun MTU = %d, want %d", m, wg.DefaultMTU)
 	}
 	pub := a.Device().PublicKey()
 	wantName := "wk" + strconv.Itoa(os.Getpid()) + "-" + hex.EncodeToString(pub[:2])
