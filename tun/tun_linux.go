@@ -120,7 +120,7 @@ func (l *linux) linkAddrs() ([]netip.Addr, error) {
 		if !ok {
 			continue
 		}
-		if ip = ip.Unmap(); !ip.IsLinkLocalUnicast() || slices.ContainsFunc(l.addrs, func(p netip.Prefix) bool { return p.Addr() == ip }) {
+		if ip = ip.Unmap(); !ip.IsLinkLocalUnicast() || configured(l.addrs, ip) {
 			out = append(out, ip)
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 
 	"golang.org/x/sys/windows"
@@ -52,7 +53,8 @@ func createWintun(name, tunnelType string, guid *windows.GUID, mtu int) (wgtun.D
 type windowsTun struct {
 	guid     *windows.GUID
 	luid     uint64
-	defaults map[bool]bool // is4 -> the tunnel has a default route
+	addrs    []netip.Prefix // the config's addresses
+	defaults map[bool]bool  // is4 -> the tunnel has a default route
 	// bind is the engine's Bind, kept to bind its sockets to the uplink.
 	bind conn.Bind
 }
@@ -63,6 +65,7 @@ func newPlatform() (platform, error) { return &windowsTun{}, nil }
 
 func (w *windowsTun) prepare(s *openState) (*wg.Config, netconf.Plan, error) {
 	cfg := s.cfg
+	w.addrs = slices.Clone(cfg.Interface.Addresses)
 	ts, err := netconf.ParseTable(cfg.Interface.Table, nil)
 	if err != nil {
 		return nil, netconf.Plan{}, err
@@ -129,7 +132,7 @@ func (w *windowsTun) linkMTU() (int, error) {
 }
 
 // linkAddrs lists the adapter's unicast addresses, leaving out the
-// link-local ones Windows adds by itself.
+// link-local ones Windows adds by itself (a configured one stays).
 func (w *windowsTun) linkAddrs() ([]netip.Addr, error) {
 	rows, err := winipcfg.GetUnicastIPAddressTable(windows.AF_UNSPEC)
 	if err != nil {
@@ -140,7 +143,7 @@ func (w *windowsTun) linkAddrs() ([]netip.Addr, error) {
 		if uint64(rows[i].InterfaceLUID) != w.luid {
 			continue
 		}
-		if a := rows[i].Address.Addr().Unmap(); a.IsValid() && !a.IsLinkLocalUnicast() {
+		if a := rows[i].Address.Addr().Unmap(); a.IsValid() && (!a.IsLinkLocalUnicast() || configured(w.addrs, a)) {
 			out = append(out, a)
 		}
 	}
