@@ -51,8 +51,7 @@
 // with strict reverse-path filtering (rp_filter=1) on the uplink may drop
 // the peer's replies while a default route is up; loose mode (2) or off (0)
 // is fine. With no MTU in the config the interface gets [wg.DefaultMTU]
-// (1420 bytes) rather
-// than wg-quick's estimate from the endpoint's route.
+// (1420 bytes) rather than wg-quick's estimate from the endpoint's route.
 //
 // # DNS
 //
