@@ -120,6 +120,14 @@ type Options struct {
 	// <key> is the first 4 hex digits of the interface's public key: unique
 	// among the Nets of one process unless their keys share that prefix.
 	UAPIName string
+
+	// Forward, when non-nil, makes the Net a router for its peers: their
+	// TCP and UDP flows to destinations beyond the tunnel's own addresses
+	// are dialled from the host, echo requests are answered when the host
+	// can reach the destination, and (RelayPeers) packets between peers
+	// are relayed. See ForwardOptions. nil means only the tunnel's own
+	// addresses answer.
+	Forward *ForwardOptions
 }
 
 // Net is a WireGuard tunnel with its own in-process TCP/IP stack. Its
@@ -144,6 +152,8 @@ type Net struct {
 	v4, v6 bool          // the interface has an address of that family
 
 	maxTCPBuffer int // Options.MaxTCPBuffer, immutable
+
+	fwd *forwarder // router mode (Options.Forward); nil if off
 
 	mu        sync.Mutex
 	closed    bool                      // guarded by mu
@@ -215,8 +225,14 @@ func Open(ctx context.Context, cfg *wg.Config, opts *Options) (*Net, error) {
 	if opts.UAPIDir != "" && len(n.name) > maxUAPIName {
 		return fail(fmt.Errorf("UAPI name %q is longer than %d bytes", n.name, maxUAPIName))
 	}
+	var err error
 	n.ep = newEndpoint(uint32(mtu))
 	n.ep.batch = batch
+	if opts.Forward != nil {
+		if n.fwd, err = newForwarder(n, opts.Forward, cfg.Interface.Addresses); err != nil {
+			return fail(err)
+		}
+	}
 	st, err := n.newStack(cfg.Interface.Addresses)
 	if err != nil {
 		return fail(err)
@@ -252,6 +268,9 @@ func Open(ctx context.Context, cfg *wg.Config, opts *Options) (*Net, error) {
 		return nil, fmt.Errorf("netstack: open: %w", err)
 	}
 	n.dev = dev
+	if n.fwd != nil {
+		n.fwd.start(dev)
+	}
 	n.client = n.newHTTPClient()
 	n.res = n.newResolver()
 	n.log.Debug("netstack: tunnel up", "name", n.name, "addrs", n.addrs, "mtu", mtu)
@@ -270,11 +289,17 @@ func hasV6(prefixes []netip.Prefix) bool {
 // newStack creates the gVisor stack on n.ep with the given interface
 // addresses and fills n.addrs, n.v4 and n.v6.
 func (n *Net) newStack(prefixes []netip.Prefix) (*stack.Stack, error) {
+	netProtos := []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol}
+	if n.fwd != nil {
+		netProtos = n.fwd.networkProtocols()
+	}
 	st := stack.New(stack.Options{
-		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
+		NetworkProtocols:   netProtos,
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
 		// Connections to the interface's own addresses stay in the stack.
-		HandleLocal: true,
+		// Router mode cannot have that: with a promiscuous NIC, gVisor
+		// takes every source address for a local one and drops the packet.
+		HandleLocal: n.fwd == nil,
 	})
 	fail := func(err error) (*stack.Stack, error) {
 		st.Close()
@@ -301,6 +326,12 @@ func (n *Net) newStack(prefixes []netip.Prefix) (*stack.Stack, error) {
 	}
 	if terr := st.CreateNICWithOptions(nicID, n.ep, stack.NICOptions{QDisc: qdisc{n.ep}}); terr != nil {
 		return fail(fmt.Errorf("create NIC: %s", terr))
+	}
+	if n.fwd != nil {
+		if err := n.fwd.install(st); err != nil {
+			return fail(err)
+		}
+		n.ep.inbound = n.fwd.inbound
 	}
 	for _, p := range prefixes {
 		a, bits := p.Addr().Unmap(), p.Bits()
@@ -378,8 +409,17 @@ func (n *Net) Close() error {
 		l.shutdown()
 	}
 	n.client.CloseIdleConnections()
+	if n.fwd != nil {
+		// Forwarded flows end before the stack: their upstreams are
+		// closed and pending dials cancelled; stack.Close then aborts the
+		// handshakes still in progress, and the forwarder's goroutines end.
+		n.fwd.stop()
+	}
 	n.stack.Close()
 	n.stack.Wait()
+	if n.fwd != nil {
+		n.fwd.wait()
+	}
 	if err != nil {
 		return fmt.Errorf("netstack: close: %w", err)
 	}
