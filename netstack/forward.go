@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -14,8 +15,6 @@ import (
 	"github.com/wgkit/wgkit/wg"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
-	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
-	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
@@ -88,8 +87,9 @@ type ForwardOptions struct {
 	// datagrams and echo requests are dropped. Destinations inside the
 	// tunnel are never asked about: they are refused. nil allows every
 	// destination except loopback, link-local, multicast and unspecified
-	// addresses, so that a peer cannot reach the host's own loopback
-	// services unless the application says so (see DefaultAllow).
+	// addresses and the host's own interface addresses, so that a peer
+	// cannot reach the host's own services unless the application says
+	// so.
 	Allow func(network string, src, dst netip.AddrPort) bool
 
 	// MaxFlows bounds the forwarded TCP connections (including those
@@ -121,13 +121,47 @@ type ForwardOptions struct {
 	RelayPeers bool
 }
 
-// DefaultAllow is the policy of a nil ForwardOptions.Allow: it allows every
-// destination except loopback, link-local, multicast and unspecified
-// addresses. It is safe for concurrent use.
-func DefaultAllow(network string, src, dst netip.AddrPort) bool {
-	a := dst.Addr().Unmap()
+// publicDest reports whether a is a destination the default Allow
+// permits as far as its kind goes: not loopback, link-local, multicast or
+// unspecified.
+func publicDest(a netip.Addr) bool {
+	a = a.Unmap()
 	return a.IsValid() && !a.IsLoopback() && !a.IsLinkLocalUnicast() && !a.IsLinkLocalMulticast() &&
 		!a.IsMulticast() && !a.IsInterfaceLocalMulticast() && !a.IsUnspecified()
+}
+
+// hostAddrsTTL is how long the default Allow trusts its list of the host's
+// own addresses before asking the system again.
+const hostAddrsTTL = 5 * time.Second
+
+// defaultAllow is the policy of a nil ForwardOptions.Allow: publicDest,
+// and not one of the host's own interface addresses (a service bound to
+// all addresses is the host's own service, like one on loopback).
+func (f *forwarder) defaultAllow(_ string, _, dst netip.AddrPort) bool {
+	a := dst.Addr().Unmap()
+	if !publicDest(a) {
+		return false
+	}
+	f.hostMu.Lock()
+	defer f.hostMu.Unlock()
+	if time.Since(f.hostAt) > hostAddrsTTL {
+		f.hostAddrs = f.hostAddrs[:0]
+		addrs, err := net.InterfaceAddrs()
+		if err != nil {
+			// Unknown host addresses: refuse rather than risk reaching one.
+			f.n.log.Debug("netstack: forward: host addresses", "err", err)
+			return false
+		}
+		for _, ad := range addrs {
+			if ipn, ok := ad.(*net.IPNet); ok {
+				if ip, ok := netip.AddrFromSlice(ipn.IP); ok {
+					f.hostAddrs = append(f.hostAddrs, ip.Unmap())
+				}
+			}
+		}
+		f.hostAt = time.Now()
+	}
+	return !slices.Contains(f.hostAddrs, a)
 }
 
 // ForwardStats is a snapshot of router mode's counters (see
@@ -193,8 +227,12 @@ type forwarder struct {
 	pings  chan struct{} // semaphore of maxPendingPings
 	wg     sync.WaitGroup
 
-	tcpOpen, udpOpen                                  atomic.Int64
+	tcpOpen, udpOpen                                   atomic.Int64
 	refused, dropped, dialErrors, relayed, ttlExceeded atomic.Uint64
+
+	hostMu    sync.Mutex
+	hostAddrs []netip.Addr // guarded by hostMu; the host's own addresses
+	hostAt    time.Time    // guarded by hostMu; when hostAddrs was read
 
 	mu      sync.Mutex
 	closed  bool                                    // guarded by mu
@@ -233,7 +271,7 @@ func newForwarder(n *Net, o *ForwardOptions, prefixes []netip.Prefix) (*forwarde
 		f.dial = hostDial
 	}
 	if f.allow == nil {
-		f.allow = DefaultAllow
+		f.allow = f.defaultAllow
 	}
 	if f.maxFlows == 0 {
 		f.maxFlows = defaultMaxFlows
@@ -285,17 +323,6 @@ func (f *forwarder) install(st *stack.Stack) error {
 	st.SetTransportProtocolHandler(tcp.ProtocolNumber, f.handleSYN)
 	st.SetTransportProtocolHandler(udp.ProtocolNumber, udp.NewForwarder(st, f.udpRequest).HandlePacket)
 	return nil
-}
-
-// networkProtocols are the stack's IP protocols in router mode: they take
-// packets to and from loopback addresses off the tunnel, which gVisor
-// drops by default as martians, so that Allow alone decides whether a
-// peer may reach the host's loopback.
-func (f *forwarder) networkProtocols() []stack.NetworkProtocolFactory {
-	return []stack.NetworkProtocolFactory{
-		ipv4.NewProtocolWithOptions(ipv4.Options{AllowExternalLoopbackTraffic: true}),
-		ipv6.NewProtocolWithOptions(ipv6.Options{AllowExternalLoopbackTraffic: true}),
-	}
 }
 
 // start lets the inbound path ask dev about peers.

@@ -36,16 +36,13 @@ const (
 
 func icmpTypeCode(k icmpKind, v6 bool) (typ, code uint8) {
 	if v6 {
-		switch k {
-		case unreachNet:
-			return uint8(header.ICMPv6DstUnreachable), uint8(header.ICMPv6NetworkUnreachable)
-		case unreachHost:
-			return uint8(header.ICMPv6DstUnreachable), uint8(header.ICMPv6AddressUnreachable)
-		case unreachProhibited:
-			return uint8(header.ICMPv6DstUnreachable), uint8(header.ICMPv6Prohibited)
-		default:
+		// Every ICMPv6 destination-unreachable says "no route" (code 0):
+		// gVisor, the stack of netstack peers, acts on no other code but
+		// "port unreachable", and Linux fails a connect on it too.
+		if k == ttlExceeded {
 			return uint8(header.ICMPv6TimeExceeded), uint8(header.ICMPv6HopLimitExceeded)
 		}
+		return uint8(header.ICMPv6DstUnreachable), uint8(header.ICMPv6NetworkUnreachable)
 	}
 	switch k {
 	case unreachNet:

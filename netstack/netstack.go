@@ -289,12 +289,17 @@ func hasV6(prefixes []netip.Prefix) bool {
 // newStack creates the gVisor stack on n.ep with the given interface
 // addresses and fills n.addrs, n.v4 and n.v6.
 func (n *Net) newStack(prefixes []netip.Prefix) (*stack.Stack, error) {
-	netProtos := []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol}
-	if n.fwd != nil {
-		netProtos = n.fwd.networkProtocols()
-	}
 	st := stack.New(stack.Options{
-		NetworkProtocols:   netProtos,
+		// Loopback addresses are allowed on the tunnel, which gVisor
+		// drops by default as martians: the engine already lets in only
+		// the sources a peer's AllowedIPs cover, so a packet from
+		// 127.0.0.1 is one the configuration routes through the tunnel
+		// (a router that forwards to its host's loopback), and in router
+		// mode Allow alone decides whether a peer may reach it.
+		NetworkProtocols: []stack.NetworkProtocolFactory{
+			ipv4.NewProtocolWithOptions(ipv4.Options{AllowExternalLoopbackTraffic: true}),
+			ipv6.NewProtocolWithOptions(ipv6.Options{AllowExternalLoopbackTraffic: true}),
+		},
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
 		// Connections to the interface's own addresses stay in the stack.
 		// Router mode cannot have that: with a promiscuous NIC, gVisor
