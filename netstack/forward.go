@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/wgkit/wgkit/internal/pipe"
 	"github.com/wgkit/wgkit/wg"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -553,5 +554,5 @@ func (f *forwarder) tcpRequest(r *tcp.ForwarderRequest) {
 	defer f.untrack(down)
 	f.tcpOpen.Add(1)
 	defer f.tcpOpen.Add(-1)
-	join(down, up)
+	pipe.Join(down, up)
 }
