@@ -223,7 +223,9 @@ type forwarder struct {
 
 	ctx    context.Context // ends at shutdown; parent of every dial's
 	cancel context.CancelFunc
-	dev    atomic.Pointer[wg.Device] // set once the engine runs; nil before
+	// lookup is the engine's Device.PeerFor, set once the engine runs
+	// (nil before); tests set their own.
+	lookup atomic.Pointer[func(netip.Addr) (wg.Key, bool)]
 	tcpFwd *tcp.Forwarder
 	pings  chan struct{} // semaphore of maxPendingPings
 	wg     sync.WaitGroup
@@ -326,8 +328,20 @@ func (f *forwarder) install(st *stack.Stack) error {
 	return nil
 }
 
-// start lets the inbound path ask dev about peers.
-func (f *forwarder) start(dev *wg.Device) { f.dev.Store(dev) }
+// start lets the forwarder ask dev about peers.
+func (f *forwarder) start(dev *wg.Device) {
+	lookup := dev.PeerFor
+	f.lookup.Store(&lookup)
+}
+
+// peerFor is Device.PeerFor once the engine runs: the peer whose
+// AllowedIPs cover a.
+func (f *forwarder) peerFor(a netip.Addr) (wg.Key, bool) {
+	if lookup := f.lookup.Load(); lookup != nil {
+		return (*lookup)(a)
+	}
+	return wg.Key{}, false
+}
 
 // stop ends every flow: it cancels pending dials and closes every
 // upstream and tunnel-side conn. Call it after the engine stopped (no new
@@ -422,12 +436,8 @@ func (f *forwarder) inTunnel(a netip.Addr) bool {
 			return true
 		}
 	}
-	if dev := f.dev.Load(); dev != nil {
-		if _, ok := dev.PeerFor(a); ok {
-			return true
-		}
-	}
-	return false
+	_, ok := f.peerFor(a)
+	return ok
 }
 
 func addrPortOf(a tcpip.Address, port uint16) netip.AddrPort {

@@ -217,12 +217,10 @@ func (f *forwarder) inbound(pkt []byte) bool {
 		}
 	}
 	if f.relay {
-		if dev := f.dev.Load(); dev != nil {
-			if to, ok := dev.PeerFor(dst); ok {
-				if from, _ := dev.PeerFor(src); from != to {
-					f.relayPacket(pkt, ttl, hlen)
-					return true
-				}
+		if to, ok := f.peerFor(dst); ok {
+			if from, _ := f.peerFor(src); from != to {
+				f.relayPacket(pkt, ttl, hlen)
+				return true
 			}
 		}
 	}
