@@ -16,6 +16,7 @@ import (
 	"github.com/wgkit/wgkit/wg"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/link/loopback"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
@@ -325,6 +326,32 @@ func (f *forwarder) install(st *stack.Stack) error {
 	f.tcpFwd = tcp.NewForwarder(st, 0, f.maxDials, f.tcpRequest)
 	st.SetTransportProtocolHandler(tcp.ProtocolNumber, f.handleSYN)
 	st.SetTransportProtocolHandler(udp.ProtocolNumber, udp.NewForwarder(st, f.udpRequest).HandlePacket)
+	return nil
+}
+
+// loopNIC is router mode's loopback NIC (see addLoopback).
+const loopNIC tcpip.NICID = 2
+
+// addLoopback gives the stack a loopback NIC holding the tunnel's own
+// addresses, with host routes to them, so that the Net's connections to
+// its own addresses stay in the stack: router mode's stack cannot have
+// HandleLocal (see newStack), without which they would leave on the
+// tunnel, where no peer takes them. Call it after the addresses are set.
+func (f *forwarder) addLoopback(st *stack.Stack) error {
+	if terr := st.CreateNIC(loopNIC, loopback.New()); terr != nil {
+		return fmt.Errorf("create loopback NIC: %s", terr)
+	}
+	for _, a := range f.n.addrs {
+		proto := header.IPv4ProtocolNumber
+		if a.Is6() {
+			proto = header.IPv6ProtocolNumber
+		}
+		ap := tcpip.AddressWithPrefix{Address: tcpip.AddrFromSlice(a.AsSlice()), PrefixLen: a.BitLen()}
+		if terr := st.AddProtocolAddress(loopNIC, tcpip.ProtocolAddress{Protocol: proto, AddressWithPrefix: ap}, stack.AddressProperties{}); terr != nil {
+			return fmt.Errorf("add loopback address %s: %s", a, terr)
+		}
+		st.AddRoute(tcpip.Route{Destination: ap.Subnet(), NIC: loopNIC})
+	}
 	return nil
 }
 

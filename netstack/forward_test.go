@@ -471,3 +471,52 @@ func TestForwardPing(t *testing.T) {
 		}
 	})
 }
+
+// TestForwardOwnAddresses checks that router mode keeps the tunnel's own
+// addresses working as without it: the peer reaches the router's
+// listener and is refused on a closed port, the router reaches itself,
+// and both ping the router's addresses.
+func TestForwardOwnAddresses(t *testing.T) {
+	r, p := openRouter(t, &ForwardOptions{Allow: allowAll, Dial: mapDial(nil)})
+	ln, err := r.Listen("tcp", ":80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("router"))
+			c.Close()
+		}
+	}()
+	ctx := testContext(t, 10*time.Second)
+	for _, a := range []netip.Addr{addrA4, addrA6} {
+		for _, n := range []struct {
+			name string
+			n    *Net
+		}{{"peer", p}, {"router", r}} {
+			c, err := n.n.DialContext(ctx, "tcp", netip.AddrPortFrom(a, 80).String())
+			if err != nil {
+				t.Fatalf("%s: dial %v: %v", n.name, a, err)
+			}
+			got, err := io.ReadAll(c)
+			c.Close()
+			if err != nil || string(got) != "router" {
+				t.Errorf("%s: read from %v: %q, %v", n.name, a, got, err)
+			}
+			if _, err := n.n.Ping(ctx, a); err != nil {
+				t.Errorf("%s: ping %v: %v", n.name, a, err)
+			}
+			if _, err := n.n.DialContext(ctx, "tcp", netip.AddrPortFrom(a, 81).String()); !errors.Is(err, syscall.ECONNREFUSED) {
+				t.Errorf("%s: dial closed port on %v: %v, want ECONNREFUSED", n.name, a, err)
+			}
+		}
+	}
+	if s := r.ForwardStats(); s.TCPFlows != 0 || s.DialErrors != 0 {
+		t.Errorf("stats %+v: traffic to the router's own addresses was forwarded", s)
+	}
+}

@@ -375,6 +375,11 @@ func (n *Net) newStack(prefixes []netip.Prefix) (*stack.Stack, error) {
 		routes = append(routes, tcpip.Route{Destination: header.IPv6EmptySubnet, NIC: nicID})
 	}
 	st.SetRouteTable(routes)
+	if n.fwd != nil {
+		if err := n.fwd.addLoopback(st); err != nil {
+			return fail(err)
+		}
+	}
 	return st, nil
 }
 
