@@ -29,6 +29,24 @@
 // segments arriving together are merged before the stack sees them, so
 // the stack's per-packet cost is paid a few times per 64 KiB rather than
 // per 1.4 KiB. Options.MaxTCPBuffer bounds the memory a busy tunnel uses.
+//
+// # Router mode
+//
+// With Options.Forward (a ForwardOptions) the Net also carries its peers'
+// traffic beyond its own addresses, as a Linux host with ip_forward=1 and
+// masquerading would: a peer that routes a subnet or 0.0.0.0/0 and ::/0
+// through the tunnel reaches the host's networks. Each TCP connection and
+// UDP flow is dialled anew from the host (ForwardOptions.Dial, by default
+// the host network) and joined to the peer's; the peer's handshake
+// completes only once the upstream accepted, a refused one gets a reset
+// and an unreachable or timed-out one an ICMP destination-unreachable.
+// Echo requests are answered only when the host's own ping is.
+// ForwardOptions.Allow decides who may reach what; by default loopback,
+// link-local, multicast and the host's own addresses are refused.
+// Pending dials, flows and UDP idle time are bounded, and Net.ForwardStats
+// reports them. With RelayPeers the Net is a WireGuard hub: packets from
+// one peer to another's AllowedIPs are relayed, TTL decremented, without
+// reaching the stack.
 package netstack
 
 import (

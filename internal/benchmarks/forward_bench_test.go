@@ -2,7 +2,6 @@ package benchmarks
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -236,7 +235,7 @@ func waitStats(tb testing.TB, router *netstack.Net, ok func(netstack.ForwardStat
 	end := time.Now().Add(10 * time.Second)
 	for !ok(router.ForwardStats()) {
 		if time.Now().After(end) {
-			tb.Fatal(fmt.Sprintf("router stats %+v after 10s", router.ForwardStats()))
+			tb.Fatalf("router stats %+v after 10s", router.ForwardStats())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
