@@ -532,6 +532,8 @@ func (f *forwarder) tcpRequest(r *tcp.ForwarderRequest) {
 	f.mu.Lock()
 	q := f.pending[id]
 	f.mu.Unlock()
+	// done completes the request, then forgets it; in that order, so that
+	// a retransmitted SYN meanwhile is still taken for this one.
 	done := func(reset bool) {
 		r.Complete(reset)
 		f.mu.Lock()
