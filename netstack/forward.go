@@ -87,7 +87,8 @@ type ForwardOptions struct {
 	// for long. A refused TCP connect gets an ICMP destination-unreachable
 	// (administratively prohibited), so it fails at once; refused UDP
 	// datagrams and echo requests are dropped. Destinations inside the
-	// tunnel are never asked about: they are refused. nil allows every
+	// tunnel, multicast, broadcast and unspecified ones are never asked
+	// about: they are refused. nil allows every
 	// destination except loopback, link-local, multicast and unspecified
 	// addresses and the host's own interface addresses, so that a peer
 	// cannot reach the host's own services unless the application says
@@ -124,12 +125,16 @@ type ForwardOptions struct {
 }
 
 // publicDest reports whether a is a destination the default Allow
-// permits as far as its kind goes: not loopback, link-local, multicast or
-// unspecified.
-func publicDest(a netip.Addr) bool {
-	a = a.Unmap()
-	return a.IsValid() && !a.IsLoopback() && !a.IsLinkLocalUnicast() && !a.IsLinkLocalMulticast() &&
-		!a.IsMulticast() && !a.IsInterfaceLocalMulticast() && !a.IsUnspecified()
+// permits as far as its kind goes: a unicast address that is not
+// loopback or link-local (net.IP's notion of global unicast, which
+// includes private ranges).
+func publicDest(a netip.Addr) bool { return a.Unmap().IsGlobalUnicast() }
+
+// unicast reports whether a can be a flow's destination at all: not
+// multicast, the IPv4 limited broadcast or unspecified. Others are refused
+// whatever Allow says.
+func unicast(a netip.Addr) bool {
+	return a.IsValid() && !a.IsMulticast() && !a.IsUnspecified() && a != netip.AddrFrom4([4]byte{255, 255, 255, 255})
 }
 
 // hostAddrsTTL is how long the default Allow trusts its list of the host's
@@ -447,6 +452,10 @@ func (f *forwarder) verdict(network string, src, dst netip.AddrPort) string {
 	if f.inTunnel(a) {
 		f.refused.Add(1)
 		return "tunnel"
+	}
+	if !unicast(a) {
+		f.refused.Add(1)
+		return "allow"
 	}
 	if !f.allow(network, src, dst) {
 		f.refused.Add(1)

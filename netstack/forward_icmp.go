@@ -208,7 +208,7 @@ func (f *forwarder) inbound(pkt []byte) bool {
 	default:
 		return false
 	}
-	if !dst.IsGlobalUnicast() && !dst.IsLoopback() || dst.IsMulticast() {
+	if !dst.IsValid() || dst.IsMulticast() || dst.IsUnspecified() {
 		return false // neighbour discovery, multicast: the stack's
 	}
 	for _, own := range f.n.addrs {
@@ -225,6 +225,8 @@ func (f *forwarder) inbound(pkt []byte) bool {
 		}
 	}
 	if echo {
+		// Always taken: the promiscuous stack would answer any echo
+		// request itself, for any address.
 		f.echo(pkt, src, dst, hlen)
 		return true
 	}

@@ -457,6 +457,21 @@ func TestForwardPing(t *testing.T) {
 			t.Error("the router never tried the host's ping")
 		}
 	})
+	t.Run("default-allow-link-local", func(t *testing.T) {
+		// Not even the promiscuous stack may answer for it.
+		r, p := openRouter(t, &ForwardOptions{})
+		r.fwd.ping = func(ctx context.Context, dst netip.Addr, seq uint16, data []byte) error {
+			t.Errorf("host ping of %v, which the default Allow refuses", dst)
+			return nil
+		}
+		for _, a := range []string{"169.254.1.1", "fe80::1", "127.0.0.1"} {
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			if _, err := p.Ping(ctx, netip.MustParseAddr(a)); err == nil {
+				t.Errorf("ping %s answered", a)
+			}
+			cancel()
+		}
+	})
 	t.Run("allow-refuses", func(t *testing.T) {
 		r, p := openRouter(t, &ForwardOptions{Allow: func(network string, _, _ netip.AddrPort) bool { return network != "icmp" }})
 		r.fwd.ping = func(ctx context.Context, dst netip.Addr, seq uint16, data []byte) error {

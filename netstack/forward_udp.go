@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,6 +32,11 @@ var udpBufs = sync.Pool{New: func() any { b := make([]byte, maxUDPDatagram); ret
 // endpoint that receives this and every later datagram of the flow, and
 // leaves the rest to udpFlow in its own goroutine.
 func (f *forwarder) udpRequest(r *udp.ForwarderRequest) {
+	id := r.ID()
+	dst := addrPortOf(id.LocalAddress, id.LocalPort)
+	if slices.Contains(f.n.addrs, dst.Addr()) {
+		return // a closed port of the tunnel's own: dropped
+	}
 	f.mu.Lock()
 	ok := f.admitFlowLocked()
 	f.mu.Unlock()
@@ -45,8 +51,7 @@ func (f *forwarder) udpRequest(r *udp.ForwarderRequest) {
 	}
 	fl.ep = ep
 	fl.last.Store(time.Now().UnixNano())
-	id := r.ID()
-	go fl.run(addrPortOf(id.RemoteAddress, id.RemotePort), addrPortOf(id.LocalAddress, id.LocalPort))
+	go fl.run(addrPortOf(id.RemoteAddress, id.RemotePort), dst)
 }
 
 // udpFlow is one forwarded UDP flow: the stack's endpoint for the peer's
