@@ -537,3 +537,46 @@ func TestForwardOwnAddresses(t *testing.T) {
 		t.Errorf("stats %+v: traffic to the router's own addresses was forwarded", s)
 	}
 }
+
+func TestForwardOptionsBad(t *testing.T) {
+	tests := []struct {
+		name string
+		fo   ForwardOptions
+		want string
+	}{
+		{"max-flows", ForwardOptions{MaxFlows: -1}, "netstack: open: bad Forward.MaxFlows -1"},
+		{"max-pending", ForwardOptions{MaxPendingDials: -2}, "netstack: open: bad Forward.MaxPendingDials -2"},
+		{"udp-idle", ForwardOptions{UDPIdleTimeout: -time.Second}, "netstack: open: bad Forward.UDPIdleTimeout -1s"},
+		{"dial-timeout", ForwardOptions{DialTimeout: -time.Millisecond}, "netstack: open: bad Forward.DialTimeout -1ms"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, _ := pairConfigs(t, "127.0.0.1:1", "127.0.0.1:2")
+			sw := memnet.NewSwitch(nil)
+			defer sw.Close()
+			ep, err := sw.NewAddr()
+			if err != nil {
+				t.Fatal(err)
+			}
+			fo := tt.fo
+			n, err := Open(context.Background(), cfg, &Options{Bind: sw.NewBind(1, ep), Forward: &fo})
+			if err == nil {
+				n.Close()
+				t.Fatal("Open succeeded")
+			}
+			if diff := cmp.Diff(tt.want, err.Error()); diff != "" {
+				t.Errorf("error (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestForwardCloseTwice(t *testing.T) {
+	r, _ := openRouter(t, &ForwardOptions{})
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Close(); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("second Close: %v, want net.ErrClosed", err)
+	}
+}

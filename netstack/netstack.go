@@ -243,13 +243,14 @@ func Open(ctx context.Context, cfg *wg.Config, opts *Options) (*Net, error) {
 	if opts.UAPIDir != "" && len(n.name) > maxUAPIName {
 		return fail(fmt.Errorf("UAPI name %q is longer than %d bytes", n.name, maxUAPIName))
 	}
-	var err error
 	n.ep = newEndpoint(uint32(mtu))
 	n.ep.batch = batch
 	if opts.Forward != nil {
-		if n.fwd, err = newForwarder(n, opts.Forward, cfg.Interface.Addresses); err != nil {
+		f, err := newForwarder(n, opts.Forward, cfg.Interface.Addresses)
+		if err != nil {
 			return fail(err)
 		}
+		n.fwd = f
 	}
 	st, err := n.newStack(cfg.Interface.Addresses)
 	if err != nil {
