@@ -32,6 +32,7 @@ var (
 	testNet1 = netip.MustParseAddr("192.0.2.1")
 	testNet2 = netip.MustParseAddr("198.51.100.7")
 	testNet3 = netip.MustParseAddr("203.0.113.9")
+	testNet6 = netip.MustParseAddr("2001:db8::80") // IPv6 documentation prefix
 )
 
 // openRouter opens R with fo and P, and returns them; both close at cleanup.
@@ -116,6 +117,7 @@ func TestForwardHTTP(t *testing.T) {
 	}{
 		{"loopback-default-dial", &ForwardOptions{Allow: loopbackOnly}, "http://" + svc.String() + "/direct", "hello /direct"},
 		{"test-net-mapped", &ForwardOptions{Allow: allowAll, Dial: mapDial(map[netip.Addr]netip.AddrPort{testNet1: svc})}, "http://192.0.2.1:80/mapped", "hello /mapped"},
+		{"ipv6-documentation-mapped", &ForwardOptions{Allow: allowAll, Dial: mapDial(map[netip.Addr]netip.AddrPort{testNet6: svc})}, "http://[2001:db8::80]:80/six", "hello /six"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -242,9 +244,19 @@ func udpEcho(t testing.TB) netip.AddrPort {
 
 func TestForwardUDPEcho(t *testing.T) {
 	echo := udpEcho(t)
-	r, p := openRouter(t, &ForwardOptions{Allow: allowAll, Dial: mapDial(map[netip.Addr]netip.AddrPort{testNet3: echo})})
+	r, p := openRouter(t, &ForwardOptions{Allow: allowAll, Dial: mapDial(map[netip.Addr]netip.AddrPort{testNet3: echo, testNet6: echo})})
 	ctx := testContext(t, 10*time.Second)
-	c, err := p.DialContext(ctx, "udp", netip.AddrPortFrom(testNet3, 53).String())
+	for _, dst := range []netip.AddrPort{netip.AddrPortFrom(testNet3, 53), netip.AddrPortFrom(testNet6, 53)} {
+		udpEchoVia(t, ctx, p, dst)
+	}
+	if got := r.ForwardStats().UDPFlows; got != 2 {
+		t.Errorf("UDPFlows = %d, want 2 (one flow per source and destination)", got)
+	}
+}
+
+func udpEchoVia(t *testing.T, ctx context.Context, p *Net, dst netip.AddrPort) {
+	t.Helper()
+	c, err := p.DialContext(ctx, "udp", dst.String())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -259,12 +271,9 @@ func TestForwardUDPEcho(t *testing.T) {
 		if diff := cmp.Diff(msg, got); diff != "" {
 			t.Errorf("size %d: echo differs", size)
 		}
-		if from := c.RemoteAddr().String(); from != netip.AddrPortFrom(testNet3, 53).String() {
-			t.Errorf("reply from %s, want %v:53", from, testNet3)
+		if from := c.RemoteAddr().String(); from != dst.String() {
+			t.Errorf("reply from %s, want %v", from, dst)
 		}
-	}
-	if got := r.ForwardStats().UDPFlows; got != 1 {
-		t.Errorf("UDPFlows = %d, want 1 (one flow per source and destination)", got)
 	}
 }
 
@@ -438,6 +447,14 @@ func TestForwardPing(t *testing.T) {
 		_, p := openRouter(t, &ForwardOptions{Allow: loopbackOnly})
 		if _, err := p.Ping(ctx, lo); err != nil {
 			t.Errorf("ping 127.0.0.1 through the router: %v", err)
+		}
+		lo6 := netip.MustParseAddr("::1")
+		if err := hostPing(ctx, lo6, 1, []byte("probe")); err != nil {
+			t.Logf("the host cannot ping ::1, IPv6 not checked: %v", err)
+			return
+		}
+		if _, err := p.Ping(ctx, lo6); err != nil {
+			t.Errorf("ping ::1 through the router: %v", err)
 		}
 	})
 	t.Run("host-unreachable", func(t *testing.T) {
