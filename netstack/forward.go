@@ -102,8 +102,13 @@ type ForwardOptions struct {
 
 	// MaxPendingDials bounds the TCP connections whose upstream is still
 	// being dialled (the peer's SYN received, not yet answered). SYNs
-	// beyond it are dropped, not queued; the peer's TCP retries them. 0
-	// means 256.
+	// beyond it are dropped, not queued; the peer's TCP retries them. So
+	// that one destination that never answers (a blackhole, a flood)
+	// cannot stall every other flow for DialTimeout, a destination that
+	// holds more than half of the pending dials yields one to a SYN for
+	// another destination: that dial is cancelled (its peer gets an ICMP
+	// destination-unreachable) and the new SYN takes its place. 0 means
+	// 256.
 	MaxPendingDials int
 
 	// UDPIdleTimeout ends a UDP flow after that long without a datagram
@@ -177,10 +182,11 @@ func (f *forwarder) defaultAllow(_ string, _, dst netip.AddrPort) bool {
 type ForwardStats struct {
 	TCPFlows     int    // forwarded TCP connections open (upstream connected)
 	UDPFlows     int    // forwarded UDP flows open
-	PendingDials int    // TCP connections whose upstream is being dialled
+	PendingDials int    // TCP connections whose upstream is being dialled (not counting evicted ones still ending)
 	PendingPings int    // echo requests waiting for the host's answer
 	Refused      uint64 // flows and echo requests refused by Allow or because the destination is inside the tunnel
 	Dropped      uint64 // SYNs, datagrams and echo requests dropped over MaxFlows, MaxPendingDials or the ping bound
+	Evicted      uint64 // pending dials cancelled to make room for another destination (see MaxPendingDials)
 	DialErrors   uint64 // dials that failed (refused, unreachable, timed out)
 	Relayed      uint64 // packets relayed from one peer to another (RelayPeers)
 	TTLExceeded  uint64 // relayed packets dropped because their TTL or hop limit ran out
@@ -194,7 +200,7 @@ func (n *Net) ForwardStats() ForwardStats {
 		return ForwardStats{}
 	}
 	f.mu.Lock()
-	pending := len(f.pending)
+	pending := len(f.pending) - f.evictedLive
 	f.mu.Unlock()
 	return ForwardStats{
 		TCPFlows:     int(f.tcpOpen.Load()),
@@ -203,6 +209,7 @@ func (n *Net) ForwardStats() ForwardStats {
 		PendingPings: len(f.pings),
 		Refused:      f.refused.Load(),
 		Dropped:      f.dropped.Load(),
+		Evicted:      f.evicted.Load(),
 		DialErrors:   f.dialErrors.Load(),
 		Relayed:      f.relayed.Load(),
 		TTLExceeded:  f.ttlExceeded.Load(),
@@ -236,18 +243,21 @@ type forwarder struct {
 	pings  chan struct{} // semaphore of maxPendingPings
 	wg     sync.WaitGroup
 
-	tcpOpen, udpOpen                                   atomic.Int64
-	refused, dropped, dialErrors, relayed, ttlExceeded atomic.Uint64
+	tcpOpen, udpOpen                                            atomic.Int64
+	refused, dropped, evicted, dialErrors, relayed, ttlExceeded atomic.Uint64
 
 	hostMu    sync.Mutex
 	hostAddrs []netip.Addr // guarded by hostMu; the host's own addresses
 	hostAt    time.Time    // guarded by hostMu; when hostAddrs was read
 
 	mu      sync.Mutex
-	closed  bool                                    // guarded by mu
-	flows   int                                     // guarded by mu; TCP (pending and open) plus UDP
-	pending map[stack.TransportEndpointID][]byte    // guarded by mu; SYNs being dialled, their quoted headers
-	conns   map[interface{ Close() error }]struct{} // guarded by mu; closed by shutdown
+	closed  bool                                       // guarded by mu
+	flows   int                                        // guarded by mu; TCP (pending and open) plus UDP
+	pending map[stack.TransportEndpointID]*pendingDial // guarded by mu; SYNs being dialled
+	perDst  map[netip.Addr]int                         // guarded by mu; pending entries per destination
+	// evictedLive counts the entries of pending marked evicted.
+	evictedLive int                                     // guarded by mu
+	conns       map[interface{ Close() error }]struct{} // guarded by mu; closed by shutdown
 }
 
 // newForwarder fills in o's defaults and checks its bounds.
@@ -263,7 +273,8 @@ func newForwarder(n *Net, o *ForwardOptions, prefixes []netip.Prefix) (*forwarde
 		relay:    o.RelayPeers,
 		ping:     hostPing,
 		pings:    make(chan struct{}, maxPendingPings),
-		pending:  make(map[stack.TransportEndpointID][]byte),
+		pending:  make(map[stack.TransportEndpointID]*pendingDial),
+		perDst:   make(map[netip.Addr]int),
 		conns:    make(map[interface{ Close() error }]struct{}),
 	}
 	switch {
@@ -325,10 +336,11 @@ func (f *forwarder) install(st *stack.Stack) error {
 	if terr := st.SetSpoofing(nicID, true); terr != nil {
 		return fmt.Errorf("set spoofing: %s", terr)
 	}
-	// handleSYN admits at most maxDials requests at once and the
-	// forwarder forgets a request (Complete) before handleSYN does, so
-	// gVisor's own in-flight bound never drops a SYN handleSYN admitted.
-	f.tcpFwd = tcp.NewForwarder(st, 0, f.maxDials, f.tcpRequest)
+	// handleSYN admits at most 2 x maxDials requests at once (see
+	// evictLocked) and the forwarder forgets a request (Complete) before
+	// handleSYN does, so gVisor's own in-flight bound never drops a SYN
+	// handleSYN admitted.
+	f.tcpFwd = tcp.NewForwarder(st, 0, 2*f.maxDials, f.tcpRequest)
 	st.SetTransportProtocolHandler(tcp.ProtocolNumber, f.handleSYN)
 	st.SetTransportProtocolHandler(udp.ProtocolNumber, udp.NewForwarder(st, f.udpRequest).HandlePacket)
 	return nil
@@ -494,12 +506,13 @@ func (f *forwarder) handleSYN(id stack.TransportEndpointID, pkt *stack.PacketBuf
 	if flags := th.Flags(); !flags.Contains(header.TCPFlagSyn) || flags.Contains(header.TCPFlagAck) {
 		return false
 	}
+	dst := addrPortOf(id.LocalAddress, 0).Addr()
 	f.mu.Lock()
 	if _, ok := f.pending[id]; ok {
 		f.mu.Unlock()
 		return true // a retransmitted SYN: the dial is under way
 	}
-	if len(f.pending) >= f.maxDials {
+	if len(f.pending)-f.evictedLive >= f.maxDials && !f.evictLocked(dst) {
 		f.mu.Unlock()
 		f.dropped.Add(1)
 		return true
@@ -508,16 +521,66 @@ func (f *forwarder) handleSYN(id stack.TransportEndpointID, pkt *stack.PacketBuf
 		f.mu.Unlock()
 		return true
 	}
-	f.pending[id] = quote(pkt)
+	f.pending[id] = &pendingDial{quote: quote(pkt), dst: dst}
+	f.perDst[dst]++
 	f.mu.Unlock()
 	if !f.tcpFwd.HandlePacket(id, pkt) {
-		f.mu.Lock()
-		delete(f.pending, id)
-		f.mu.Unlock()
+		f.forget(id)
 		f.endFlow()
 		return false
 	}
 	return true
+}
+
+// pendingDial is a TCP connection request being dialled.
+type pendingDial struct {
+	quote   []byte             // the SYN's headers, for an ICMP error
+	dst     netip.Addr         // its destination
+	cancel  context.CancelFunc // cancels its dial; nil until the dial starts
+	dialing bool               // the dial is under way (cancel set, not returned)
+	evicted bool               // marked by evictLocked: cancel it, it yields its slot
+}
+
+// evictLocked makes room for a SYN to dst when the pending dials are
+// full: if another destination holds more than half of them, one of its
+// dials still in progress (or not started) is marked evicted and
+// cancelled, and evictLocked reports true. Evicted entries stay in
+// pending until their dial returns, at most maxDials of them, so pending
+// never holds more than 2 x maxDials entries.
+func (f *forwarder) evictLocked(dst netip.Addr) bool {
+	if f.evictedLive >= f.maxDials || f.perDst[dst] > f.maxDials/2 {
+		return false // dst is the hog itself: its SYNs are dropped
+	}
+	for _, p := range f.pending {
+		if p.evicted || p.dst == dst || f.perDst[p.dst] <= f.maxDials/2 || p.cancel != nil && !p.dialing {
+			continue
+		}
+		p.evicted = true
+		f.evictedLive++
+		f.evicted.Add(1)
+		if p.cancel != nil {
+			p.cancel()
+		}
+		return true
+	}
+	return false
+}
+
+// forget removes a request from pending.
+func (f *forwarder) forget(id stack.TransportEndpointID) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	p, ok := f.pending[id]
+	if !ok {
+		return
+	}
+	delete(f.pending, id)
+	if p.evicted {
+		f.evictedLive--
+	}
+	if f.perDst[p.dst]--; f.perDst[p.dst] == 0 {
+		delete(f.perDst, p.dst)
+	}
 }
 
 // quote returns the start of pkt that an ICMP error carries: its IP header
@@ -539,15 +602,14 @@ func (f *forwarder) tcpRequest(r *tcp.ForwarderRequest) {
 	id := r.ID()
 	src, dst := addrPortOf(id.RemoteAddress, id.RemotePort), addrPortOf(id.LocalAddress, id.LocalPort)
 	f.mu.Lock()
-	q := f.pending[id]
+	p := f.pending[id]
 	f.mu.Unlock()
+	q := p.quote
 	// done completes the request, then forgets it; in that order, so that
 	// a retransmitted SYN meanwhile is still taken for this one.
 	done := func(reset bool) {
 		r.Complete(reset)
-		f.mu.Lock()
-		delete(f.pending, id)
-		f.mu.Unlock()
+		f.forget(id)
 	}
 	switch f.verdict("tcp", src, dst) {
 	case "":
@@ -564,7 +626,16 @@ func (f *forwarder) tcpRequest(r *tcp.ForwarderRequest) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(f.ctx, f.timeout)
+	f.mu.Lock()
+	p.cancel, p.dialing = cancel, true
+	if p.evicted {
+		cancel()
+	}
+	f.mu.Unlock()
 	up, err := f.dial(ctx, "tcp", src, dst)
+	f.mu.Lock()
+	p.dialing = false
+	f.mu.Unlock()
 	cancel()
 	if err != nil {
 		f.dialErrors.Add(1)

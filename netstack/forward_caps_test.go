@@ -163,9 +163,9 @@ func TestForwardCaps(t *testing.T) {
 			if grown > heapCeiling {
 				t.Errorf("heap grew by %d MiB, ceiling %d MiB", grown>>20, heapCeiling>>20)
 			}
-			// The blackholed dials end by DialTimeout, each with an ICMP
-			// error; then the router takes new flows at once.
-			waitFor(t, 5*time.Second, "pending dials to end", func() bool { return r.ForwardStats().PendingDials == 0 })
+			// While the flood's dials still hold every slot, a flow to
+			// another destination gets in at once: the flooded destination
+			// yields a slot (MaxPendingDials).
 			start := time.Now()
 			gctx, cancel := context.WithTimeout(ctx, time.Second)
 			defer cancel()
@@ -174,6 +174,22 @@ func TestForwardCaps(t *testing.T) {
 			}
 			if took := time.Since(start); took > time.Second {
 				t.Errorf("legitimate GET took %v, want under a second", took)
+			}
+			if s := r.ForwardStats(); tt.name == "syn-flood-blackhole" && (s.Evicted == 0 || s.PendingDials > maxDials) {
+				t.Errorf("after the legitimate GET: %+v, want an eviction and at most %d pending", s, maxDials)
+			}
+			// The blackholed dials end by DialTimeout, each with an ICMP
+			// error, and leave nothing behind.
+			p.HTTPClient().CloseIdleConnections()
+			waitFor(t, 5*time.Second, "pending dials to end", func() bool {
+				s := r.ForwardStats()
+				return s.PendingDials == 0 && s.TCPFlows == 0
+			})
+			r.fwd.mu.Lock()
+			left, perDst, evictedLive := len(r.fwd.pending), len(r.fwd.perDst), r.fwd.evictedLive
+			r.fwd.mu.Unlock()
+			if left != 0 || perDst != 0 || evictedLive != 0 {
+				t.Errorf("router state after the flood: %d pending, %d destinations, %d evicted; want none", left, perDst, evictedLive)
 			}
 		})
 	}
