@@ -340,7 +340,12 @@ func (f *forwarder) install(st *stack.Stack) error {
 	// evictLocked) and the forwarder forgets a request (Complete) before
 	// handleSYN does, so gVisor's own in-flight bound never drops a SYN
 	// handleSYN admitted.
-	f.tcpFwd = tcp.NewForwarder(st, 0, 2*f.maxDials, f.tcpRequest)
+	// The forwarded endpoints' receive window honours MaxTCPBuffer.
+	rcvWnd := 0
+	if f.n.maxTCPBuffer > 0 {
+		rcvWnd = min(f.n.maxTCPBuffer, tcp.DefaultReceiveBufferSize)
+	}
+	f.tcpFwd = tcp.NewForwarder(st, rcvWnd, 2*f.maxDials, f.tcpRequest)
 	st.SetTransportProtocolHandler(tcp.ProtocolNumber, f.handleSYN)
 	st.SetTransportProtocolHandler(udp.ProtocolNumber, udp.NewForwarder(st, f.udpRequest).HandlePacket)
 	return nil
@@ -666,6 +671,10 @@ func (f *forwarder) tcpRequest(r *tcp.ForwarderRequest) {
 		// The peer gave up meanwhile, or the stack is closing.
 		return
 	}
+	// Keepalives (gVisor's defaults, as Linux's: after 2 hours idle) end
+	// a flow whose peer vanished without a FIN, so it does not hold a
+	// MaxFlows slot for ever.
+	ep.SocketOptions().SetKeepAlive(true)
 	down := newTCPConn(f.n, ep, &wq)
 	if !f.track(down) {
 		return
