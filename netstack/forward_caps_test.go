@@ -266,3 +266,40 @@ func TestForwardCloseManyFlows(t *testing.T) {
 		p.Close()
 	}()
 }
+
+// TestForwardMaxFlows fills MaxFlows with UDP flows: a new flow beyond it
+// is dropped (and counted) until one expires, TCP included.
+func TestForwardMaxFlows(t *testing.T) {
+	echo := udpEcho(t)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) }))
+	defer srv.Close()
+	svc := netip.MustParseAddrPort(srv.Listener.Addr().String())
+	const maxFlows = 8
+	r, p := openRouter(t, &ForwardOptions{
+		Allow: allowAll, Dial: mapDial(map[netip.Addr]netip.AddrPort{testNet3: echo, testNet2: svc}),
+		MaxFlows: maxFlows, UDPIdleTimeout: 500 * time.Millisecond,
+	})
+	ctx := testContext(t, 10*time.Second)
+	for i := range maxFlows {
+		c, err := p.DialContext(ctx, "udp", netip.AddrPortFrom(testNet3, uint16(100+i)).String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := udpRoundTrip(c, []byte("x")); err != nil {
+			t.Fatalf("flow %d: %v", i, err)
+		}
+	}
+	gctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	if _, err := httpGet(gctx, p, "http://"+netip.AddrPortFrom(testNet2, svc.Port()).String()+"/"); err == nil {
+		t.Error("a TCP flow beyond MaxFlows connected")
+	}
+	cancel()
+	if s := r.ForwardStats(); s.UDPFlows != maxFlows || s.Dropped == 0 {
+		t.Errorf("stats %+v, want %d UDP flows and drops", s, maxFlows)
+	}
+	// Once the UDP flows expire, TCP gets in (the peer's SYN retries).
+	if body, err := httpGet(ctx, p, "http://"+netip.AddrPortFrom(testNet2, svc.Port()).String()+"/"); err != nil || body != "ok" {
+		t.Errorf("GET after the UDP flows expired: %q, %v", body, err)
+	}
+}
