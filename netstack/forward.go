@@ -28,18 +28,19 @@ import (
 //
 //   - to another peer, when RelayPeers is set and another peer's
 //     AllowedIPs cover the destination: straight back to the engine, from
-//     the link's inbound path, before the stack sees them (forward_relay.go);
+//     the link's inbound path, before the stack sees them (forward_icmp.go);
 //   - ICMP echo requests: answered from the same inbound path when the
 //     host's own ping of the destination is answered (forward_icmp.go);
 //   - TCP and UDP: the NIC is promiscuous, so the stack accepts them, and
-//     gVisor's forwarders hand each new flow to this file, which dials the
-//     destination on the host (ForwardOptions.Dial) and joins the two
-//     connections.
+//     gVisor's forwarders hand each new flow to this file (TCP) or
+//     forward_udp.go, which dial the destination on the host
+//     (ForwardOptions.Dial) and join the two sides.
 //
 // A destination inside the tunnel (one of the interface's prefixes, or
-// covered by a peer's AllowedIPs) is never dialled on the host: with
-// RelayPeers off, such packets get an ICMP destination-unreachable, as a
-// Linux WireGuard interface answers for an address no peer has.
+// covered by a peer's AllowedIPs) is never dialled on the host: a TCP
+// connect to one gets an ICMP destination-unreachable, as a Linux
+// WireGuard interface answers for an address no peer has, and UDP and
+// echo requests to one are dropped.
 
 // Defaults and bounds of ForwardOptions.
 const (
