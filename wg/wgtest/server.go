@@ -25,8 +25,8 @@ var (
 )
 
 // openNet opens a netstack peer for cfg on bind, in router mode if fwd
-// is not nil, bounding the set-up by 30 seconds (nothing there should block; the bound keeps a test from
-// hanging if something does).
+// is not nil, bounding the set-up by 30 seconds (nothing there should
+// block; the bound keeps a test from hanging if something does).
 func openNet(cfg *wg.Config, log *slog.Logger, bind conn.Bind, fwd *netstack.ForwardOptions) (*netstack.Net, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
