@@ -39,7 +39,10 @@
 //   - [github.com/wgkit/wgkit/netstack]: a gVisor TCP/IP stack inside the
 //     process. No root, no adapter, no change to the host: the application
 //     dials and listens on the tunnel directly. Suits in-app VPN dialers,
-//     proxies and test fixtures.
+//     proxies and test fixtures. With
+//     [github.com/wgkit/wgkit/netstack.Options.Forward] it is also a
+//     router: an exit node or subnet router for its peers, and a hub that
+//     relays between them, still without root.
 //   - [github.com/wgkit/wgkit/tun] on Linux: a kernel TUN interface with its
 //     addresses, MTU, routes and policy rules set up as wg-quick(8) does,
 //     and removed on Close. Needs CAP_NET_ADMIN.
