@@ -47,6 +47,9 @@ type PeerConfig struct {
 	// Remove removes the peer; the other fields are then ignored.
 	// Removing a peer the engine does not have is not an error.
 	Remove bool
+	// UpdateOnly changes the peer only if the engine has it already: a
+	// peer it does not have is not added (and that is not an error).
+	UpdateOnly bool
 	// PresharedKey, if set, replaces the preshared key; the zero key
 	// removes it.
 	PresharedKey *Key

@@ -217,6 +217,7 @@ func toWgtypes(c *Config) wgtypes.Config {
 		wp := wgtypes.PeerConfig{
 			PublicKey:         p.PublicKey,
 			Remove:            p.Remove,
+			UpdateOnly:        p.UpdateOnly,
 			PresharedKey:      (*wgtypes.Key)(p.PresharedKey),
 			ReplaceAllowedIPs: p.ReplaceAllowedIPs,
 		}

@@ -150,9 +150,12 @@ func TestConversion(t *testing.T) {
 			Endpoint:          netip.MustParseAddrPort("[::ffff:127.0.0.1]:9"),
 			ReplaceAllowedIPs: true,
 			AllowedIPs:        []netip.Prefix{netip.MustParsePrefix("10.1.2.3/24"), netip.MustParsePrefix("fd00::1/64")},
-		}, {PublicKey: Key{2}, Remove: true}},
+		}, {PublicKey: Key{2}, Remove: true}, {PublicKey: Key{3}, UpdateOnly: true}},
 	}
 	w := toWgtypes(cfg)
+	if !w.Peers[1].Remove || w.Peers[1].UpdateOnly || !w.Peers[2].UpdateOnly || w.Peers[2].Remove {
+		t.Errorf("remove and update-only flags: %+v, %+v", w.Peers[1], w.Peers[2])
+	}
 	if got, want := w.Peers[0].Endpoint.String(), "127.0.0.1:9"; got != want {
 		t.Errorf("endpoint %s, want %s", got, want)
 	}
@@ -185,7 +188,7 @@ func TestConversion(t *testing.T) {
 func wgDevice(c wgtypes.Config) *wgtypes.Device {
 	d := &wgtypes.Device{PrivateKey: *c.PrivateKey, ListenPort: *c.ListenPort, FirewallMark: *c.FirewallMark}
 	for _, p := range c.Peers {
-		if p.Remove {
+		if p.Remove || p.UpdateOnly { // update-only: the empty device lacks it
 			continue
 		}
 		d.Peers = append(d.Peers, wgtypes.Peer{
