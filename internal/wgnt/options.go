@@ -14,6 +14,3 @@ type Options struct {
 	// "WireGuard".
 	TunnelType string
 }
-
-// defaultTunnelType is Options.TunnelType's default.
-const defaultTunnelType = "WireGuard"

@@ -48,6 +48,9 @@ var (
 	_ = [1]struct{}{}[windows.AF_INET6-afInet6]
 )
 
+// defaultTunnelType is Options.TunnelType's default.
+const defaultTunnelType = "WireGuard"
+
 // dllName is the driver's DLL, found as the driver package finds it.
 const dllName = "wireguard.dll"
 
