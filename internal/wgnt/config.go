@@ -210,7 +210,8 @@ func (r *rawInterface) state() *engine.State {
 			ps.PersistentKeepalive = time.Duration(p.Keepalive) * time.Second
 		}
 		if p.Flags&peerHasEndpoint != 0 {
-			ps.Endpoint = p.Endpoint
+			// As the kernel engine reports it: IPv4 never as ::ffff:a.b.c.d.
+			ps.Endpoint = netip.AddrPortFrom(p.Endpoint.Addr().Unmap(), p.Endpoint.Port())
 		}
 		if p.LastHandshake != 0 {
 			ps.LastHandshake = fromFileTime(p.LastHandshake)

@@ -187,11 +187,12 @@ func TestRoundTrip(t *testing.T) {
 	priv, psk := engine.Key{7}, engine.Key{9}
 	hs := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	for _, tc := range []struct {
-		name string
-		cfg  engine.Config
-		want *engine.State
+		name  string
+		cfg   engine.Config
+		reply func(r *rawInterface) // how the driver's reply differs, if at all
+		want  *engine.State
 	}{
-		{"empty", engine.Config{}, &engine.State{}},
+		{"empty", engine.Config{}, nil, &engine.State{}},
 		{"full", engine.Config{
 			PrivateKey: &priv, ListenPort: ptr(51820), ReplacePeers: true,
 			Peers: []engine.PeerConfig{{
@@ -202,7 +203,7 @@ func TestRoundTrip(t *testing.T) {
 				PublicKey: engine.Key{2}, Endpoint: netip.MustParseAddrPort("[::1]:51821"),
 				AllowedIPs: pfxs("0.0.0.0/0", "::/0"),
 			}},
-		}, &engine.State{
+		}, nil, &engine.State{
 			PrivateKey: priv, ListenPort: 51820,
 			Peers: []engine.PeerState{{
 				PublicKey: engine.Key{1}, PresharedKey: psk, PersistentKeepalive: 25 * time.Second,
@@ -215,13 +216,22 @@ func TestRoundTrip(t *testing.T) {
 				RxBytes:    10, TxBytes: 20, LastHandshake: hs,
 			}},
 		}},
-		{"peer without endpoint or keepalive", engine.Config{Peers: []engine.PeerConfig{{PublicKey: engine.Key{3}}}},
+		{"IPv4-mapped endpoint reads back as IPv4", engine.Config{Peers: []engine.PeerConfig{{PublicKey: engine.Key{4}}}},
+			func(r *rawInterface) {
+				r.Peers[0].Flags |= peerHasEndpoint
+				r.Peers[0].Endpoint = netip.MustParseAddrPort("[::ffff:127.0.0.1]:7")
+			},
+			&engine.State{Peers: []engine.PeerState{{PublicKey: engine.Key{4}, Endpoint: netip.MustParseAddrPort("127.0.0.1:7"), RxBytes: 10, TxBytes: 20, LastHandshake: hs}}}},
+		{"peer without endpoint or keepalive", engine.Config{Peers: []engine.PeerConfig{{PublicKey: engine.Key{3}}}}, nil,
 			&engine.State{Peers: []engine.PeerState{{PublicKey: engine.Key{3}, RxBytes: 10, TxBytes: 20, LastHandshake: hs}}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r, err := fromConfig(&tc.cfg)
 			if err != nil {
 				t.Fatal(err)
+			}
+			if tc.reply != nil {
+				tc.reply(r)
 			}
 			b, err := r.marshal()
 			if err != nil {

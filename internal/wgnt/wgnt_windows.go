@@ -113,7 +113,9 @@ var probeGUID = windows.GUID{Data1: 0x7767_6b69, Data2: 0x7470, Data3: 0x7262, D
 // or, when it is not loaded yet (no adapter since boot), by creating and
 // closing a probe adapter "wgkit-probe", which loads it, as wg-quick on
 // Linux finds out by trying. The probe takes a second or so; the version
-// query is immediate. It is safe for concurrent use.
+// query is immediate. It is safe for concurrent use, but two processes
+// probing a driver not yet loaded at the same moment can meet on the
+// probe adapter's GUID, and one of them then reports false.
 func Available() bool {
 	if loadDLL() != nil || !windows.GetCurrentProcessToken().IsElevated() {
 		return false
