@@ -11,8 +11,8 @@ package engine
 // After Close, every method returns an error wrapping net.ErrClosed.
 type Engine interface {
 	// Configure applies c as a change: nil fields and false flags leave a
-	// setting as it is (see Config). It calls c.Validate first and
-	// applies nothing when that fails. An engine applies c in as few
+	// setting as it is (see Config). A nil c is an error. It calls
+	// c.Validate first and applies nothing when that fails. An engine applies c in as few
 	// steps as its interface allows; when the engine itself rejects a
 	// step, what came before it stays applied, as with wg(8).
 	Configure(c *Config) error
