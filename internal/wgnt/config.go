@@ -2,7 +2,6 @@ package wgnt
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"math"
 	"net/netip"
@@ -114,16 +113,21 @@ type rawAllowedIP struct {
 }
 
 // checkName checks an adapter name as WireGuardCreateAdapter wants it.
-func checkName(name string) error {
-	switch n := len(utf16.Encode([]rune(name))); {
-	case name == "":
-		return errors.New("wgnt: empty adapter name")
+func checkName(name string) error { return checkDriverString("adapter name", name) }
+
+// checkDriverString checks a string argument of WireGuardCreateAdapter
+// (the name or the tunnel type, what says which): 1 to maxNameLen UTF-16
+// code units, no NUL.
+func checkDriverString(what, s string) error {
+	switch n := len(utf16.Encode([]rune(s))); {
+	case s == "":
+		return fmt.Errorf("wgnt: empty %s", what)
 	case n > maxNameLen:
-		return fmt.Errorf("wgnt: adapter name %.20q is longer than %d UTF-16 code units", name, maxNameLen)
+		return fmt.Errorf("wgnt: %s %.20q is longer than %d UTF-16 code units", what, s, maxNameLen)
 	}
-	for _, r := range name {
+	for _, r := range s {
 		if r == 0 {
-			return fmt.Errorf("wgnt: adapter name %.20q contains NUL", name)
+			return fmt.Errorf("wgnt: %s %.20q contains NUL", what, s)
 		}
 	}
 	return nil

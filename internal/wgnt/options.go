@@ -10,7 +10,7 @@ type Options struct {
 	// every adapter then makes a new network location.
 	GUID string
 	// TunnelType is the adapter's tunnel type, the driver's name for the
-	// kind of adapter (wireguard-windows uses "WireGuard"); "" means
-	// "WireGuard".
+	// kind of adapter (wireguard-windows uses "WireGuard"), up to 127
+	// UTF-16 code units; "" means "WireGuard".
 	TunnelType string
 }

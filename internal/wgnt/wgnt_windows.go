@@ -173,6 +173,9 @@ func Create(name string, opts *Options) (*Device, error) {
 	if tunnelType == "" {
 		tunnelType = defaultTunnelType
 	}
+	if err := checkDriverString("tunnel type", tunnelType); err != nil {
+		return nil, err
+	}
 	if err := loadDLL(); err != nil {
 		return fail(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -37,6 +38,7 @@ func TestBadArguments(t *testing.T) {
 		want          string
 	}{
 		{"empty name", "", nil, "wgnt: empty adapter name"},
+		{"long tunnel type", "wgkit-bad", &Options{TunnelType: strings.Repeat("t", 128)}, `wgnt: tunnel type "tttttttttttttttttttt" is longer than 127 UTF-16 code units`},
 		{"bad GUID", "wgkit-bad", &Options{GUID: "not-a-guid"}, `wgnt: create adapter "wgkit-bad": bad GUID "not-a-guid": `},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
