@@ -208,7 +208,8 @@ func (d *Device) adapterLocked(op string) (*driver.Adapter, error) {
 }
 
 // Up sets the adapter up, which opens its UDP sockets (and picks the
-// listen port if it is 0).
+// listen port if it is 0). The driver makes the sockets owned by the
+// process that sets the adapter up: this one.
 func (d *Device) Up() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -222,9 +223,8 @@ func (d *Device) Up() error {
 	return nil
 }
 
-// Configure applies c as one WireGuardSetConfiguration call, which the
-// driver applies whole or, when it rejects a peer, up to that peer, as
-// wg(8) does. A non-zero c.FwMark is an error: WireGuardNT has no
+// Configure applies c as one WireGuardSetConfiguration call; a call the
+// driver rejects may leave part of c applied, as with wg(8). A non-zero c.FwMark is an error: WireGuardNT has no
 // firewall marks. The memory it takes is proportional to c's peers and
 // allowed IPs.
 func (d *Device) Configure(c *engine.Config) error {
