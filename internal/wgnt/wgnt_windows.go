@@ -224,9 +224,9 @@ func (d *Device) Up() error {
 }
 
 // Configure applies c as one WireGuardSetConfiguration call; a call the
-// driver rejects may leave part of c applied, as with wg(8). A non-zero c.FwMark is an error: WireGuardNT has no
-// firewall marks. The memory it takes is proportional to c's peers and
-// allowed IPs.
+// driver rejects may leave part of c applied, as with wg(8). A non-zero
+// c.FwMark is an error: WireGuardNT has no firewall marks. The memory it
+// takes is proportional to c's peers and allowed IPs.
 func (d *Device) Configure(c *engine.Config) error {
 	if c == nil {
 		return errors.New("wgnt: configure: nil config")
