@@ -63,6 +63,10 @@ func TestCheckName(t *testing.T) {
 			}
 		})
 	}
+	// The tunnel type follows the same rule, under its own name.
+	if got, want := errString(checkDriverString("tunnel type", "")), "wgnt: empty tunnel type"; got != want {
+		t.Errorf("empty tunnel type: %q, want %q", got, want)
+	}
 }
 
 // TestFromConfig checks the translation to the driver's flags: a nil

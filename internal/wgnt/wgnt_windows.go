@@ -54,14 +54,6 @@ const defaultTunnelType = "WireGuard"
 // dllName is the driver's DLL, found as the driver package finds it.
 const dllName = "wireguard.dll"
 
-// dllProcs are the exports wgnt calls through the driver package, which
-// panics on the first call of one it cannot find.
-var dllProcs = []string{
-	"WireGuardCreateAdapter", "WireGuardCloseAdapter", "WireGuardGetAdapterLUID",
-	"WireGuardGetRunningDriverVersion", "WireGuardSetAdapterState",
-	"WireGuardSetConfiguration", "WireGuardGetConfiguration", "WireGuardSetLogger",
-}
-
 // loadDLL makes sure the driver package can call into wireguard.dll: the
 // DLL loads from where the driver package looks (the program's directory,
 // then System32) and has every export used. On success the DLL stays
@@ -84,7 +76,14 @@ func loadDLL() error {
 		}
 		loaded = true
 	}
-	for _, p := range dllProcs {
+	// The exports wgnt calls through the driver package, which panics on
+	// the first call of one it cannot find.
+	procs := [...]string{
+		"WireGuardCreateAdapter", "WireGuardCloseAdapter", "WireGuardGetAdapterLUID",
+		"WireGuardGetRunningDriverVersion", "WireGuardSetAdapterState",
+		"WireGuardSetConfiguration", "WireGuardGetConfiguration", "WireGuardSetLogger",
+	}
+	for _, p := range procs {
 		if _, err := windows.GetProcAddress(h, p); err != nil {
 			if loaded {
 				windows.FreeLibrary(h)
@@ -100,10 +99,6 @@ type unsupported struct{ error }
 
 func (u unsupported) Is(target error) bool { return target == errors.ErrUnsupported }
 func (u unsupported) Unwrap() error        { return u.error }
-
-// probeGUID is the fixed GUID of Available's probe adapter, so that the
-// probe adds no network location (NLA) entry on each run.
-var probeGUID = windows.GUID{Data1: 0x7767_6b69, Data2: 0x7470, Data3: 0x7262, Data4: [8]byte{'w', 'g', 'n', 't', 'p', 'r', 'o', 'b'}}
 
 // Available reports whether WireGuardNT can make adapters here. It is
 // true when, in this order: wireguard.dll loads from the program's
@@ -125,7 +120,9 @@ func Available() bool {
 	} else if !errors.Is(err, windows.ERROR_FILE_NOT_FOUND) {
 		return false
 	}
-	g := probeGUID
+	// A fixed GUID, so that the probe adds no network location (NLA)
+	// entry on each run.
+	g := windows.GUID{Data1: 0x7767_6b69, Data2: 0x7470, Data3: 0x7262, Data4: [8]byte{'w', 'g', 'n', 't', 'p', 'r', 'o', 'b'}}
 	a, err := driver.CreateAdapter("wgkit-probe", defaultTunnelType, &g)
 	if err != nil {
 		return false
