@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -345,7 +346,7 @@ func (w *watcher) poll() {
 			if !membership {
 				continue
 			}
-			p = w.addLocked(ps.PublicKey, "", now)
+			p = w.addLocked(ps.PublicKey, "", ps.Endpoint, now)
 		}
 		if w.updateLocked(ps.PublicKey, p, &ps, now) {
 			kickHandshake = append(kickHandshake, ps.PublicKey)
@@ -377,6 +378,11 @@ func (w *watcher) poll() {
 		delete(w.unknown, ptr)
 	}
 	resolves := w.reresolveLocked(now)
+	// A peer being re-resolved gets its initiation at the new address.
+	kickHandshake = slices.DeleteFunc(kickHandshake, func(k Key) bool {
+		p := w.peers[k]
+		return p == nil || p.rr.resolving || p.rr.trying != nil
+	})
 	w.mu.Unlock()
 	for _, k := range kickHandshake {
 		w.startHandshake(k)
@@ -389,12 +395,7 @@ func (w *watcher) poll() {
 // timing.quiet without answering).
 func (w *watcher) updateLocked(k Key, p *peerWatch, ps *PeerStatus, now time.Time) bool {
 	if ps.Endpoint != p.endpoint {
-		prev := p.endpoint
-		p.endpoint = ps.Endpoint
-		if ps.Endpoint.IsValid() {
-			p.nEndpointChanges++
-			w.emitLocked(Event{Kind: EventEndpointChanged, Time: now, Peer: k, Endpoint: ps.Endpoint, Previous: prev})
-		}
+		w.endpointLocked(k, p, ps.Endpoint, now)
 	}
 	if ps.LastHandshake.After(p.lastHS) {
 		p.lastHS = ps.LastHandshake
@@ -433,12 +434,21 @@ func (w *watcher) updateLocked(k Key, p *peerWatch, ps *PeerStatus, now time.Tim
 	return need
 }
 
-func (w *watcher) addLocked(k Key, configured string, now time.Time) *peerWatch {
-	p := &peerWatch{configured: configured}
+func (w *watcher) addLocked(k Key, configured string, ep netip.AddrPort, now time.Time) *peerWatch {
+	p := &peerWatch{configured: configured, endpoint: ep}
 	w.peers[k] = p
 	w.rrAddedLocked(p, now)
-	w.emitLocked(Event{Kind: EventPeerAdded, Time: now, Peer: k})
+	w.emitLocked(Event{Kind: EventPeerAdded, Time: now, Peer: k, Endpoint: ep})
 	return p
+}
+
+func (w *watcher) endpointLocked(k Key, p *peerWatch, ep netip.AddrPort, now time.Time) {
+	prev := p.endpoint
+	p.endpoint = ep
+	if ep.IsValid() {
+		p.nEndpointChanges++
+		w.emitLocked(Event{Kind: EventEndpointChanged, Time: now, Peer: k, Endpoint: ep, Previous: prev})
+	}
 }
 
 func (w *watcher) removeLocked(k Key, now time.Time) {
@@ -457,24 +467,31 @@ func (w *watcher) removeLocked(k Key, now time.Time) {
 }
 
 // peerSet is the hook of SetPeer, Reconfigure and NewDevice, called after
-// the engine has the peer: it records the configured endpoint and reports
-// the peer as added if it is new.
-func (w *watcher) peerSet(k Key, configured string) {
+// the engine has the peer: it records the configured endpoint and the
+// address it resolved to (ep, zero if none was set), and reports the peer
+// as added if it is new, or its endpoint as changed.
+func (w *watcher) peerSet(k Key, configured string, ep netip.AddrPort) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.closed {
 		return
 	}
 	w.gen++
+	now := time.Now()
 	p := w.peers[k]
 	if p == nil {
-		p = w.addLocked(k, configured, time.Now())
-	} else if configured != "" && configured != p.configured {
-		p.configured = configured
-		w.rrAddedLocked(p, time.Now())
+		p = w.addLocked(k, configured, ep, now)
+	} else {
+		if configured != "" && configured != p.configured {
+			p.configured = configured
+			w.rrAddedLocked(p, now)
+		}
+		if ep.IsValid() && ep != p.endpoint {
+			w.endpointLocked(k, p, ep, now)
+		}
 	}
-	if ep := w.engine.LookupPeer(device.NoisePublicKey(k)); ep != nil {
-		w.byPtr[ep] = k
+	if ptr := w.engine.LookupPeer(device.NoisePublicKey(k)); ptr != nil {
+		w.byPtr[ptr] = k
 	}
 	w.poke()
 }
