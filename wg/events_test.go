@@ -122,11 +122,8 @@ func is(k EventKind, peer Key) func(Event) bool {
 
 // memPeer is a device on a memnet switch with a channel TUN.
 type memPeer struct {
-	key  Key
-	ip   netip.Addr
-	tun  *tuntest.ChannelTUN
+	testPeer
 	bind *memnet.Bind
-	dev  *Device
 	rec  *recorder
 	// ready is closed once dev is set: a callback can run before the
 	// constructor returns to the test.
@@ -151,7 +148,10 @@ func newMemPeer(t *testing.T, sw *memnet.Switch, id int, ip string) *memPeer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &memPeer{key: mustKey(t), ip: netip.MustParseAddr(ip), bind: sw.NewBind(id, addr), rec: newRecorder(), ready: make(chan struct{})}
+	return &memPeer{
+		testPeer: testPeer{key: mustKey(t), addr: netip.MustParseAddr(ip)},
+		bind:     sw.NewBind(id, addr), rec: newRecorder(), ready: make(chan struct{}),
+	}
 }
 
 func (p *memPeer) peerEntry(psk Key) Peer {
@@ -159,7 +159,7 @@ func (p *memPeer) peerEntry(psk Key) Peer {
 		PublicKey:    p.key.PublicKey(),
 		PresharedKey: psk,
 		Endpoint:     p.bind.Addr().String(),
-		AllowedIPs:   []netip.Prefix{netip.PrefixFrom(p.ip, 32)},
+		AllowedIPs:   []netip.Prefix{netip.PrefixFrom(p.addr, 32)},
 	}
 }
 
@@ -206,23 +206,7 @@ func (p *memPeer) startWith(t *testing.T, entry Peer, opts *DeviceOptions) {
 // within wait.
 func (p *memPeer) ping(t *testing.T, q *memPeer, wait time.Duration) bool {
 	t.Helper()
-	pkt := tuntest.Ping(q.ip, p.ip)
-	select {
-	case p.tun.Outbound <- pkt:
-	case <-time.After(wait):
-		t.Fatal("TUN did not take the packet")
-	}
-	deadline := time.After(wait)
-	for {
-		select {
-		case got := <-q.tun.Inbound:
-			if bytes.Equal(got, pkt) {
-				return true
-			}
-		case <-deadline:
-			return false
-		}
-	}
+	return send(t, &p.testPeer, &q.testPeer, wait)
 }
 
 // pingUntil pings every 100 ms until one arrives or wait passes.
