@@ -67,7 +67,7 @@ func TestNoKeysInLogsErrorsEvents(t *testing.T) {
 	_, err = a.dev.WaitHandshake(short, dead.key.PublicKey())
 	errs = append(errs, err)
 	errs = append(errs,
-		a.dev.SetPeer(Peer{PublicKey: a.key.PublicKey(), PresharedKey: psk}),        // own key
+		a.dev.SetPeer(Peer{PublicKey: a.key.PublicKey(), PresharedKey: psk}),         // own key
 		a.dev.SetPeer(Peer{PublicKey: bk, PresharedKey: psk, Endpoint: "no-port"}),   // bad endpoint
 		a.dev.Reconfigure(&Config{Interface: Interface{PrivateKey: a.key, MTU: -1}}), // invalid
 	)
