@@ -61,7 +61,8 @@ func (w *watcher) rrAddedLocked(p *peerWatch, now time.Time) {
 	p.rr.host, p.rr.port = host, uint16(port)
 }
 
-// rrHandshakeLocked ends a series of tries: the current address works.
+// rrHandshakeLocked ends a series of tries: the current address works
+// (a handshake completed or the peer's packets arrive).
 func (w *watcher) rrHandshakeLocked(p *peerWatch) {
 	p.rr.trying = nil
 }
