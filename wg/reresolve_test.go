@@ -107,7 +107,7 @@ func TestReresolveFollowsMovedName(t *testing.T) {
 		{"dead address first", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			checkLeaks(t)
+			t.Parallel() // leak-checked by TestMain
 			sw := newSwitch(t)
 			a := newMemPeer(t, sw, 0, "10.7.0.1")
 			b := newMemPeer(t, sw, 1, "10.7.0.2")

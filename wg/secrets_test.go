@@ -15,7 +15,7 @@ import (
 // line, error and event for the private and preshared keys, in base64
 // and hex. It also checks that traffic logs nothing at Info.
 func TestNoKeysInLogsErrorsEvents(t *testing.T) {
-	checkLeaks(t)
+	t.Parallel() // leak-checked by TestMain
 	sw := newSwitch(t)
 	psk, err := GeneratePresharedKey()
 	if err != nil {

@@ -222,7 +222,32 @@ func (w *watcher) run() {
 		hotIdx, hotStart = 0, time.Now()
 		hot.Reset(hotPolls[0])
 	}
-	w.poll()
+	// Pacing: a poll costs in proportion to the number of peers (one
+	// IpcGet of all of them), so polls are kept at least paceFactor times
+	// their own duration apart: a device with a few peers polls freely
+	// after a handshake, one with 20 000 spends at most about a tenth of
+	// a core and reports its handshakes later.
+	pace := time.NewTimer(time.Hour)
+	pace.Stop()
+	defer pace.Stop()
+	pacing := false
+	var lastEnd time.Time
+	var lastDur time.Duration
+	poll := func() {
+		if pacing {
+			return // a paced poll is due anyway
+		}
+		if wait := time.Until(lastEnd.Add(paceFactor * lastDur)); wait > 0 {
+			pacing = true
+			pace.Reset(wait)
+			return
+		}
+		start := time.Now()
+		w.poll()
+		lastEnd = time.Now()
+		lastDur = lastEnd.Sub(start)
+	}
+	poll()
 	for {
 		select {
 		case <-w.done:
@@ -231,18 +256,24 @@ func (w *watcher) run() {
 			w.handleNote(n)
 			startHot()
 		case <-w.kick:
-			w.poll()
+			poll()
+		case <-pace.C:
+			pacing = false
+			poll()
 		case <-hot.C:
-			w.poll()
+			poll()
 			hotIdx++
 			if hotIdx < len(hotPolls) {
 				hot.Reset(max(time.Until(hotStart.Add(hotPolls[hotIdx])), time.Millisecond))
 			}
 		case <-tick.C:
-			w.poll()
+			poll()
 		}
 	}
 }
+
+// paceFactor: polls are at least this many times their duration apart.
+const paceFactor = 10
 
 // handleNote records an engine note for its peer.
 func (w *watcher) handleNote(n engineNote) {
@@ -473,9 +504,8 @@ func (w *watcher) peerSet(k Key, configured string, ep netip.AddrPort) {
 	}
 	w.gen++
 	now := time.Now()
-	p := w.peers[k]
-	if p == nil {
-		p = w.addLocked(k, configured, ep, now)
+	if p := w.peers[k]; p == nil {
+		w.addLocked(k, configured, ep, now)
 	} else {
 		if configured != "" && configured != p.configured {
 			p.configured = configured
