@@ -159,7 +159,7 @@ func (w *watcher) resolve(j resolveJob) {
 	p.rr.resolving = false
 	p.rr.since = now
 	if err == nil && len(addrs) == 0 {
-		err = errNoAddresses
+		err = &net.DNSError{Err: "no addresses", Name: j.host, IsNotFound: true}
 	}
 	if err != nil {
 		w.mu.Unlock()
@@ -182,8 +182,6 @@ func (w *watcher) resolve(j resolveJob) {
 	w.mu.Unlock()
 	w.moveTo(j.peer, addrs[0])
 }
-
-var errNoAddresses = &net.DNSError{Err: "no addresses", IsNotFound: true}
 
 // moveTo sets the engine's endpoint of peer to addr, unless the peer is
 // gone, and initiates a handshake there.

@@ -55,6 +55,7 @@ func defaultWatchTiming() watchTiming {
 // read: the engine completes an initiated handshake within microseconds
 // of "Received handshake response", a responded one when the first data
 // packet arrives, one round trip after "Sending handshake response".
+// Read only.
 var hotPolls = [...]time.Duration{
 	2 * time.Millisecond, 10 * time.Millisecond, 30 * time.Millisecond, 60 * time.Millisecond,
 	100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond, 800 * time.Millisecond,
