@@ -222,14 +222,16 @@ func NewDeviceContext(ctx context.Context, t tun.Device, cfg *Config, opts *Devi
 		ap, _ := netip.ParseAddrPort(resolved[i])
 		d.watch.peerSet(p.PublicKey, p.Endpoint, ap)
 	}
-	d.watch.start()
 	// Key every peer we can reach now rather than at the first packet,
-	// so that the first dial finds a session.
+	// so that the first dial finds a session. The watcher's goroutine
+	// sends the initiations: with many peers they take a while.
+	var reachable []Key
 	for i, p := range cfg.Peers {
 		if resolved[i] != "" {
-			d.watch.startHandshake(p.PublicKey)
+			reachable = append(reachable, p.PublicKey)
 		}
 	}
+	d.watch.start(reachable)
 	d.log.Info("wg: device up", "public_key", cfg.Interface.PrivateKey.PublicKey().String(),
 		"listen_port", d.boundPort(), "peers", len(cfg.Peers))
 	d.events.start()

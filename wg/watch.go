@@ -173,10 +173,11 @@ func (w *watcher) engineLog(format string, args []any) {
 	}
 }
 
-// start begins watching; the engine must be up.
-func (w *watcher) start() {
+// start begins watching, first sending an initiation to each of
+// initiate; the engine must be up.
+func (w *watcher) start(initiate []Key) {
 	w.wg.Add(1)
-	go w.run()
+	go w.run(initiate)
 }
 
 // stop ends the watcher and its resolvers and fails every waiter.
@@ -203,8 +204,16 @@ func (w *watcher) poke() {
 	}
 }
 
-func (w *watcher) run() {
+func (w *watcher) run(initiate []Key) {
 	defer w.wg.Done()
+	for _, k := range initiate {
+		select {
+		case <-w.done:
+			return
+		default:
+		}
+		w.startHandshake(k)
+	}
 	tick := time.NewTicker(w.timing.poll)
 	defer tick.Stop()
 	hot := time.NewTimer(time.Hour)
