@@ -213,6 +213,7 @@ func (w *watcher) run(initiate []Key) {
 		default:
 		}
 		w.startHandshake(k)
+		w.drainNotes() // keep the notes channel from filling up
 	}
 	tick := time.NewTicker(w.timing.poll)
 	defer tick.Stop()
@@ -285,6 +286,18 @@ func (w *watcher) run(initiate []Key) {
 // paceFactor: polls are at least this many times their duration apart.
 const paceFactor = 10
 
+// drainNotes handles the notes waiting, without blocking.
+func (w *watcher) drainNotes() {
+	for {
+		select {
+		case n := <-w.notes:
+			w.handleNote(n)
+		default:
+			return
+		}
+	}
+}
+
 // handleNote records an engine note for its peer.
 func (w *watcher) handleNote(n engineNote) {
 	w.mu.Lock()
@@ -340,15 +353,7 @@ func (w *watcher) emitLocked(ev Event) {
 
 // poll reads the engine's state and reports what changed.
 func (w *watcher) poll() {
-	// Notes first, so that decisions below see the latest initiation.
-	for drained := false; !drained; {
-		select {
-		case n := <-w.notes:
-			w.handleNote(n)
-		default:
-			drained = true
-		}
-	}
+	w.drainNotes() // so that decisions below see the latest initiation
 	w.mu.RLock()
 	gen := w.gen
 	w.mu.RUnlock()
