@@ -221,7 +221,7 @@ func (p *memPeer) pingUntil(t *testing.T, q *memPeer, wait time.Duration) bool {
 	return false
 }
 
-func newSwitch(t *testing.T) *memnet.Switch {
+func newSwitch(t testing.TB) *memnet.Switch {
 	sw := memnet.NewSwitch(&memnet.Options{Seed: 1})
 	t.Cleanup(func() { sw.Close() })
 	return sw

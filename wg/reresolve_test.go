@@ -178,3 +178,75 @@ func TestReresolveFollowsMovedName(t *testing.T) {
 		})
 	}
 }
+
+// TestReresolveInterval: with DeviceOptions.ReresolveInterval, an idle
+// peer follows its name without any traffic once no handshake has
+// completed for the re-resolve age; and an endpoint it roamed to on its
+// own is kept while its handshakes are recent, whatever the name says.
+func TestReresolveInterval(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		age  time.Duration // watchTiming.reresolve
+		roam bool          // b roams on its own and talks; the name keeps the old address
+	}{
+		{"idle peer follows its name", time.Second, false},
+		{"roamed endpoint kept", time.Minute, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel() // leak-checked by TestMain
+			sw := newSwitch(t)
+			a := newMemPeer(t, sw, 0, "10.7.0.1")
+			b := newMemPeer(t, sw, 1, "10.7.0.2")
+			dns := &fakeDNS{addrs: map[string][]netip.Addr{}}
+			const name = "peer-b.wgkit.test."
+			old := b.bind.Addr()
+			dns.set(name, old.Addr())
+			eb := b.peerEntry(Key{})
+			eb.Endpoint = net.JoinHostPort(name, "51820")
+			ea := a.peerEntry(Key{})
+			ea.Endpoint = ""
+			b.startWith(t, ea, nil)
+			timing := fastTiming
+			timing.reresolve = tc.age
+			a.startWith(t, eb, &DeviceOptions{Resolver: dns.resolver(t), ReresolveInterval: 200 * time.Millisecond, timing: &timing})
+			bk := b.key.PublicKey()
+			if !a.pingUntil(t, b, 5*time.Second) {
+				t.Fatal("no ping a -> b")
+			}
+			moved, err := sw.NewAddr()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := b.bind.Move(moved); err != nil {
+				t.Fatal(err)
+			}
+			n := len(a.rec.events())
+			if tc.roam {
+				if !b.ping(t, a, 5*time.Second) { // a follows b: roaming
+					t.Fatal("no ping b -> a after roaming")
+				}
+				a.rec.wait(t, n, 5*time.Second, "endpoint changed by roaming", is(EventEndpointChanged, bk))
+				n = len(a.rec.events())
+				time.Sleep(1500 * time.Millisecond) // several intervals
+				for _, ev := range a.rec.events()[n:] {
+					if ev.Kind == EventEndpointChanged {
+						t.Errorf("endpoint moved to %v although handshakes are recent", ev.Endpoint)
+					}
+				}
+				if ps := a.dev.Peers(); ps[0].Endpoint != moved {
+					t.Errorf("endpoint = %v, want the roamed-to %v", ps[0].Endpoint, moved)
+				}
+				return
+			}
+			dns.set(name, moved.Addr())
+			// No traffic at all: the periodic check moves the peer.
+			_, ev, _ := a.rec.wait(t, n, 5*time.Second, "endpoint changed by re-resolution", is(EventEndpointChanged, bk))
+			if ev.Endpoint != moved || ev.Previous != old {
+				t.Errorf("endpoint changed %v -> %v, want %v -> %v", ev.Previous, ev.Endpoint, old, moved)
+			}
+			if !a.ping(t, b, 5*time.Second) {
+				t.Error("no ping a -> b at the re-resolved endpoint")
+			}
+		})
+	}
+}

@@ -234,10 +234,11 @@ func (w *watcher) run(initiate []Key) {
 		hot.Reset(hotPolls[0])
 	}
 	// Pacing: a poll costs in proportion to the number of peers (one
-	// IpcGet of all of them), so polls are kept at least paceFactor times
-	// their own duration apart: a device with a few peers polls freely
-	// after a handshake, one with 20 000 spends at most about a tenth of
-	// a core and reports its handshakes later.
+	// IpcGet of all of them: 4 to 8 µs per peer, BenchmarkWatchPoll), so
+	// polls are kept at least paceFactor times their own duration apart:
+	// a device with a few peers polls freely after a handshake, one with
+	// 20 000 spends at most about a tenth of a core while handshakes come
+	// and reports them later.
 	pace := time.NewTimer(time.Hour)
 	pace.Stop()
 	defer pace.Stop()
@@ -278,13 +279,21 @@ func (w *watcher) run(initiate []Key) {
 				hot.Reset(max(time.Until(hotStart.Add(hotPolls[hotIdx])), time.Millisecond))
 			}
 		case <-tick.C:
-			poll()
+			// The regular reads take at most about 1% of a core: with
+			// thousands of peers they come less often than every tick.
+			if time.Since(lastEnd) >= tickPaceFactor*lastDur {
+				poll()
+			}
 		}
 	}
 }
 
-// paceFactor: polls are at least this many times their duration apart.
-const paceFactor = 10
+// paceFactor: polls are at least this many times their duration apart;
+// tickPaceFactor: the regular ones, this many.
+const (
+	paceFactor     = 10
+	tickPaceFactor = 100
+)
 
 // drainNotes handles the notes waiting, without blocking.
 func (w *watcher) drainNotes() {
