@@ -10,6 +10,13 @@ import (
 // ErrInvalidConfig is wrapped by the errors Validate returns.
 var ErrInvalidConfig = errors.New("invalid config")
 
+// The errors for a configuration over the bounds, from ParseConfig and
+// Validate alike.
+var (
+	errTooManyPeers      = fmt.Errorf("more than %d peers", MaxPeers)
+	errTooManyAllowedIPs = fmt.Errorf("more than %d allowed IPs in all", MaxAllowedIPs)
+)
+
 // Validate reports the first problem that keeps a device from running c,
 // as an error wrapping ErrInvalidConfig, or nil. It checks:
 //
@@ -21,7 +28,8 @@ var ErrInvalidConfig = errors.New("invalid config")
 //   - every peer has a non-zero public key, not equal to our own public
 //     key nor to another peer's;
 //   - every Endpoint is "host:port" or "[v6]:port" as ParseConfig reads it;
-//   - every PersistentKeepalive is 0..65535 seconds.
+//   - every PersistentKeepalive is 0..65535 seconds;
+//   - there are at most MaxPeers peers and MaxAllowedIPs allowed IPs in all.
 //
 // Validate does not resolve endpoints and ignores the fields wgkit only
 // carries (Table, hooks, SaveConfig). A nil Config is invalid.
@@ -31,6 +39,16 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Interface.validate(); err != nil {
 		return fmt.Errorf("wg: %w: [Interface]: %w", ErrInvalidConfig, err)
+	}
+	if len(c.Peers) > MaxPeers {
+		return fmt.Errorf("wg: %w: %w", ErrInvalidConfig, errTooManyPeers)
+	}
+	allowed := 0
+	for _, p := range c.Peers {
+		allowed += len(p.AllowedIPs)
+	}
+	if allowed > MaxAllowedIPs {
+		return fmt.Errorf("wg: %w: %w", ErrInvalidConfig, errTooManyAllowedIPs)
 	}
 	own := c.Interface.PrivateKey.PublicKey()
 	seen := make(map[Key]int, len(c.Peers))

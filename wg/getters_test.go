@@ -14,8 +14,8 @@ import (
 	"golang.zx2c4.com/wireguard/tun/tuntest"
 )
 
-// uapiSet sends one wg(8) "set" through the UAPI socket and checks the reply.
-func uapiSet(t *testing.T, sock, body string) {
+// uapiSetText sends one wg(8) "set" through the UAPI socket and checks the reply.
+func uapiSetText(t *testing.T, sock, body string) {
 	t.Helper()
 	c, err := net.Dial("unix", sock)
 	if err != nil {
@@ -53,7 +53,7 @@ func TestGettersFollowUAPI(t *testing.T) {
 	}
 
 	key2 := mustKey(t)
-	uapiSet(t, sock, "private_key="+hexKey(key2)+"\n")
+	uapiSetText(t, sock, "private_key="+hexKey(key2)+"\n")
 	if got := d.PublicKey(); got != key2.PublicKey() {
 		t.Errorf("after wg set private-key: PublicKey() = %v, want %v", got, key2.PublicKey())
 	}
@@ -62,7 +62,7 @@ func TestGettersFollowUAPI(t *testing.T) {
 	}
 
 	port := freeUDPPort(t)
-	uapiSet(t, sock, fmt.Sprintf("listen_port=%d\n", port))
+	uapiSetText(t, sock, fmt.Sprintf("listen_port=%d\n", port))
 	if got := d.Config().Interface.ListenPort; got != port {
 		t.Errorf("after wg set listen-port %d: Config().Interface.ListenPort = %d", port, got)
 	}
