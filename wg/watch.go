@@ -98,6 +98,7 @@ type peerWatch struct {
 
 	// Counters for PeerStatus, from when the device saw the peer first.
 	nInitiations, nFailures, nEndpointChanges uint64
+	initsAtPoll                               uint64 // nInitiations at the last poll
 
 	rr reresolveState // reresolve.go
 }
@@ -467,7 +468,9 @@ func (w *watcher) updateLocked(k Key, p *peerWatch, ps *PeerStatus, now time.Tim
 		p.lastRx = now
 		p.unanswered = time.Time{}
 		w.rrHandshakeLocked(p) // the peer answers where it is now
-	} else if ps.TxBytes > p.tx {
+	} else if ps.TxBytes > p.tx && ps.TxBytes-p.tx > (p.nInitiations-p.initsAtPoll)*device.MessageInitiationSize {
+		// More sent than our own initiations, which must not keep this
+		// going for a peer that is gone.
 		if p.unanswered.IsZero() {
 			p.unanswered = now
 		}
@@ -480,7 +483,7 @@ func (w *watcher) updateLocked(k Key, p *peerWatch, ps *PeerStatus, now time.Tim
 		need = now.Sub(p.lastRx) >= w.timing.quiet && p.endpoint.IsValid() &&
 			now.Sub(p.initiated) >= retryWindow
 	}
-	p.rx, p.tx = ps.RxBytes, ps.TxBytes
+	p.rx, p.tx, p.initsAtPoll = ps.RxBytes, ps.TxBytes, p.nInitiations
 	return need
 }
 
