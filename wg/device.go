@@ -23,9 +23,9 @@ type DeviceOptions struct {
 	// slog.LevelInfo, failing handshakes from the second failed attempt
 	// at slog.LevelWarn, each with the attributes "peer" (the base64
 	// public key) and "endpoint"; the engine's own lines, errors
-	// included, at slog.LevelDebug. A working tunnel logs a few Info
-	// lines when it starts and when sessions are made, nothing per
-	// packet. No line holds a private or preshared key. nil discards it.
+	// included, and routine rekeys (Event.Rekey) at slog.LevelDebug. A
+	// working tunnel logs a few Info lines when it starts, nothing per
+	// packet and nothing per rekey. No line holds a private or preshared key. nil discards it.
 	Logger *slog.Logger
 
 	// Bind is the engine's outer transport. nil means conn.NewDefaultBind(),

@@ -37,7 +37,11 @@
 // [DeviceOptions.Logger]. [Device.WaitHandshake] waits for a peer to be
 // reachable; [ErrHandshakeTimeout] marks a handshake that did not come.
 // The device watches the engine through its log calls and state, without
-// changing it: a handshake is reported within about 100 ms.
+// changing it: a handshake is reported within about 100 ms. It also
+// starts handshakes where the engine would wait (on open, on SetPeer, and
+// when it sends to a peer that stopped answering) and resolves a peer's
+// host-name endpoint again when handshakes with it fail, as
+// wireguard-tools' reresolve-dns.sh does.
 //
 // Every Device method is safe for concurrent use; Close releases every
 // goroutine and socket and, called again, returns an error wrapping

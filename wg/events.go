@@ -91,6 +91,13 @@ type Event struct {
 	// Attempt is the number of failed handshake attempts since the last
 	// completed one, for EventHandshakeFailing; 0 otherwise.
 	Attempt int
+	// Rekey is set on an EventHandshakeCompleted that replaced a session
+	// still current, with no failed attempt in between: the engine makes
+	// one every 2 minutes while traffic flows. These are logged at Debug,
+	// so that a working tunnel does not log a line per peer every 2
+	// minutes; the first handshake, and the first after a failure or an
+	// idle spell, at Info.
+	Rekey bool
 	// Dropped is the number of events discarded, for EventsDropped.
 	Dropped int
 	// Err is set where an error applies (EventHandshakeFailing).
@@ -242,12 +249,12 @@ func (e *eventQueue) deliver(ev Event) {
 
 // logEvent writes ev at its level: failing handshakes at Warn from the
 // second attempt (a first lost initiation is routine), dropped events at
-// Warn, the rest at Info.
+// Warn, rekeys at Debug, the rest at Info.
 func logEvent(l *slog.Logger, ev Event) {
 	ctx := context.Background()
 	level := slog.LevelInfo
 	switch {
-	case ev.Kind == EventHandshakeFailing && ev.Attempt < 2:
+	case ev.Kind == EventHandshakeFailing && ev.Attempt < 2, ev.Rekey:
 		level = slog.LevelDebug
 	case ev.Kind == EventHandshakeFailing, ev.Kind == EventsDropped:
 		level = slog.LevelWarn

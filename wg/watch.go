@@ -448,12 +448,13 @@ func (w *watcher) updateLocked(k Key, p *peerWatch, ps *PeerStatus, now time.Tim
 		w.endpointLocked(k, p, ps.Endpoint, now)
 	}
 	if ps.LastHandshake.After(p.lastHS) {
+		rekey := sessionCurrent(p.lastHS, ps.LastHandshake) && p.attempts == 0
 		p.lastHS = ps.LastHandshake
 		p.attempts = 0
 		p.idle = false
 		p.unanswered = time.Time{}
 		w.rrHandshakeLocked(p)
-		w.emitLocked(Event{Kind: EventHandshakeCompleted, Time: ps.LastHandshake, Peer: k, Endpoint: p.endpoint})
+		w.emitLocked(Event{Kind: EventHandshakeCompleted, Time: ps.LastHandshake, Peer: k, Endpoint: p.endpoint, Rekey: rekey})
 		for _, c := range p.waiters {
 			c <- nil // buffered, one send each
 		}

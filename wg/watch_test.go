@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 // TestQuietRule: the watcher starts a handshake for a peer it sends data
@@ -45,5 +47,37 @@ func TestQuietRule(t *testing.T) {
 				t.Errorf("handshake needed = %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestRekeyLoggedAtDebug: the first handshake is logged at Info, a rekey
+// of a current session at Debug, and the first after a failed attempt at
+// Info again.
+func TestRekeyLoggedAtDebug(t *testing.T) {
+	q := newEventQueue(slog.New(slog.DiscardHandler), nil)
+	w := newWatcher(&Device{log: slog.New(slog.DiscardHandler)}, q, defaultWatchTiming())
+	p := &peerWatch{}
+	t0 := time.Now().Add(-time.Hour)
+	hs := func(at time.Time) {
+		w.updateLocked(Key{1}, p, &PeerStatus{LastHandshake: at}, at)
+	}
+	hs(t0)
+	hs(t0.Add(2 * time.Minute))
+	p.attempts = 1
+	hs(t0.Add(4 * time.Minute))
+	hs(t0.Add(10 * time.Minute)) // after an idle spell
+	rec := newRecorder()
+	var got []string
+	for _, ev := range q.q {
+		if ev.Kind == EventHandshakeCompleted {
+			logEvent(rec.logger(), ev)
+		}
+	}
+	for _, r := range rec.recs {
+		got = append(got, r.Level.String())
+	}
+	want := []string{"INFO", "DEBUG", "INFO", "INFO"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("handshake log levels (-want +got):\n%s", diff)
 	}
 }
