@@ -85,6 +85,7 @@ type engineNote struct {
 
 // peerWatch is what the watcher knows of one peer.
 type peerWatch struct {
+	ptr        *device.Peer // the engine's peer, key of watcher.byPtr
 	endpoint   netip.AddrPort
 	configured string // Endpoint as configured ("" or host:port, maybe a name)
 	lastHS     time.Time
@@ -372,8 +373,7 @@ func (w *watcher) poll() {
 		w.d.log.Debug("wg: watch engine", "err", err)
 		return
 	}
-	// Look the engine's peers up without w.mu: LookupPeer takes the
-	// engine's peer lock, which the engine holds while it logs.
+	// Look the engine's peers up before taking w.mu, to hold it briefly.
 	ptrs := make(map[*device.Peer]Key, len(st.peers))
 	for _, ps := range st.peers {
 		if ep := w.engine.LookupPeer(device.NoisePublicKey(ps.PublicKey)); ep != nil {
@@ -409,15 +409,9 @@ func (w *watcher) poll() {
 			}
 		}
 		clear(w.byPtr)
-		for ptr, k := range ptrs {
-			w.byPtr[ptr] = k
-		}
-	} else {
-		for ptr, k := range ptrs {
-			if w.peers[k] != nil {
-				w.byPtr[ptr] = k
-			}
-		}
+	}
+	for ptr, k := range ptrs {
+		w.setPtrLocked(k, ptr)
 	}
 	for ptr, notes := range w.unknown {
 		if k, ok := w.byPtr[ptr]; ok {
@@ -512,10 +506,8 @@ func (w *watcher) removeLocked(k Key, now time.Time) {
 	}
 	failWaiters(p, errRemovedWait)
 	delete(w.peers, k)
-	for ptr, pk := range w.byPtr {
-		if pk == k {
-			delete(w.byPtr, ptr)
-		}
+	if w.byPtr[p.ptr] == k {
+		delete(w.byPtr, p.ptr)
 	}
 	w.emitLocked(Event{Kind: EventPeerRemoved, Time: now, Peer: k, Endpoint: p.endpoint})
 }
@@ -544,9 +536,22 @@ func (w *watcher) peerSet(k Key, configured string, ep netip.AddrPort) {
 		}
 	}
 	if ptr := w.engine.LookupPeer(device.NoisePublicKey(k)); ptr != nil {
-		w.byPtr[ptr] = k
+		w.setPtrLocked(k, ptr)
 	}
 	w.poke()
+}
+
+// setPtrLocked records ptr as the engine's peer of k, if k is watched.
+func (w *watcher) setPtrLocked(k Key, ptr *device.Peer) {
+	p := w.peers[k]
+	if p == nil {
+		return
+	}
+	if p.ptr != nil && p.ptr != ptr && w.byPtr[p.ptr] == k {
+		delete(w.byPtr, p.ptr) // the engine made a new peer for k
+	}
+	p.ptr = ptr
+	w.byPtr[ptr] = k
 }
 
 // peerRemoved is the hook of RemovePeer and Reconfigure.
