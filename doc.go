@@ -54,7 +54,14 @@
 // tun package supports Linux and Windows; on other systems its Open returns
 // an error naming the system. The wg(8) configuration socket (UAPI) is
 // served on Unix sockets and on Windows named pipes, so `wg show` works on a
-// wgkit device.
+// wgkit device. The backends' Options name it alike: Name is the name wg(8)
+// sees, UAPIDir the socket's directory ("" is /var/run/wireguard), and one
+// switch turns it on, with the backend's default: netstack serves no
+// socket unless [github.com/wgkit/wgkit/netstack.Options].EnableUAPI is
+// set, tun serves one unless [github.com/wgkit/wgkit/tun.Options].DisableUAPI
+// is set. Both backends take the MTU rule and default of
+// [github.com/wgkit/wgkit/wg.CheckMTU] and
+// [github.com/wgkit/wgkit/wg.DefaultMTU].
 //
 // Out of scope: the WireGuard protocol itself (wireguard-go implements it),
 // the in-kernel WireGuard module and WireGuardNT (use wgctrl-go to configure

@@ -58,10 +58,6 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 )
 
-// DefaultMTU is the tunnel MTU used when the configuration sets none, as
-// wg-quick does.
-const DefaultMTU = 1420
-
 // maxUAPIName is the longest interface name wg(8) handles (IFNAMSIZ-1).
 const maxUAPIName = 15
 
@@ -106,20 +102,27 @@ type Options struct {
 	// defaults; values below 4096 are an error.
 	MaxTCPBuffer int
 
-	// UAPIDir, when non-empty, makes the Net serve wg(8)'s configuration
-	// protocol on the Unix socket UAPIDir/UAPIName.sock (owner-only
-	// permissions, see wg.ListenUAPI), so that `wg show` can inspect the
-	// tunnel when UAPIDir is wg's own directory /var/run/wireguard. ""
-	// serves nothing. On Windows a named pipe is used and UAPIDir only
-	// switches the feature on.
-	UAPIDir string
+	// Name is the tunnel's name: the name the engine sees, Net.Name, and
+	// the name of the UAPI socket. "" means "wk<pid>-<key>", where <key> is
+	// the first 4 hex digits of the interface's public key: unique among
+	// the Nets of one process unless their keys share that prefix. With
+	// EnableUAPI it must be at most 15 bytes, the longest interface name
+	// wg(8) handles.
+	Name string
 
-	// UAPIName is the interface name for the UAPI socket and the name the
-	// engine sees; with UAPIDir set it must be at most 15 bytes, the
-	// longest interface name wg(8) handles. "" means "wk<pid>-<key>", where
-	// <key> is the first 4 hex digits of the interface's public key: unique
-	// among the Nets of one process unless their keys share that prefix.
-	UAPIName string
+	// EnableUAPI, when true, serves wg(8)'s configuration protocol under
+	// Name, so `wg show NAME` and `wg set NAME ...` work on the tunnel: on
+	// the Unix socket UAPIDir/NAME.sock (owner-only permissions, see
+	// wg.ListenUAPI), on Windows on a named pipe. false (the default)
+	// serves nothing. (tun.Options.DisableUAPI is the same switch with the
+	// opposite default.)
+	EnableUAPI bool
+
+	// UAPIDir is the directory of the UAPI socket. "" means
+	// wg.DefaultUAPIDir, /var/run/wireguard, the only directory wg(8)
+	// searches. Windows ignores it. Setting it without EnableUAPI is an
+	// error.
+	UAPIDir string
 }
 
 // Net is a WireGuard tunnel with its own in-process TCP/IP stack. Its
@@ -151,7 +154,7 @@ type Net struct {
 }
 
 // Open starts a tunnel for cfg: a gVisor stack with cfg.Interface's
-// addresses (IPv4 and IPv6), its MTU (0 means DefaultMTU) and its DNS
+// addresses (IPv4 and IPv6), its MTU (0 means wg.DefaultMTU) and its DNS
 // settings, and a wg.Device running on it. It returns when the device is
 // up. ctx bounds the set-up only (including the resolution of peer
 // endpoint host names), not the life of the Net. nil opts means defaults.
@@ -175,13 +178,11 @@ func Open(ctx context.Context, cfg *wg.Config, opts *Options) (*Net, error) {
 	if err := ctx.Err(); err != nil {
 		return fail(err)
 	}
-	mtu := cfg.Interface.MTU
-	if mtu == 0 {
-		mtu = DefaultMTU
+	// Validate before building anything; the MTU rule is wg.CheckMTU's.
+	if err := cfg.Validate(); err != nil {
+		return fail(err)
 	}
-	if mtu < 1280 && hasV6(cfg.Interface.Addresses) || mtu < 576 || mtu > 65535 {
-		return fail(fmt.Errorf("bad MTU %d", mtu))
-	}
+	mtu := cfg.Interface.EffectiveMTU()
 	batch := opts.BatchSize
 	switch {
 	case batch < 0:
@@ -207,12 +208,15 @@ func Open(ctx context.Context, cfg *wg.Config, opts *Options) (*Net, error) {
 	if n.log == nil {
 		n.log = slog.New(slog.DiscardHandler)
 	}
-	n.name = opts.UAPIName
+	n.name = opts.Name
 	if n.name == "" {
 		pub := cfg.Interface.PrivateKey.PublicKey()
 		n.name = fmt.Sprintf("wk%d-%s", os.Getpid(), hex.EncodeToString(pub[:2]))
 	}
-	if opts.UAPIDir != "" && len(n.name) > maxUAPIName {
+	if opts.UAPIDir != "" && !opts.EnableUAPI {
+		return fail(errors.New("UAPIDir set without EnableUAPI"))
+	}
+	if opts.EnableUAPI && len(n.name) > maxUAPIName {
 		return fail(fmt.Errorf("UAPI name %q is longer than %d bytes", n.name, maxUAPIName))
 	}
 	n.ep = newEndpoint(uint32(mtu))
@@ -228,7 +232,7 @@ func Open(ctx context.Context, cfg *wg.Config, opts *Options) (*Net, error) {
 		st.Wait()
 	}
 	var uapi net.Listener
-	if opts.UAPIDir != "" {
+	if opts.EnableUAPI {
 		uapi, err = wg.ListenUAPI(opts.UAPIDir, n.name)
 		if err != nil {
 			closeStack()
@@ -256,15 +260,6 @@ func Open(ctx context.Context, cfg *wg.Config, opts *Options) (*Net, error) {
 	n.res = n.newResolver()
 	n.log.Debug("netstack: tunnel up", "name", n.name, "addrs", n.addrs, "mtu", mtu)
 	return n, nil
-}
-
-func hasV6(prefixes []netip.Prefix) bool {
-	for _, p := range prefixes {
-		if p.Addr().Unmap().Is6() {
-			return true
-		}
-	}
-	return false
 }
 
 // newStack creates the gVisor stack on n.ep with the given interface

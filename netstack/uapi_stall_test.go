@@ -29,7 +29,7 @@ func TestDialWithStalledUAPIClient(t *testing.T) {
 	}
 	// The peer has no endpoint: a dial to it can only time out.
 	cfg, _ := pairConfigs(t, "", "")
-	n, err := Open(testContext(t, 10*time.Second), cfg, &Options{Bind: sw.NewBind(1, ep), UAPIDir: dir, UAPIName: "wgstall0"})
+	n, err := Open(testContext(t, 10*time.Second), cfg, &Options{Bind: sw.NewBind(1, ep), EnableUAPI: true, UAPIDir: dir, Name: "wgstall0"})
 	if err != nil {
 		t.Fatal(err)
 	}

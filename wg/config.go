@@ -37,7 +37,8 @@ type Interface struct {
 	DNS []netip.Addr
 	// DNSSearch are the DNS search domains (the non-IP entries of wg-quick's DNS).
 	DNSSearch []string
-	// MTU is the interface MTU in bytes; 0 means the backend's default (1420).
+	// MTU is the interface MTU in bytes; 0 means DefaultMTU (1420). See
+	// CheckMTU for the bounds and EffectiveMTU for the value backends use.
 	MTU int
 	// Table is wg-quick's routing table setting, kept as written: "" (auto),
 	// "off", "auto", "main" or a table number or name.

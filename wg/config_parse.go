@@ -65,7 +65,8 @@ func (e *ConfigError) Unwrap() error { return e.Err }
 //
 // Deliberately stricter than the tools: ListenPort and the Endpoint port
 // must be numbers, not service names; an Endpoint port must be 1..65535;
-// MTU must be 576..65535 (wg-quick leaves it to ip(8)); Table must not
+// MTU must pass CheckMTU: 576..65535, or 1280..65535 when an Address is
+// IPv6 (wg-quick leaves it to ip(8)); Table must not
 // contain whitespace; a search domain may hold only letters, digits and
 // ".-_~", an endpoint host name and an IPv6 zone only letters, digits and
 // ".-_"; an AllowedIPs entry may not carry wg(8) set's '+'/'-' prefix; a
@@ -116,6 +117,9 @@ func ParseConfig(r io.Reader) (*Config, error) {
 	}
 	if err := p.finishPeer(); err != nil {
 		return nil, err
+	}
+	if err := checkMTU(p.cfg.Interface.MTU, p.cfg.Interface.Addresses); err != nil {
+		return nil, &ConfigError{Line: p.mtuLine, Err: err}
 	}
 	return p.cfg, nil
 }
@@ -186,6 +190,7 @@ type parser struct {
 	peerLine   int  // line of the current [Peer] header
 	peerHasKey bool // the current peer had a PublicKey line
 	allowedIPs int  // allowed IPs of all peers so far
+	mtuLine    int  // line of the last MTU line
 }
 
 // valueKind says how a key's raw value is cleaned before its handler sees it.
@@ -302,6 +307,9 @@ func (p *parser) apply(spec keySpec, key, value string) error {
 		return fmt.Errorf("key %s outside a section; it belongs in %v", quote(key), spec.section())
 	case p.section == sectionInterface && spec.iface != nil:
 		err = spec.iface(&p.cfg.Interface, value)
+		if spec.name == "MTU" {
+			p.mtuLine = p.line
+		}
 	case p.section == sectionPeer && spec.peer != nil:
 		had := len(p.peer.AllowedIPs)
 		err = spec.peer(p.peer, value)
@@ -513,22 +521,18 @@ func checkSearchDomain(s string) error {
 	return nil
 }
 
-// MTU bounds ParseConfig accepts: 576, the smallest IPv4 datagram every
-// host must accept, and the largest a 16-bit length allows.
-const (
-	minMTU     = 576
-	minMTUIPv6 = 1280
-	maxMTU     = 65535
-)
-
+// parseMTU reads an MTU line. The bound that depends on the addresses
+// (IPv6 needs 1280) is checked once the whole file is read, since Address
+// lines may follow.
 func parseMTU(i *Interface, v string) error {
 	if v == "" { // wg-quick: unset, automatic
 		i.MTU = 0
 		return nil
 	}
-	n, err := parseDecimal(v, maxMTU)
-	if err != nil || n < minMTU {
-		return fmt.Errorf("bad MTU %s: want %d..%d", quote(v), minMTU, maxMTU)
+	lo, hi := mtuRange(nil)
+	n, err := parseDecimal(v, uint64(hi))
+	if err != nil || n < uint64(lo) {
+		return fmt.Errorf("bad MTU %s: want %d..%d", quote(v), lo, hi)
 	}
 	i.MTU = int(n)
 	return nil

@@ -22,8 +22,8 @@ var (
 //
 //   - the private key is set;
 //   - ListenPort is 0..65535;
-//   - MTU is 0 (the backend's default) or 576..65535, or 1280..65535 when
-//     any address in Addresses is IPv6 (IPv6 needs links of 1280 bytes);
+//   - MTU passes CheckMTU: 0 (DefaultMTU) or 576..65535, or 1280..65535
+//     when any address in Addresses is IPv6 (IPv6 needs links of 1280 bytes);
 //   - every address, DNS server and allowed IP is valid;
 //   - every peer has a non-zero public key, not equal to our own public
 //     key nor to another peer's;
@@ -75,14 +75,7 @@ func (in *Interface) validate() error {
 			return errors.New("invalid DNS server address")
 		}
 	}
-	lo := minMTU
-	if slices.ContainsFunc(in.Addresses, func(p netip.Prefix) bool { return p.Addr().Is6() }) {
-		lo = minMTUIPv6
-	}
-	if in.MTU != 0 && (in.MTU < lo || in.MTU > maxMTU) {
-		return fmt.Errorf("MTU %d out of range %d..%d", in.MTU, lo, maxMTU)
-	}
-	return nil
+	return checkMTU(in.MTU, in.Addresses)
 }
 
 func validPrefixes(what string, pfxs []netip.Prefix) error {
