@@ -223,15 +223,21 @@ func NewDeviceContext(ctx context.Context, t tun.Device, cfg *Config, opts *Devi
 		d.watch.peerSet(p.PublicKey, p.Endpoint, ap)
 	}
 	// Key every peer we can reach now rather than at the first packet,
-	// so that the first dial finds a session. The watcher's goroutine
-	// sends the initiations: with many peers they take a while.
+	// so that the first dial finds a session. The first few here, before
+	// NewDevice returns (as the engine would for a first packet); the
+	// rest from the watcher's goroutine: with many peers they take a
+	// while (about 100 µs each).
 	var reachable []Key
 	for i, p := range cfg.Peers {
 		if resolved[i] != "" {
 			reachable = append(reachable, p.PublicKey)
 		}
 	}
-	d.watch.start(reachable)
+	now := reachable[:min(len(reachable), syncInitiations)]
+	for _, k := range now {
+		d.watch.startHandshake(k)
+	}
+	d.watch.start(reachable[len(now):])
 	d.log.Info("wg: device up", "public_key", cfg.Interface.PrivateKey.PublicKey().String(),
 		"listen_port", d.boundPort(), "peers", len(cfg.Peers))
 	d.events.start()

@@ -476,7 +476,7 @@ func (w *watcher) updateLocked(k Key, p *peerWatch, ps *PeerStatus, now time.Tim
 		// p.lastRx is the poll that saw the last growth, so the silence
 		// is at least as long as measured.
 		need = now.Sub(p.lastRx) >= w.timing.quiet && p.endpoint.IsValid() &&
-			now.Sub(p.initiated) >= retryWindow
+			!w.initiationPendingLocked(p, now)
 	}
 	p.rx, p.tx, p.initsAtPoll = ps.RxBytes, ps.TxBytes, p.nInitiations
 	return need
@@ -565,14 +565,26 @@ func (w *watcher) peerRemoved(k Key) {
 	w.removeLocked(k, time.Now())
 }
 
+// syncInitiations is how many peers NewDevice sends its initiations to
+// before it returns; the watcher sends the rest.
+const syncInitiations = 16
+
 // retryWindow is how long after an initiation the engine may still send
 // its own retry (RekeyTimeout plus up to 334 ms of jitter). A new
 // initiation within it would reset the engine's count of attempts, so
 // that it never gives up, and race its retry timer.
 const retryWindow = device.RekeyTimeout + time.Second
 
-// startHandshake asks the engine for an initiation to k unless one was
-// sent within retryWindow. It reports whether k is a peer.
+// initiationPendingLocked reports whether the engine may still retry an
+// initiation to p: one was sent within retryWindow and no handshake
+// completed since. (The engine itself still sends no new initiation
+// within 5 s of the last one.)
+func (w *watcher) initiationPendingLocked(p *peerWatch, now time.Time) bool {
+	return now.Sub(p.initiated) < retryWindow && !p.lastHS.After(p.initiated)
+}
+
+// startHandshake asks the engine for an initiation to k unless one is
+// pending (initiationPendingLocked). It reports whether k is a peer.
 func (w *watcher) startHandshake(k Key) bool {
 	ep := w.engine.LookupPeer(device.NoisePublicKey(k))
 	if ep == nil {
@@ -580,7 +592,7 @@ func (w *watcher) startHandshake(k Key) bool {
 	}
 	w.mu.RLock()
 	p := w.peers[k]
-	recent := p != nil && time.Since(p.initiated) < retryWindow
+	recent := p != nil && w.initiationPendingLocked(p, time.Now())
 	w.mu.RUnlock()
 	if !recent {
 		// Rate-limited by the engine too; an error (no endpoint known
