@@ -14,7 +14,8 @@
 // A [Config] mirrors a wg-quick(8) file: an [Interface] and its [Peer]s, with
 // net/netip values and time.Duration instead of strings. [ParseConfig] reads
 // the wg-quick format as permissively as wg-quick does and reports errors as
-// a [*ConfigError] naming the line; [Config.MarshalText] writes it back, and
+// a [*ConfigError] naming the line ([LoadConfig] reads a file and names it
+// too); [Config.MarshalText] writes it back, and
 // parsing what it writes gives an equal Config. [Config.Validate] reports
 // what a device cannot run with.
 //
