@@ -43,8 +43,8 @@ func sessionCurrent(t, now time.Time) bool {
 // It fails when ctx ends, with an error wrapping ctx.Err() (and
 // [ErrHandshakeTimeout] too if ctx's deadline passed), when the peer is
 // removed, for a peer the device does not have, and after Close (an
-// error wrapping net.ErrClosed). The errors name the peer and its
-// endpoint. It is safe for concurrent use.
+// error wrapping net.ErrClosed). The errors name the peer, and when ctx
+// ends its endpoint ("none" if unknown). It is safe for concurrent use.
 func (d *Device) WaitHandshake(ctx context.Context, peer Key) (time.Time, error) {
 	w := d.watch
 	w.mu.Lock()
@@ -60,6 +60,11 @@ func (d *Device) WaitHandshake(ctx context.Context, peer Key) (time.Time, error)
 	if last := p.lastHS; sessionCurrent(last, time.Now()) {
 		w.mu.Unlock()
 		return last, nil
+	}
+	if err := ctx.Err(); err != nil {
+		ep := p.endpoint
+		w.mu.Unlock()
+		return time.Time{}, waitCtxError(peer, ep, err)
 	}
 	c := make(chan error, 1)
 	p.waiters = append(p.waiters, c)
@@ -83,9 +88,9 @@ func (d *Device) WaitHandshake(ctx context.Context, peer Key) (time.Time, error)
 		return last, nil
 	case <-ctx.Done():
 		w.mu.Lock()
-		ep := "none"
+		var ep netip.AddrPort
 		if p := w.peers[peer]; p != nil {
-			ep = endpointString(p.endpoint)
+			ep = p.endpoint
 			for i, wc := range p.waiters {
 				if wc == c {
 					p.waiters = append(p.waiters[:i], p.waiters[i+1:]...)
@@ -94,12 +99,16 @@ func (d *Device) WaitHandshake(ctx context.Context, peer Key) (time.Time, error)
 			}
 		}
 		w.mu.Unlock()
-		err := ctx.Err()
-		if errors.Is(err, context.DeadlineExceeded) {
-			return time.Time{}, fmt.Errorf("wg: wait handshake with peer %s at %s: %w: %w", peer, ep, ErrHandshakeTimeout, err)
-		}
-		return time.Time{}, fmt.Errorf("wg: wait handshake with peer %s at %s: %w", peer, ep, err)
+		return time.Time{}, waitCtxError(peer, ep, ctx.Err())
 	}
+}
+
+// waitCtxError is WaitHandshake's error for an ended context.
+func waitCtxError(peer Key, ep netip.AddrPort, err error) error {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("wg: wait handshake with peer %s at %s: %w: %w", peer, endpointString(ep), ErrHandshakeTimeout, err)
+	}
+	return fmt.Errorf("wg: wait handshake with peer %s at %s: %w", peer, endpointString(ep), err)
 }
 
 // LastHandshake returns the time of the last completed handshake with
