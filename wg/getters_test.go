@@ -2,6 +2,7 @@ package wg
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -10,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.zx2c4.com/wireguard/tun/tuntest"
 )
@@ -120,4 +122,45 @@ func freeUDPPort(t *testing.T) int {
 	}
 	defer pc.Close()
 	return pc.LocalAddr().(*net.UDPAddr).Port
+}
+
+// TestContextBoundsResolution: SetPeerContext and ReconfigureContext give
+// up on a name server that does not answer when their context ends.
+func TestContextBoundsResolution(t *testing.T) {
+	checkLeaks(t)
+	release := make(chan struct{})
+	defer close(release)
+	r, _ := stallingResolver(release)
+	key := mustKey(t)
+	d, err := NewDevice(tuntest.NewChannelTUN().TUN(), &Config{Interface: Interface{PrivateKey: key}}, &DeviceOptions{Resolver: r, Bind: newSwitch(t).NewBind(0, netip.MustParseAddrPort("198.18.0.1:51820"))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	p := Peer{PublicKey: mustKey(t).PublicKey(), Endpoint: "stalls.wgkit.test.:51820", AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.9.0.0/24")}}
+	for _, tc := range []struct {
+		name string
+		call func(ctx context.Context) error
+	}{
+		{"SetPeerContext", func(ctx context.Context) error { return d.SetPeerContext(ctx, p) }},
+		{"ReconfigureContext", func(ctx context.Context) error {
+			return d.ReconfigureContext(ctx, &Config{Interface: Interface{PrivateKey: key}, Peers: []Peer{p}})
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+			defer cancel()
+			start := time.Now()
+			err := tc.call(ctx)
+			if err == nil || !strings.Contains(err.Error(), "stalls.wgkit.test") {
+				t.Fatalf("%s = %v, want an error naming the endpoint", tc.name, err)
+			}
+			if d := time.Since(start); d > 5*time.Second {
+				t.Errorf("%s returned after %v, want near its 200ms deadline", tc.name, d)
+			}
+		})
+	}
+	if got := d.Peers(); len(got) != 0 {
+		t.Errorf("Peers() = %v, want none: nothing applied", got)
+	}
 }
