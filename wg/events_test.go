@@ -609,7 +609,8 @@ func TestRestartedPeerWithoutEndpoint(t *testing.T) {
 	// The last packet received before the restart is seen at a poll (1 s
 	// apart), the silence at the next one; then one round trip and the
 	// next ping (100 ms).
-	if d > 3500*time.Millisecond {
-		t.Errorf("traffic resumed %v after the restart, want < 3.5 s (the engine alone: 15 s)", d)
+	// Typically 2 to 2.5 s; the bound leaves room for a loaded machine.
+	if d > 5*time.Second {
+		t.Errorf("traffic resumed %v after the restart, want < 5 s (the engine alone: 15 s)", d)
 	}
 }
