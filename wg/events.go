@@ -116,7 +116,8 @@ type eventQueue struct {
 	fn  func(Event) // nil: log only
 
 	mu      sync.Mutex
-	q       []Event // pending, oldest first; at most eventQueueLen; guarded by mu
+	q       []Event // pending from q[head], oldest first; at most eventQueueLen; guarded by mu
+	head    int     // guarded by mu
 	dropped int     // events discarded since the last EventsDropped; guarded by mu
 	closed  bool    // guarded by mu
 	inFn    bool    // the callback is running; guarded by mu
@@ -158,10 +159,15 @@ func (e *eventQueue) push(ev Event) {
 		e.mu.Unlock()
 		return
 	}
-	if len(e.q) >= eventQueueLen {
-		copy(e.q, e.q[1:])
-		e.q = e.q[:len(e.q)-1]
+	if len(e.q)-e.head >= eventQueueLen {
+		e.q[e.head] = Event{}
+		e.head++
 		e.dropped++
+	}
+	if e.head > 0 && len(e.q) == cap(e.q) {
+		n := copy(e.q, e.q[e.head:])
+		clear(e.q[n:])
+		e.q, e.head = e.q[:n], 0
 	}
 	e.q = append(e.q, ev)
 	e.mu.Unlock()
@@ -191,7 +197,6 @@ func (e *eventQueue) close() {
 
 func (e *eventQueue) run() {
 	defer close(e.exited)
-	var batch []Event
 	for {
 		select {
 		case <-e.notify:
@@ -199,32 +204,43 @@ func (e *eventQueue) run() {
 			return
 		}
 		for {
-			e.mu.Lock()
-			if e.closed {
-				e.mu.Unlock()
-				return
-			}
-			batch = append(batch[:0], e.q...)
-			e.q = e.q[:0]
-			if e.dropped > 0 {
-				// Say so before the events that survived.
-				batch = append([]Event{{Kind: EventsDropped, Time: time.Now(), Dropped: e.dropped}}, batch...)
-				e.dropped = 0
-			}
-			e.mu.Unlock()
-			if len(batch) == 0 {
+			ev, ok := e.pop()
+			if !ok {
 				break
 			}
-			for _, ev := range batch {
-				select {
-				case <-e.done:
-					return
-				default:
-				}
-				e.deliver(ev)
-			}
+			e.deliver(ev)
 		}
 	}
+}
+
+// pop takes the next event to deliver: an EventsDropped if events were
+// dropped since the last one, so that it comes before the events that
+// survived, else the oldest waiting. It reports false when there is none
+// or the queue is closed.
+func (e *eventQueue) pop() (Event, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return Event{}, false
+	}
+	if e.dropped > 0 {
+		ev := Event{Kind: EventsDropped, Time: time.Now(), Dropped: e.dropped}
+		e.dropped = 0
+		return ev, true
+	}
+	if e.head == len(e.q) {
+		return Event{}, false
+	}
+	ev := e.q[e.head]
+	e.q[e.head] = Event{}
+	e.head++
+	if e.head == len(e.q) {
+		e.q, e.head = e.q[:0], 0
+		if cap(e.q) > 64 {
+			e.q = nil // a burst's buffer is not kept for the life of the device
+		}
+	}
+	return ev, true
 }
 
 func (e *eventQueue) deliver(ev Event) {
