@@ -98,6 +98,11 @@ type endpoint struct {
 	rmu   sync.Mutex
 	taken [64]*stack.PacketBuffer // guarded by rmu; packets being copied
 
+	// inbound, if set, sees each inbound packet before the stack and
+	// reports whether it took it (router mode, forward_icmp.go). Set
+	// before the device starts.
+	inbound func(pkt []byte) bool
+
 	// gmu serializes deliveries: the engine writes from one goroutine per
 	// peer, and GRO state is per NIC.
 	gmu sync.Mutex
@@ -398,6 +403,9 @@ func (e *endpoint) deliverBatch(bufs [][]byte, offset int) (int, error) {
 			proto = header.IPv6ProtocolNumber
 		default:
 			e.dropped.Add(1)
+			continue
+		}
+		if e.inbound != nil && e.inbound(pkt) {
 			continue
 		}
 		// MakeWithData copies: the engine reuses bufs after we return.

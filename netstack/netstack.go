@@ -29,6 +29,24 @@
 // segments arriving together are merged before the stack sees them, so
 // the stack's per-packet cost is paid a few times per 64 KiB rather than
 // per 1.4 KiB. Options.MaxTCPBuffer bounds the memory a busy tunnel uses.
+//
+// # Router mode
+//
+// With Options.Forward (a ForwardOptions) the Net also carries its peers'
+// traffic beyond its own addresses, as a Linux host with ip_forward=1 and
+// masquerading would: a peer that routes a subnet or 0.0.0.0/0 and ::/0
+// through the tunnel reaches the host's networks. Each TCP connection and
+// UDP flow is dialled anew from the host (ForwardOptions.Dial, by default
+// the host network) and joined to the peer's; the peer's handshake
+// completes only once the upstream accepted, a refused one gets a reset
+// and an unreachable or timed-out one an ICMP destination-unreachable.
+// Echo requests are answered only when the host's own ping is.
+// ForwardOptions.Allow decides who may reach what; by default loopback,
+// link-local, multicast and the host's own addresses are refused.
+// Pending dials, flows and UDP idle time are bounded, and Net.ForwardStats
+// reports them. With RelayPeers the Net is a WireGuard hub: packets from
+// one peer to another's AllowedIPs are relayed, TTL decremented, without
+// reaching the stack.
 package netstack
 
 import (
@@ -123,6 +141,14 @@ type Options struct {
 	// searches. Windows ignores it. Setting it without EnableUAPI is an
 	// error.
 	UAPIDir string
+
+	// Forward, when non-nil, makes the Net a router for its peers: their
+	// TCP and UDP flows to destinations beyond the tunnel's own addresses
+	// are dialled from the host, echo requests are answered when the host
+	// can reach the destination, and (RelayPeers) packets between peers
+	// are relayed. See ForwardOptions. nil means only the tunnel's own
+	// addresses answer.
+	Forward *ForwardOptions
 }
 
 // Net is a WireGuard tunnel with its own in-process TCP/IP stack. Its
@@ -147,6 +173,8 @@ type Net struct {
 	v4, v6 bool          // the interface has an address of that family
 
 	maxTCPBuffer int // Options.MaxTCPBuffer, immutable
+
+	fwd *forwarder // router mode (Options.Forward); nil if off
 
 	mu        sync.Mutex
 	closed    bool                      // guarded by mu
@@ -221,6 +249,13 @@ func Open(ctx context.Context, cfg *wg.Config, opts *Options) (*Net, error) {
 	}
 	n.ep = newEndpoint(uint32(mtu))
 	n.ep.batch = batch
+	if opts.Forward != nil {
+		f, err := newForwarder(n, opts.Forward, cfg.Interface.Addresses)
+		if err != nil {
+			return fail(err)
+		}
+		n.fwd = f
+	}
 	st, err := n.newStack(cfg.Interface.Addresses)
 	if err != nil {
 		return fail(err)
@@ -256,6 +291,9 @@ func Open(ctx context.Context, cfg *wg.Config, opts *Options) (*Net, error) {
 		return nil, fmt.Errorf("netstack: open: %w", err)
 	}
 	n.dev = dev
+	if n.fwd != nil {
+		n.fwd.start(dev)
+	}
 	n.client = n.newHTTPClient()
 	n.res = n.newResolver()
 	n.log.Debug("netstack: tunnel up", "name", n.name, "addrs", n.addrs, "mtu", mtu)
@@ -266,10 +304,21 @@ func Open(ctx context.Context, cfg *wg.Config, opts *Options) (*Net, error) {
 // addresses and fills n.addrs, n.v4 and n.v6.
 func (n *Net) newStack(prefixes []netip.Prefix) (*stack.Stack, error) {
 	st := stack.New(stack.Options{
-		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
+		// Loopback addresses are allowed on the tunnel, which gVisor
+		// drops by default as martians: the engine already lets in only
+		// the sources a peer's AllowedIPs cover, so a packet from
+		// 127.0.0.1 is one the configuration routes through the tunnel
+		// (a router that forwards to its host's loopback), and in router
+		// mode Allow alone decides whether a peer may reach it.
+		NetworkProtocols: []stack.NetworkProtocolFactory{
+			ipv4.NewProtocolWithOptions(ipv4.Options{AllowExternalLoopbackTraffic: true}),
+			ipv6.NewProtocolWithOptions(ipv6.Options{AllowExternalLoopbackTraffic: true}),
+		},
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
 		// Connections to the interface's own addresses stay in the stack.
-		HandleLocal: true,
+		// Router mode cannot have that: with a promiscuous NIC, gVisor
+		// takes every source address for a local one and drops the packet.
+		HandleLocal: n.fwd == nil,
 	})
 	fail := func(err error) (*stack.Stack, error) {
 		st.Close()
@@ -296,6 +345,12 @@ func (n *Net) newStack(prefixes []netip.Prefix) (*stack.Stack, error) {
 	}
 	if terr := st.CreateNICWithOptions(nicID, n.ep, stack.NICOptions{QDisc: qdisc{n.ep}}); terr != nil {
 		return fail(fmt.Errorf("create NIC: %s", terr))
+	}
+	if n.fwd != nil {
+		if err := n.fwd.install(st); err != nil {
+			return fail(err)
+		}
+		n.ep.inbound = n.fwd.inbound
 	}
 	for _, p := range prefixes {
 		a, bits := p.Addr().Unmap(), p.Bits()
@@ -334,6 +389,11 @@ func (n *Net) newStack(prefixes []netip.Prefix) (*stack.Stack, error) {
 		routes = append(routes, tcpip.Route{Destination: header.IPv6EmptySubnet, NIC: nicID})
 	}
 	st.SetRouteTable(routes)
+	if n.fwd != nil {
+		if err := n.fwd.addLoopback(st); err != nil {
+			return fail(err)
+		}
+	}
 	return st, nil
 }
 
@@ -373,8 +433,17 @@ func (n *Net) Close() error {
 		l.shutdown()
 	}
 	n.client.CloseIdleConnections()
+	if n.fwd != nil {
+		// Forwarded flows end before the stack: their upstreams are
+		// closed and pending dials cancelled; stack.Close then aborts the
+		// handshakes still in progress, and the forwarder's goroutines end.
+		n.fwd.stop()
+	}
 	n.stack.Close()
 	n.stack.Wait()
+	if n.fwd != nil {
+		n.fwd.wait()
+	}
 	if err != nil {
 		return fmt.Errorf("netstack: close: %w", err)
 	}
