@@ -45,6 +45,9 @@ type DeviceOptions struct {
 	// at most 16 MiB, enough for a `wg setconf` of 10 000 peers), each
 	// reply is written within 10 s, and at most 4 connections are served
 	// at once. A client that breaks a bound is disconnected.
+	//
+	// Only the wireguard-go engine serves UAPI: with NewDeviceEngine a
+	// non-nil UAPI is an error.
 	UAPI net.Listener
 
 	// Resolver resolves peer endpoint host names, when the device is
@@ -80,9 +83,12 @@ type DeviceOptions struct {
 	timing *watchTiming // tests only: nil means defaultWatchTiming()
 }
 
-// Device is a running wireguard-go engine on a tun.Device with a typed
-// configuration. Create one with NewDevice; backends such as netstack and
-// tun create theirs and hand it out for status and run-time changes.
+// Device is a running WireGuard engine with a typed configuration:
+// wireguard-go on a tun.Device (NewDevice), or one of wgkit's kernel
+// engines (NewDeviceEngine, used by the tun backend). Create one with
+// NewDevice; backends such as netstack and tun create theirs and hand it
+// out for status and run-time changes. Every method works on every
+// engine.
 //
 // All methods are safe for concurrent use. After Close, every method that
 // changes the device returns an error wrapping net.ErrClosed.
@@ -781,7 +787,7 @@ func (d *Device) Close() error {
 	}
 	d.closed = true
 	d.closeRoutes() // PeerFor reports no peer from now on
-	d.eng.Close() // waits for wireguard-go's goroutines
+	d.eng.Close()   // waits for wireguard-go's goroutines
 	d.uapiWG.Wait()
 	d.watch.stop()
 	d.events.close()
