@@ -50,6 +50,7 @@ type helperOptions struct {
 	Name        string
 	SetDNS      bool
 	DisableUAPI bool
+	Engine      Engine
 }
 
 // TestHelperProcess is not a test: it is the child process of the root
@@ -142,7 +143,7 @@ func closeAndCheck(closer func() error, baseline goleak.Option) (any, error) {
 }
 
 func openRole(ctx context.Context, cfg *wg.Config, ho *helperOptions, log *slog.Logger) (func(cmd, arg string) (any, error), func() error, error) {
-	ifc, err := Open(ctx, cfg, &Options{Name: ho.Name, Logger: log, SetDNS: ho.SetDNS, DisableUAPI: ho.DisableUAPI})
+	ifc, err := Open(ctx, cfg, &Options{Name: ho.Name, Logger: log, SetDNS: ho.SetDNS, DisableUAPI: ho.DisableUAPI, Engine: ho.Engine})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -156,6 +157,8 @@ func openRole(ctx context.Context, cfg *wg.Config, ho *helperOptions, log *slog.
 			return string(b), err
 		case "name":
 			return ifc.Name(), nil
+		case "engine":
+			return ifc.Engine().String(), nil
 		case "mtu":
 			return ifc.MTU(), nil
 		case "addrs":

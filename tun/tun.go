@@ -142,12 +142,27 @@ type Options struct {
 	// the form "{XXXXXXXX-XXXX-XXXX-XXXX-XXXXXXXXXXXX}". "" lets Wintun
 	// choose one.
 	GUID string
+
+	// Engine selects the WireGuard engine; the zero value is EngineAuto:
+	// the system's own when it is there, else wireguard-go (see the
+	// package documentation). Interface.Engine reports which one runs.
+	Engine Engine
+
+	// OnEvent, when set, receives the device's events, as
+	// wg.DeviceOptions.OnEvent (on the kernel engines a second late at
+	// most, and without failing handshakes). nil: events are only logged.
+	OnEvent func(wg.Event)
+
+	// Resolver resolves the peers' endpoint host names. nil means
+	// net.DefaultResolver.
+	Resolver *net.Resolver
 }
 
 // Interface is an open WireGuard network interface. Create one with Open.
 // Its methods are safe for concurrent use.
 type Interface struct {
 	name  string
+	eng   Engine // EngineKernel or EngineUserspace
 	dev   *wg.Device
 	plat  platform
 	mtu   int          // the MTU Open set, in bytes
@@ -201,6 +216,11 @@ func Open(ctx context.Context, cfg *wg.Config, opts *Options) (*Interface, error
 
 // Name returns the interface name.
 func (i *Interface) Name() string { return i.name }
+
+// Engine returns the engine that runs: EngineKernel (the kernel's
+// WireGuard on Linux, WireGuardNT on Windows) or EngineUserspace
+// (wireguard-go), never EngineAuto.
+func (i *Interface) Engine() Engine { return i.eng }
 
 // Device returns the engine running on the interface, for status and
 // run-time changes (peers, keys). Peer changes made through it, or through
