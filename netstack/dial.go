@@ -186,7 +186,8 @@ func (n *Net) checkRoute(ip netip.Addr) error {
 	if n.isClosed() {
 		return net.ErrClosed
 	}
-	return fmt.Errorf("%w: %s", ErrNoRoute, ip)
+	// Bare: the callers' errors name the destination already.
+	return ErrNoRoute
 }
 
 // ErrNoRoute is wrapped by the errors of DialContext, Dial and Ping for a
@@ -313,8 +314,10 @@ func (n *Net) bind(network string, transport tcpip.TransportProtocolNumber, ap n
 // see the listener's Addr. The listener is closed by its Close or by the
 // Net's; Accept then returns an error wrapping net.ErrClosed.
 func (n *Net) Listen(network, address string) (net.Listener, error) {
+	// As in the net package, errors name the address once it is parsed.
+	var addr net.Addr
 	opErr := func(err error) error {
-		return &net.OpError{Op: "listen", Net: network, Err: err}
+		return &net.OpError{Op: "listen", Net: network, Addr: addr, Err: err}
 	}
 	switch network {
 	case "tcp", "tcp4", "tcp6":
@@ -324,6 +327,10 @@ func (n *Net) Listen(network, address string) (net.Listener, error) {
 	ap, err := n.listenAddr(network, address)
 	if err != nil {
 		return nil, opErr(err)
+	}
+	addr = net.TCPAddrFromAddrPort(ap)
+	if n.isClosed() {
+		return nil, opErr(net.ErrClosed)
 	}
 	ep, wq, err := n.bind(network, tcp.ProtocolNumber, ap)
 	if err != nil {
@@ -350,20 +357,22 @@ func (n *Net) Listen(network, address string) (net.Listener, error) {
 // datagrams no peer accepts are dropped by the engine, as on a WireGuard
 // interface.
 func (n *Net) ListenPacket(network, address string) (net.PacketConn, error) {
+	var addr net.Addr // as for Listen
 	opErr := func(err error) error {
-		return &net.OpError{Op: "listen", Net: network, Err: err}
+		return &net.OpError{Op: "listen", Net: network, Addr: addr, Err: err}
 	}
 	switch network {
 	case "udp", "udp4", "udp6":
 	default:
 		return nil, opErr(net.UnknownNetworkError(network))
 	}
-	if n.isClosed() {
-		return nil, opErr(net.ErrClosed)
-	}
 	ap, err := n.listenAddr(network, address)
 	if err != nil {
 		return nil, opErr(err)
+	}
+	addr = net.UDPAddrFromAddrPort(ap)
+	if n.isClosed() {
+		return nil, opErr(net.ErrClosed)
 	}
 	ep, wq, err := n.bind(network, udp.ProtocolNumber, ap)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"github.com/wgkit/wgkit/internal/memnet"
 	"github.com/wgkit/wgkit/wg"
 	"go.uber.org/goleak"
+	"golang.zx2c4.com/wireguard/conn"
 )
 
 // goleakOptions are the goroutine leak checks' exceptions: none. Every
@@ -75,6 +76,13 @@ func pairConfigs(t testing.TB, epA, epB string) (cfgA, cfgB *wg.Config) {
 // before they are applied. Both Nets and the switch are closed at cleanup.
 func openPair(t testing.TB, edit func(a, b *wg.Config)) (a, b *Net) {
 	t.Helper()
+	return openPairOpts(t, edit, nil, nil)
+}
+
+// openPairOpts is openPair with options for A and B; nil means defaults.
+// Their Bind is replaced by the switch's.
+func openPairOpts(t testing.TB, edit func(a, b *wg.Config), optsA, optsB *Options) (a, b *Net) {
+	t.Helper()
 	sw := memnet.NewSwitch(nil)
 	t.Cleanup(func() { sw.Close() })
 	epA, err := sw.NewAddr()
@@ -91,12 +99,20 @@ func openPair(t testing.TB, edit func(a, b *wg.Config)) (a, b *Net) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	a, err = Open(ctx, cfgA, &Options{Bind: sw.NewBind(1, epA)})
+	withBind := func(o *Options, bind conn.Bind) *Options {
+		if o == nil {
+			o = &Options{}
+		}
+		c := *o
+		c.Bind = bind
+		return &c
+	}
+	a, err = Open(ctx, cfgA, withBind(optsA, sw.NewBind(1, epA)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { a.Close() })
-	b, err = Open(ctx, cfgB, &Options{Bind: sw.NewBind(2, epB)})
+	b, err = Open(ctx, cfgB, withBind(optsB, sw.NewBind(2, epB)))
 	if err != nil {
 		t.Fatal(err)
 	}

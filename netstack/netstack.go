@@ -36,6 +36,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -120,7 +121,41 @@ type Options struct {
 	// <key> is the first 4 hex digits of the interface's public key: unique
 	// among the Nets of one process unless their keys share that prefix.
 	UAPIName string
+
+	// Capture, if not nil, receives the tunnel's inner packets in both
+	// directions as a pcap file (nanosecond time stamps, link type
+	// LINKTYPE_RAW: IPv4 and IPv6 packets without a link-layer header),
+	// readable by tcpdump -r and Wireshark. Packets are recorded where
+	// they pass between the stack and the engine: outbound TCP as the
+	// MTU-sized segments the engine encrypts, inbound packets as the
+	// engine decrypted them. Each record holds at most the tunnel's MTU in
+	// bytes of a packet (the snap length), with its full length.
+	//
+	// Writes happen on a goroutine of the Net's, through a 64 KiB buffer
+	// flushed whenever no packet is waiting; the tunnel never waits for
+	// them. The queue between the tunnel and that goroutine holds 1 MiB of
+	// packets (738 at the default MTU): when the writer falls that far
+	// behind, further packets are left out of the capture and counted
+	// (Stats.CaptureDropped). The first Write error stops the capture and
+	// is logged. Close writes what is still queued for at most a second,
+	// waits for a Write in progress to return, and does not close Capture.
+	// nil captures nothing and costs nothing.
+	Capture io.Writer
+
+	// HandshakeTimeout bounds how long a TCP dial (DialContext, Dial, and
+	// so HTTPClient) waits for a peer that completes no handshake: if no
+	// handshake with the peer whose AllowedIPs cover the destination
+	// completes within HandshakeTimeout of the dial's start, the dial
+	// fails with an error wrapping wg.ErrHandshakeTimeout that names the
+	// peer's public key and endpoint, rather than waiting out TCP's
+	// connection timeout of about two minutes. A dial to a peer that has a
+	// working session is not affected. 0 means 20 seconds; a negative value
+	// turns the check off.
+	HandshakeTimeout time.Duration
 }
+
+// defaultHandshakeTimeout is Options.HandshakeTimeout's default.
+const defaultHandshakeTimeout = 20 * time.Second
 
 // Net is a WireGuard tunnel with its own in-process TCP/IP stack. Its
 // methods mirror the net package's and are safe for concurrent use.
@@ -143,7 +178,9 @@ type Net struct {
 	done   chan struct{} // closed when Close starts
 	v4, v6 bool          // the interface has an address of that family
 
-	maxTCPBuffer int // Options.MaxTCPBuffer, immutable
+	maxTCPBuffer     int           // Options.MaxTCPBuffer, immutable
+	handshakeTimeout time.Duration // Options.HandshakeTimeout with its default; <= 0 is off
+	capture          *capture      // nil without Options.Capture
 
 	mu        sync.Mutex
 	closed    bool                      // guarded by mu
@@ -169,11 +206,18 @@ func Open(ctx context.Context, cfg *wg.Config, opts *Options) (*Net, error) {
 		}
 		return nil, fmt.Errorf("netstack: open: %w", err)
 	}
+	if ctx == nil {
+		return fail(errors.New("nil context"))
+	}
 	if cfg == nil {
 		return fail(errors.New("nil config"))
 	}
 	if err := ctx.Err(); err != nil {
 		return fail(err)
+	}
+	if len(cfg.Interface.Addresses) == 0 {
+		// The stack would have no address to send from or listen on.
+		return fail(errors.New("the config's interface has no Address"))
 	}
 	mtu := cfg.Interface.MTU
 	if mtu == 0 {
@@ -202,7 +246,11 @@ func Open(ctx context.Context, cfg *wg.Config, opts *Options) (*Net, error) {
 		done:      make(chan struct{}),
 		listeners: make(map[*tcpListener]struct{}),
 
-		maxTCPBuffer: opts.MaxTCPBuffer,
+		maxTCPBuffer:     opts.MaxTCPBuffer,
+		handshakeTimeout: opts.HandshakeTimeout,
+	}
+	if n.handshakeTimeout == 0 {
+		n.handshakeTimeout = defaultHandshakeTimeout
 	}
 	if n.log == nil {
 		n.log = slog.New(slog.DiscardHandler)
@@ -217,6 +265,11 @@ func Open(ctx context.Context, cfg *wg.Config, opts *Options) (*Net, error) {
 	}
 	n.ep = newEndpoint(uint32(mtu))
 	n.ep.batch = batch
+	if opts.Capture != nil {
+		// Started once the device is up; until then packets wait queued.
+		n.capture = newCapture(opts.Capture, mtu, n.log)
+		n.ep.capture = n.capture
+	}
 	st, err := n.newStack(cfg.Interface.Addresses)
 	if err != nil {
 		return fail(err)
@@ -252,6 +305,9 @@ func Open(ctx context.Context, cfg *wg.Config, opts *Options) (*Net, error) {
 		return nil, fmt.Errorf("netstack: open: %w", err)
 	}
 	n.dev = dev
+	if n.capture != nil {
+		n.capture.start()
+	}
 	n.client = n.newHTTPClient()
 	n.res = n.newResolver()
 	n.log.Debug("netstack: tunnel up", "name", n.name, "addrs", n.addrs, "mtu", mtu)
@@ -357,11 +413,15 @@ func (n *Net) MTU() int { return n.mtu }
 
 // Close shuts the tunnel down in order: it stops the WireGuard device
 // (which closes the link between engine and stack, the outer sockets and
-// the UAPI listener), shuts down the Net's listeners, then closes the
+// the UAPI listener), ends the packet capture (see Options.Capture),
+// shuts down the Net's listeners, then closes the
 // gVisor stack, which aborts every connection, and waits for the stack's
 // goroutines to exit. Blocked Read, Write, Accept and dial calls return
 // errors wrapping net.ErrClosed. A second Close returns such an error too.
 func (n *Net) Close() error {
+	if n.done == nil {
+		return fmt.Errorf("netstack: close: the Net was not made by Open: %w", net.ErrClosed)
+	}
 	n.mu.Lock()
 	if n.closed {
 		n.mu.Unlock()
@@ -374,6 +434,9 @@ func (n *Net) Close() error {
 	n.mu.Unlock()
 
 	err := n.dev.Close()
+	if n.capture != nil {
+		n.capture.stop() // the engine is stopped: nothing more is recorded
+	}
 	for l := range listeners {
 		l.shutdown()
 	}
@@ -388,6 +451,9 @@ func (n *Net) Close() error {
 
 // isClosed reports whether Close has started.
 func (n *Net) isClosed() bool {
+	if n.done == nil {
+		return true // a zero Net, never opened
+	}
 	select {
 	case <-n.done:
 		return true
