@@ -152,6 +152,13 @@ type Options struct {
 	// working session is not affected. 0 means 20 seconds; a negative value
 	// turns the check off.
 	HandshakeTimeout time.Duration
+
+	// Resolver resolves the host names of peer endpoints (see
+	// wg.DeviceOptions.Resolver), at Open and whenever the device
+	// resolves them again. Endpoints lie outside the tunnel, so this is a
+	// resolver of the host's network, not the tunnel's DNS (for that, see
+	// Net.LookupHost). nil means net.DefaultResolver.
+	Resolver *net.Resolver
 }
 
 // defaultHandshakeTimeout is Options.HandshakeTimeout's default.
@@ -296,9 +303,10 @@ func Open(ctx context.Context, cfg *wg.Config, opts *Options) (*Net, error) {
 	// NewDeviceContext owns t, the Bind and the UAPI listener from here:
 	// it closes them if it fails.
 	dev, err := wg.NewDeviceContext(ctx, t, cfg, &wg.DeviceOptions{
-		Logger: n.log,
-		Bind:   bind,
-		UAPI:   uapi,
+		Logger:   n.log,
+		Bind:     bind,
+		UAPI:     uapi,
+		Resolver: opts.Resolver,
 	})
 	if err != nil {
 		closeStack()
