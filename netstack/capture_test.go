@@ -342,7 +342,10 @@ func transfer(t *testing.T, a, b *Net, size int) time.Duration {
 // move data as fast as without a capture, the packets the writer could
 // not take are counted, and what it takes once released is a valid file.
 func TestCaptureSlowWriter(t *testing.T) {
-	const size = 64 << 20
+	size := 64 << 20
+	if raceEnabled {
+		size = 8 << 20 // the race detector slows the transfer tenfold
+	}
 	a0, b0 := openPair(t, nil)
 	transfer(t, a0, b0, 1<<20) // handshake and warm-up
 	base := transfer(t, a0, b0, size)

@@ -144,13 +144,19 @@ type Options struct {
 
 	// HandshakeTimeout bounds how long a TCP dial (DialContext, Dial, and
 	// so HTTPClient) waits for a peer that completes no handshake: if no
-	// handshake with the peer whose AllowedIPs cover the destination
-	// completes within HandshakeTimeout of the dial's start, the dial
-	// fails with an error wrapping wg.ErrHandshakeTimeout that names the
-	// peer's public key and endpoint, rather than waiting out TCP's
-	// connection timeout of about two minutes. A dial to a peer that has a
-	// working session is not affected. 0 means 20 seconds; a negative value
-	// turns the check off.
+	// WireGuard handshake with the peer whose AllowedIPs cover the
+	// destination completes within HandshakeTimeout of the dial's start,
+	// the dial fails with an error wrapping wg.ErrHandshakeTimeout that
+	// names the peer's public key and endpoint, rather than waiting out
+	// TCP's connection timeout of about two minutes. Meanwhile the dial
+	// asks the device for handshakes (at most one initiation per peer per
+	// 5 s goes out). A handshake completed since the dial began shows
+	// that the peer answers, and the dial then waits for TCP as before.
+	// If the peer completed one in the 5 s before the dial, WireGuard
+	// allows no new initiation until 5 s after it, and the time runs from
+	// then. Handshakes are seen within about 100 ms, so values below a
+	// second are rounded up by that much. 0 means 20 seconds; a negative
+	// value turns the check off.
 	HandshakeTimeout time.Duration
 
 	// Resolver resolves the host names of peer endpoints (see
@@ -159,10 +165,15 @@ type Options struct {
 	// resolver of the host's network, not the tunnel's DNS (for that, see
 	// Net.LookupHost). nil means net.DefaultResolver.
 	Resolver *net.Resolver
-}
 
-// defaultHandshakeTimeout is Options.HandshakeTimeout's default.
-const defaultHandshakeTimeout = 20 * time.Second
+	// OnEvent, when set, is called for every event of the tunnel's
+	// device: handshakes completed and failing, endpoint changes, peers
+	// added, removed and idle; see wg.DeviceOptions.OnEvent for how calls
+	// are made (one at a time, in order, from a goroutine of the device's,
+	// never under a device lock, so the callback may call Net and Device
+	// methods). nil: events are only logged (see Logger).
+	OnEvent func(wg.Event)
+}
 
 // Net is a WireGuard tunnel with its own in-process TCP/IP stack. Its
 // methods mirror the net package's and are safe for concurrent use.
@@ -307,6 +318,7 @@ func Open(ctx context.Context, cfg *wg.Config, opts *Options) (*Net, error) {
 		Bind:     bind,
 		UAPI:     uapi,
 		Resolver: opts.Resolver,
+		OnEvent:  opts.OnEvent,
 	})
 	if err != nil {
 		closeStack()

@@ -2,8 +2,6 @@ package netstack
 
 import (
 	"context"
-	"encoding/binary"
-	"io"
 	"net"
 	"net/netip"
 	"slices"
@@ -31,21 +29,8 @@ func pipeResolver(t *testing.T, srv *testDNS) *net.Resolver {
 				defer server.Close()
 				server.SetDeadline(time.Now().Add(10 * time.Second))
 				// The Go resolver speaks DNS over TCP on a conn that is not
-				// a net.PacketConn: length-prefixed messages.
-				for {
-					var lb [2]byte
-					if _, err := io.ReadFull(server, lb[:]); err != nil {
-						return
-					}
-					req := make([]byte, binary.BigEndian.Uint16(lb[:]))
-					if _, err := io.ReadFull(server, req); err != nil {
-						return
-					}
-					resp := srv.answer(req, "tcp")
-					if _, err := server.Write(append(binary.BigEndian.AppendUint16(nil, uint16(len(resp))), resp...)); err != nil {
-						return
-					}
-				}
+				// a net.PacketConn.
+				srv.serveStream(server)
 			}()
 			return client, nil
 		},
@@ -69,5 +54,59 @@ func TestResolverOption(t *testing.T) {
 	}
 	if _, err := a.Ping(testContext(t, 10*time.Second), addrB4); err != nil {
 		t.Fatalf("ping B by its resolved endpoint: %v", err)
+	}
+}
+
+// TestOnEventOption checks that Options.OnEvent receives the device's
+// events: B's peer added at Open, then a completed handshake with A, and
+// that the callback may call back into the Net.
+func TestOnEventOption(t *testing.T) {
+	events := make(chan wg.Event, 64)
+	var (
+		mu           sync.Mutex
+		fromCallback []netip.Addr // guarded by mu
+		b            *Net
+	)
+	opened := make(chan struct{})
+	onEvent := func(ev wg.Event) {
+		if ev.Kind == wg.EventHandshakeCompleted {
+			<-opened
+			addrs := b.Addrs() // calling the Net from the callback
+			mu.Lock()
+			fromCallback = addrs
+			mu.Unlock()
+		}
+		select {
+		case events <- ev:
+		default:
+		}
+	}
+	a, bb := openPairOpts(t, nil, nil, &Options{OnEvent: onEvent})
+	b = bb
+	close(opened)
+	if _, err := a.Ping(testContext(t, 10*time.Second), addrB4); err != nil {
+		t.Fatal(err)
+	}
+	aKey := a.Device().PublicKey()
+	var kinds []wg.EventKind
+	timeout := time.After(10 * time.Second)
+	for !slices.Contains(kinds, wg.EventHandshakeCompleted) {
+		select {
+		case ev := <-events:
+			if ev.Peer != aKey {
+				t.Errorf("event %v for peer %v, want A's key %v", ev.Kind, ev.Peer, aKey)
+			}
+			kinds = append(kinds, ev.Kind)
+		case <-timeout:
+			t.Fatalf("events %v after 10 s, want a completed handshake", kinds)
+		}
+	}
+	if kinds[0] != wg.EventPeerAdded {
+		t.Errorf("events %v, want the peer added first", kinds)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(fromCallback) == 0 {
+		t.Error("the callback could not read the Net's addresses")
 	}
 }
