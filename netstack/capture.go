@@ -204,8 +204,8 @@ func appendRecord(b []byte, s *captureSlot) []byte {
 type Stats struct {
 	// LinkDropped counts packets the link between the stack and the
 	// engine dropped: outbound packets beyond its queue of 1024 while the
-	// engine fell behind, and inbound ones that were neither IPv4 nor
-	// IPv6.
+	// engine fell behind or too large for the engine's buffers, and
+	// inbound ones that were neither IPv4 nor IPv6.
 	LinkDropped uint64
 
 	// CapturePackets counts the packets written to Options.Capture.
