@@ -21,7 +21,14 @@
 // Errors follow the net package: connection errors are *net.OpError values
 // that wrap errnos such as syscall.ECONNREFUSED, os.ErrDeadlineExceeded
 // for deadlines, and net.ErrClosed after Close; lookups fail with
-// *net.DNSError. Other errors start with "netstack: ".
+// *net.DNSError. Other errors start with "netstack: ". A TCP dial to a
+// peer that completes no WireGuard handshake fails after
+// Options.HandshakeTimeout (20 s) with an error wrapping
+// wg.ErrHandshakeTimeout that names the peer, not after TCP's two minutes.
+//
+// To see what goes through the tunnel, Options.Capture records its
+// packets in pcap format for tcpdump and Wireshark; Options.OnEvent and
+// the Logger report handshakes and peer changes.
 //
 // The engine and the stack meet at a tun.Device of this package that moves
 // batches of packets per Read or Write call (Options.BatchSize). TCP hands
@@ -154,9 +161,8 @@ type Options struct {
 	// that the peer answers, and the dial then waits for TCP as before.
 	// If the peer completed one in the 5 s before the dial, WireGuard
 	// allows no new initiation until 5 s after it, and the time runs from
-	// then. Handshakes are seen within about 100 ms, so values below a
-	// second are rounded up by that much. 0 means 20 seconds; a negative
-	// value turns the check off.
+	// then. (The device notices a completed handshake within about
+	// 100 ms.) 0 means 20 seconds; a negative value turns the check off.
 	HandshakeTimeout time.Duration
 
 	// Resolver resolves the host names of peer endpoints (see
@@ -178,8 +184,8 @@ type Options struct {
 // Net is a WireGuard tunnel with its own in-process TCP/IP stack. Its
 // methods mirror the net package's and are safe for concurrent use.
 //
-// The zero Net is not usable; create one with Open and release it with
-// Close.
+// The zero Net is not usable (its methods fail with errors wrapping
+// net.ErrClosed); create one with Open and release it with Close.
 type Net struct {
 	log    *slog.Logger
 	stack  *stack.Stack
@@ -210,6 +216,9 @@ type Net struct {
 // settings, and a wg.Device running on it. It returns when the device is
 // up. ctx bounds the set-up only (including the resolution of peer
 // endpoint host names), not the life of the Net. nil opts means defaults.
+// cfg needs at least one Address: unlike a kernel interface, which
+// wg-quick may bring up without one, the stack would have nothing to send
+// from or listen on.
 //
 // The tunnel has a default route for each address family it has an
 // address of; the dial methods and Ping refuse a destination no peer's
