@@ -16,6 +16,11 @@ import (
 	"github.com/wgkit/wgkit/wg/wgtest"
 )
 
+// parallelServer are the options of the wgtest servers of parallel tests:
+// wgtest's own leak check cannot tell whose goroutines it sees, so the
+// package's goleak.VerifyTestMain checks instead.
+var parallelServer = &wgtest.ServerOptions{NoLeakCheck: true}
+
 // openClient opens a tunnel with cfg, a client config of a wgtest.Server,
 // on a UDP socket on 127.0.0.1, with the given handshake timeout, closed
 // at cleanup.
@@ -39,6 +44,7 @@ func openClient(t *testing.T, cfg *wg.Config, timeout time.Duration) *netstack.N
 // that wraps wg.ErrHandshakeTimeout, is a timeout, and names the peer's
 // key and endpoint.
 func TestDialHandshakeTimeout(t *testing.T) {
+	t.Parallel() // these tests mostly wait
 	const timeout = time.Second
 	tests := []struct {
 		name string
@@ -55,7 +61,8 @@ func TestDialHandshakeTimeout(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			srv := wgtest.NewServer(t, nil)
+			t.Parallel()
+			srv := wgtest.NewServer(t, parallelServer)
 			pub, ep := srv.PublicKey(), srv.Endpoint()
 			cfg := srv.ClientConfig()
 			var c *netstack.Net
@@ -118,7 +125,8 @@ func TestDialHandshakeTimeout(t *testing.T) {
 // address), so the dial ends with its context, after a handshake
 // completed.
 func TestDialHandshakeLivePeer(t *testing.T) {
-	srv := wgtest.NewServer(t, nil)
+	t.Parallel()
+	srv := wgtest.NewServer(t, parallelServer)
 	c := openClient(t, srv.ClientConfig(), 500*time.Millisecond)
 	// Routed to the server (its AllowedIPs are the whole prefix), which
 	// has no such address.
@@ -134,7 +142,8 @@ func TestDialHandshakeLivePeer(t *testing.T) {
 // TestDialHandshakeTimeoutOff checks that a negative HandshakeTimeout
 // turns the check off: the dial waits for its context.
 func TestDialHandshakeTimeoutOff(t *testing.T) {
-	srv := wgtest.NewServer(t, nil)
+	t.Parallel()
+	srv := wgtest.NewServer(t, parallelServer)
 	cfg := srv.ClientConfig()
 	srv.Close()
 	c := openClient(t, cfg, -1)

@@ -83,16 +83,7 @@ func openPair(t testing.TB, edit func(a, b *wg.Config)) (a, b *Net) {
 // Their Bind is replaced by the switch's.
 func openPairOpts(t testing.TB, edit func(a, b *wg.Config), optsA, optsB *Options) (a, b *Net) {
 	t.Helper()
-	sw := memnet.NewSwitch(nil)
-	t.Cleanup(func() { sw.Close() })
-	epA, err := sw.NewAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
-	epB, err := sw.NewAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
+	sw, epA, epB := newSwitch(t)
 	cfgA, cfgB := pairConfigs(t, epA.String(), epB.String())
 	if edit != nil {
 		edit(cfgA, cfgB)
@@ -107,7 +98,7 @@ func openPairOpts(t testing.TB, edit func(a, b *wg.Config), optsA, optsB *Option
 		c.Bind = bind
 		return &c
 	}
-	a, err = Open(ctx, cfgA, withBind(optsA, sw.NewBind(1, epA)))
+	a, err := Open(ctx, cfgA, withBind(optsA, sw.NewBind(1, epA)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,6 +109,23 @@ func openPairOpts(t testing.TB, edit func(a, b *wg.Config), optsA, optsB *Option
 	}
 	t.Cleanup(func() { b.Close() })
 	return a, b
+}
+
+// newSwitch returns an in-memory switch, closed at cleanup, and two of
+// its addresses.
+func newSwitch(t testing.TB) (sw *memnet.Switch, epA, epB netip.AddrPort) {
+	t.Helper()
+	sw = memnet.NewSwitch(nil)
+	t.Cleanup(func() { sw.Close() })
+	epA, err := sw.NewAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	epB, err = sw.NewAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sw, epA, epB
 }
 
 // testContext returns a context that ends with the test or after d.
