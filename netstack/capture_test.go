@@ -499,3 +499,35 @@ func BenchmarkCapture(b *testing.B) {
 		})
 	}
 }
+
+// FuzzCapture records arbitrary packets, as a peer could send them (the
+// capture records inbound packets before anything checks them), with an
+// arbitrary snap length: the file must parse, with one record per packet
+// holding its first snap-length bytes and its full length.
+func FuzzCapture(f *testing.F) {
+	f.Add([]byte{}, uint16(1420), uint8(1))
+	f.Add([]byte("\x45\x00\x00\x1c\x00\x01\x00\x00\x40\x01\x00\x00\x0a\x09\x00\x02\x0a\x09\x00\x01\x08\x00\xf7\xfe\x00\x01\x00\x00"), uint16(1420), uint8(3))
+	f.Add(bytes.Repeat([]byte{0x60}, 700), uint16(0), uint8(2))
+	f.Fuzz(func(t *testing.T, pkt []byte, snapSeed uint16, copies uint8) {
+		// Open's snap length is the MTU: 576 to 65535 bytes.
+		snap := 576 + int(snapSeed)%(65536-576)
+		n := int(copies % 8)
+		var out syncBuffer
+		c := newCapture(&out, snap, slog.New(slog.DiscardHandler))
+		c.start()
+		for range n {
+			c.record(pkt)
+		}
+		c.stop()
+		got := parsePcap(t, out.Bytes())
+		if got.SnapLen != uint32(snap) || len(got.Records) != n || c.captured.Load() != uint64(n) || c.dropped.Load() != 0 {
+			t.Fatalf("snap %d, %d records, %d captured, %d dropped; want snap %d and %d records", got.SnapLen, len(got.Records), c.captured.Load(), c.dropped.Load(), snap, n)
+		}
+		want := pkt[:min(len(pkt), snap)]
+		for i, r := range got.Records {
+			if r.Orig != len(pkt) || !bytes.Equal(r.Data, want) {
+				t.Fatalf("record %d: %d of %d bytes, want %d of %d", i, len(r.Data), r.Orig, len(want), len(pkt))
+			}
+		}
+	})
+}
