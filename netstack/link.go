@@ -405,6 +405,9 @@ func (e *endpoint) deliverBatch(bufs [][]byte, offset int) (int, error) {
 		if len(pkt) == 0 {
 			continue
 		}
+		if e.capture != nil {
+			e.capture.record(pkt) // as it came, before GRO merges it
+		}
 		var proto tcpip.NetworkProtocolNumber
 		switch header.IPVersion(pkt) {
 		case header.IPv4Version:
@@ -414,9 +417,6 @@ func (e *endpoint) deliverBatch(bufs [][]byte, offset int) (int, error) {
 		default:
 			e.dropped.Add(1)
 			continue
-		}
-		if e.capture != nil {
-			e.capture.record(pkt) // as it came, before GRO merges it
 		}
 		// MakeWithData copies: the engine reuses bufs after we return.
 		pkb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(pkt)})
