@@ -114,21 +114,6 @@ type Options struct {
 	// defaults; values below 4096 are an error.
 	MaxTCPBuffer int
 
-	// UAPIDir, when non-empty, makes the Net serve wg(8)'s configuration
-	// protocol on the Unix socket UAPIDir/UAPIName.sock (owner-only
-	// permissions, see wg.ListenUAPI), so that `wg show` can inspect the
-	// tunnel when UAPIDir is wg's own directory /var/run/wireguard. ""
-	// serves nothing. On Windows a named pipe is used and UAPIDir only
-	// switches the feature on.
-	UAPIDir string
-
-	// UAPIName is the interface name for the UAPI socket and the name the
-	// engine sees; with UAPIDir set it must be at most 15 bytes, the
-	// longest interface name wg(8) handles. "" means "wk<pid>-<key>", where
-	// <key> is the first 4 hex digits of the interface's public key: unique
-	// among the Nets of one process unless their keys share that prefix.
-	UAPIName string
-
 	// Capture, if not nil, receives the tunnel's inner packets in both
 	// directions as a pcap file (nanosecond time stamps, link type
 	// LINKTYPE_RAW: IPv4 and IPv6 packets without a link-layer header),
@@ -179,6 +164,21 @@ type Options struct {
 	// never under a device lock, so the callback may call Net and Device
 	// methods). nil: events are only logged (see Logger).
 	OnEvent func(wg.Event)
+
+	// UAPIDir, when non-empty, makes the Net serve wg(8)'s configuration
+	// protocol on the Unix socket UAPIDir/UAPIName.sock (owner-only
+	// permissions, see wg.ListenUAPI), so that `wg show` can inspect the
+	// tunnel when UAPIDir is wg's own directory /var/run/wireguard. ""
+	// serves nothing. On Windows a named pipe is used and UAPIDir only
+	// switches the feature on.
+	UAPIDir string
+
+	// UAPIName is the interface name for the UAPI socket and the name the
+	// engine sees; with UAPIDir set it must be at most 15 bytes, the
+	// longest interface name wg(8) handles. "" means "wk<pid>-<key>", where
+	// <key> is the first 4 hex digits of the interface's public key: unique
+	// among the Nets of one process unless their keys share that prefix.
+	UAPIName string
 }
 
 // Net is a WireGuard tunnel with its own in-process TCP/IP stack. Its
@@ -292,11 +292,6 @@ func Open(ctx context.Context, cfg *wg.Config, opts *Options) (*Net, error) {
 	}
 	n.ep = newEndpoint(uint32(mtu))
 	n.ep.batch = batch
-	if opts.Capture != nil {
-		// Started once the device is up; until then packets wait queued.
-		n.capture = newCapture(opts.Capture, mtu, n.log)
-		n.ep.capture = n.capture
-	}
 	st, err := n.newStack(cfg.Interface.Addresses)
 	if err != nil {
 		return fail(err)
@@ -314,6 +309,11 @@ func Open(ctx context.Context, cfg *wg.Config, opts *Options) (*Net, error) {
 			closeStack()
 			return fail(err)
 		}
+	}
+	if opts.Capture != nil {
+		// Started once the device is up; until then packets wait queued.
+		n.capture = newCapture(opts.Capture, mtu, n.log)
+		n.ep.capture = n.capture
 	}
 	t := newTUNDevice(n.ep, mtu, n.name)
 	bind := opts.Bind
@@ -334,11 +334,11 @@ func Open(ctx context.Context, cfg *wg.Config, opts *Options) (*Net, error) {
 		return nil, fmt.Errorf("netstack: open: %w", err)
 	}
 	n.dev = dev
+	n.client = n.newHTTPClient()
+	n.res = n.newResolver()
 	if n.capture != nil {
 		n.capture.start()
 	}
-	n.client = n.newHTTPClient()
-	n.res = n.newResolver()
 	n.log.Debug("netstack: tunnel up", "name", n.name, "addrs", n.addrs, "mtu", mtu)
 	return n, nil
 }
