@@ -216,10 +216,11 @@ func NewDeviceContext(ctx context.Context, t tun.Device, cfg *Config, opts *Devi
 		}
 	}
 	d.iface = cfg.Clone().Interface
-	for _, p := range cfg.Peers {
+	for i, p := range cfg.Peers {
 		d.endpoints[p.PublicKey] = p.Endpoint
 		d.order = append(d.order, p.PublicKey)
-		d.watch.peerSet(p.PublicKey, p.Endpoint)
+		ap, _ := netip.ParseAddrPort(resolved[i])
+		d.watch.peerSet(p.PublicKey, p.Endpoint, ap)
 	}
 	d.watch.start()
 	// Key every peer we can reach now rather than at the first packet,
@@ -231,6 +232,7 @@ func NewDeviceContext(ctx context.Context, t tun.Device, cfg *Config, opts *Devi
 	}
 	d.log.Info("wg: device up", "public_key", cfg.Interface.PrivateKey.PublicKey().String(),
 		"listen_port", d.boundPort(), "peers", len(cfg.Peers))
+	d.events.start()
 	if d.uapi != nil {
 		d.uapiConn = make(map[net.Conn]struct{})
 		d.uapiDone = make(chan struct{})
@@ -583,7 +585,7 @@ func (d *Device) SetPeerContext(ctx context.Context, p Peer) error {
 		return fmt.Errorf("wg: set peer %s: %w", p.PublicKey, err)
 	}
 	d.notePeerLocked(p)
-	d.watch.peerSet(p.PublicKey, p.Endpoint)
+	d.watch.peerSet(p.PublicKey, p.Endpoint, ap)
 	kick = ap.IsValid()
 	return nil
 }
@@ -687,6 +689,7 @@ func (d *Device) ReconfigureContext(ctx context.Context, cfg *Config) error {
 		running[ps.PublicKey] = ps
 	}
 	wanted := make(map[Key]bool, len(cfg.Peers))
+	sent := make(map[Key]string) // endpoints set in the engine, by peer
 	for i := range cfg.Peers {
 		p := &cfg.Peers[i]
 		wanted[p.PublicKey] = true
@@ -703,6 +706,7 @@ func (d *Device) ReconfigureContext(ctx context.Context, cfg *Config) error {
 			}
 		}
 		w.peer(p, endpoint)
+		sent[p.PublicKey] = endpoint
 	}
 	var removed []Key
 	for k := range running {
@@ -727,7 +731,8 @@ func (d *Device) ReconfigureContext(ctx context.Context, cfg *Config) error {
 	}
 	for i, p := range cfg.Peers {
 		d.notePeerLocked(p)
-		d.watch.peerSet(p.PublicKey, p.Endpoint)
+		ap, _ := netip.ParseAddrPort(sent[p.PublicKey])
+		d.watch.peerSet(p.PublicKey, p.Endpoint, ap)
 		if _, ok := running[p.PublicKey]; !ok && resolved[i] != "" {
 			kick = append(kick, p.PublicKey)
 		}

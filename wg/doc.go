@@ -29,6 +29,16 @@
 // protocol, so `wg show` and `wg set` work on it. The protocol's text is an
 // internal detail of this package.
 //
+// # Events and readiness
+//
+// [DeviceOptions.OnEvent] receives an [Event] for each completed and
+// failing handshake, endpoint change and peer added, removed or idle, in
+// order, from one goroutine; the same events are logged through
+// [DeviceOptions.Logger]. [Device.WaitHandshake] waits for a peer to be
+// reachable; [ErrHandshakeTimeout] marks a handshake that did not come.
+// The device watches the engine through its log calls and state, without
+// changing it: a handshake is reported within about 100 ms.
+//
 // Every Device method is safe for concurrent use; Close releases every
 // goroutine and socket and, called again, returns an error wrapping
 // net.ErrClosed.

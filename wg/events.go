@@ -113,6 +113,7 @@ type eventQueue struct {
 	dropped int     // events discarded since the last EventsDropped; guarded by mu
 	closed  bool    // guarded by mu
 	inFn    bool    // the callback is running; guarded by mu
+	started bool    // run was started; guarded by mu
 	notify  chan struct{}
 	done    chan struct{} // closed by close: the goroutine drains nothing more
 	exited  chan struct{} // closed when the goroutine returns
@@ -126,8 +127,20 @@ func newEventQueue(log *slog.Logger, fn func(Event)) *eventQueue {
 		done:   make(chan struct{}),
 		exited: make(chan struct{}),
 	}
-	go e.run()
 	return e
+}
+
+// start begins delivery. NewDevice calls it once the device is built, so
+// that a callback never sees a Device that its constructor has not
+// returned yet; events queued before are delivered first.
+func (e *eventQueue) start() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed || e.started {
+		return
+	}
+	e.started = true
+	go e.run()
 }
 
 // push queues ev for delivery without blocking. When eventQueueLen
@@ -145,6 +158,7 @@ func (e *eventQueue) push(ev Event) {
 	}
 	e.q = append(e.q, ev)
 	e.mu.Unlock()
+	// Before start the notification stays in the channel for run.
 	select {
 	case e.notify <- struct{}{}:
 	default:
@@ -161,9 +175,9 @@ func (e *eventQueue) close() {
 		e.closed = true
 		close(e.done)
 	}
-	inFn := e.inFn
+	inFn, started := e.inFn, e.started
 	e.mu.Unlock()
-	if !inFn {
+	if started && !inFn {
 		<-e.exited
 	}
 }

@@ -154,7 +154,7 @@ func (d *Device) LastReceive(peer Key) (time.Time, error) {
 // net.ErrClosed). Safe for concurrent use.
 //
 // The device itself starts a handshake when it is opened and on SetPeer
-// for each peer with an endpoint, and when it has sent to a peer for 2 s
+// for each peer with an endpoint, and when it has sent to a peer for a second
 // without hearing back.
 func (d *Device) StartHandshake(peer Key) error {
 	w := d.watch

@@ -61,7 +61,8 @@ func (w *watcher) rrAddedLocked(p *peerWatch, now time.Time) {
 	p.rr.host, p.rr.port = host, uint16(port)
 }
 
-// rrHandshakeLocked ends a series of tries: the current address works.
+// rrHandshakeLocked ends a series of tries: the current address works
+// (a handshake completed or the peer's packets arrive).
 func (w *watcher) rrHandshakeLocked(p *peerWatch) {
 	p.rr.trying = nil
 }
@@ -90,7 +91,10 @@ func (w *watcher) reresolveLocked(now time.Time) []resolveJob {
 			continue
 		}
 		failing := now.Sub(latest(p.lastHS, rr.since)) >= w.timing.reresolve
-		wanted := now.Sub(p.initiated) < 2*w.timing.tryWait || !p.unanswered.IsZero()
+		// Wanted: an initiation went unanswered, or the device has sent
+		// for timing.quiet without hearing back. Not merely an old
+		// handshake: an idle tunnel needs none.
+		wanted := p.attempts > 0 || (!p.unanswered.IsZero() && now.Sub(p.unanswered) >= w.timing.quiet)
 		periodic := interval > 0 && now.Sub(rr.since) >= interval && now.Sub(p.lastHS) >= w.timing.reresolve
 		if (failing && wanted) || periodic {
 			rr.resolving = true

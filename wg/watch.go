@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,7 +16,8 @@ import (
 //
 //   - the engine's own log calls, which it makes at every handshake step
 //     ("Sending handshake initiation", "Received handshake response",
-//     "... retrying (try %d)") with the *device.Peer as argument. The
+//     "Handshake did not complete ... retrying") with the *device.Peer as
+//     argument. The
 //     engineLogger hook turns them into notes on a bounded channel
 //     without blocking the engine's goroutine; the format string is
 //     compared, never formatted, so this costs nothing per data packet.
@@ -43,8 +45,8 @@ func defaultWatchTiming() watchTiming {
 	return watchTiming{
 		poll:      time.Second,
 		idle:      device.RejectAfterTime,
-		quiet:     2 * time.Second,
-		reresolve: 135 * time.Second, // wireguard-tools' reresolve-dns.sh
+		quiet:     900 * time.Millisecond, // a poll interval, less room for timer jitter
+		reresolve: 135 * time.Second,      // wireguard-tools' reresolve-dns.sh
 		tryWait:   device.RekeyTimeout + time.Second,
 	}
 }
@@ -70,15 +72,14 @@ const (
 	noteInitiation noteKind = iota + 1 // we sent an initiation
 	noteResponse                       // we received a response
 	noteResponded                      // we sent a response
-	noteRetry                          // an attempt failed; attempt = failed attempts
+	noteRetry                          // an attempt failed
 	noteGiveUp                         // the last attempt failed
 )
 
 type engineNote struct {
-	kind    noteKind
-	peer    *device.Peer
-	attempt int
-	at      time.Time
+	kind noteKind
+	peer *device.Peer
+	at   time.Time
 }
 
 // peerWatch is what the watcher knows of one peer.
@@ -88,7 +89,7 @@ type peerWatch struct {
 	lastHS     time.Time
 	rx, tx     uint64
 	lastRx     time.Time // when rx was last seen to grow
-	unanswered time.Time // tx grew since this time with no rx; zero if answered
+	unanswered time.Time // first poll that saw tx grow since rx last did; zero if answered
 	initiated  time.Time // last initiation sent
 	attempts   int       // failed attempts since the last completed handshake
 	idle       bool      // EventPeerIdle reported for this session
@@ -164,20 +165,6 @@ func (w *watcher) engineLog(format string, args []any) {
 	if n.peer == nil {
 		return
 	}
-	switch k {
-	case noteRetry:
-		if len(args) > 2 {
-			if try, ok := args[2].(uint32); ok {
-				n.attempt = int(try) - 1
-			}
-		}
-	case noteGiveUp:
-		if len(args) > 1 {
-			if max, ok := args[1].(int); ok {
-				n.attempt = max
-			}
-		}
-	}
 	select {
 	case w.notes <- n:
 	default:
@@ -235,7 +222,32 @@ func (w *watcher) run() {
 		hotIdx, hotStart = 0, time.Now()
 		hot.Reset(hotPolls[0])
 	}
-	w.poll()
+	// Pacing: a poll costs in proportion to the number of peers (one
+	// IpcGet of all of them), so polls are kept at least paceFactor times
+	// their own duration apart: a device with a few peers polls freely
+	// after a handshake, one with 20 000 spends at most about a tenth of
+	// a core and reports its handshakes later.
+	pace := time.NewTimer(time.Hour)
+	pace.Stop()
+	defer pace.Stop()
+	pacing := false
+	var lastEnd time.Time
+	var lastDur time.Duration
+	poll := func() {
+		if pacing {
+			return // a paced poll is due anyway
+		}
+		if wait := time.Until(lastEnd.Add(paceFactor * lastDur)); wait > 0 {
+			pacing = true
+			pace.Reset(wait)
+			return
+		}
+		start := time.Now()
+		w.poll()
+		lastEnd = time.Now()
+		lastDur = lastEnd.Sub(start)
+	}
+	poll()
 	for {
 		select {
 		case <-w.done:
@@ -244,18 +256,24 @@ func (w *watcher) run() {
 			w.handleNote(n)
 			startHot()
 		case <-w.kick:
-			w.poll()
+			poll()
+		case <-pace.C:
+			pacing = false
+			poll()
 		case <-hot.C:
-			w.poll()
+			poll()
 			hotIdx++
 			if hotIdx < len(hotPolls) {
 				hot.Reset(max(time.Until(hotStart.Add(hotPolls[hotIdx])), time.Millisecond))
 			}
 		case <-tick.C:
-			w.poll()
+			poll()
 		}
 	}
 }
+
+// paceFactor: polls are at least this many times their duration apart.
+const paceFactor = 10
 
 // handleNote records an engine note for its peer.
 func (w *watcher) handleNote(n engineNote) {
@@ -286,17 +304,16 @@ func (w *watcher) applyNoteLocked(k Key, n engineNote) {
 		p.initiated = n.at
 		p.nInitiations++
 	case noteRetry, noteGiveUp:
-		if n.attempt <= p.attempts {
-			return // already reported (a StartHandshake reset the engine's count)
-		}
-		p.attempts = n.attempt
+		// Counted here, not taken from the engine's "try" number, which
+		// a new initiation (StartHandshake) resets.
+		p.attempts++
 		p.nFailures++
-		cause := fmt.Errorf("no response to %d initiations", n.attempt)
+		cause := fmt.Errorf("no response to %d initiations", p.attempts)
 		if n.kind == noteGiveUp {
-			cause = fmt.Errorf("no response to %d initiations, giving up until traffic needs the peer", n.attempt)
+			cause = fmt.Errorf("no response to %d initiations, giving up until traffic needs the peer", p.attempts)
 		}
 		w.emitLocked(Event{
-			Kind: EventHandshakeFailing, Time: n.at, Peer: k, Endpoint: p.endpoint, Attempt: n.attempt,
+			Kind: EventHandshakeFailing, Time: n.at, Peer: k, Endpoint: p.endpoint, Attempt: p.attempts,
 			Err: fmt.Errorf("wg: handshake with peer %s at %s: %w: %w", k, endpointString(p.endpoint), ErrHandshakeTimeout, cause),
 		})
 	}
@@ -313,6 +330,15 @@ func (w *watcher) emitLocked(ev Event) {
 
 // poll reads the engine's state and reports what changed.
 func (w *watcher) poll() {
+	// Notes first, so that decisions below see the latest initiation.
+	for drained := false; !drained; {
+		select {
+		case n := <-w.notes:
+			w.handleNote(n)
+		default:
+			drained = true
+		}
+	}
 	w.mu.RLock()
 	gen := w.gen
 	w.mu.RUnlock()
@@ -345,7 +371,7 @@ func (w *watcher) poll() {
 			if !membership {
 				continue
 			}
-			p = w.addLocked(ps.PublicKey, "", now)
+			p = w.addLocked(ps.PublicKey, "", ps.Endpoint, now)
 		}
 		if w.updateLocked(ps.PublicKey, p, &ps, now) {
 			kickHandshake = append(kickHandshake, ps.PublicKey)
@@ -377,6 +403,11 @@ func (w *watcher) poll() {
 		delete(w.unknown, ptr)
 	}
 	resolves := w.reresolveLocked(now)
+	// A peer being re-resolved gets its initiation at the new address.
+	kickHandshake = slices.DeleteFunc(kickHandshake, func(k Key) bool {
+		p := w.peers[k]
+		return p == nil || p.rr.resolving || p.rr.trying != nil
+	})
 	w.mu.Unlock()
 	for _, k := range kickHandshake {
 		w.startHandshake(k)
@@ -389,12 +420,7 @@ func (w *watcher) poll() {
 // timing.quiet without answering).
 func (w *watcher) updateLocked(k Key, p *peerWatch, ps *PeerStatus, now time.Time) bool {
 	if ps.Endpoint != p.endpoint {
-		prev := p.endpoint
-		p.endpoint = ps.Endpoint
-		if ps.Endpoint.IsValid() {
-			p.nEndpointChanges++
-			w.emitLocked(Event{Kind: EventEndpointChanged, Time: now, Peer: k, Endpoint: ps.Endpoint, Previous: prev})
-		}
+		w.endpointLocked(k, p, ps.Endpoint, now)
 	}
 	if ps.LastHandshake.After(p.lastHS) {
 		p.lastHS = ps.LastHandshake
@@ -416,29 +442,39 @@ func (w *watcher) updateLocked(k Key, p *peerWatch, ps *PeerStatus, now time.Tim
 	if ps.RxBytes > p.rx {
 		p.lastRx = now
 		p.unanswered = time.Time{}
+		w.rrHandshakeLocked(p) // the peer answers where it is now
 	} else if ps.TxBytes > p.tx {
-		switch {
-		case p.unanswered.IsZero():
-			p.unanswered = now
-		case now.Sub(p.unanswered) >= w.timing.quiet && p.endpoint.IsValid():
-			// Sending without hearing back: the peer may have restarted
-			// and dropped our session. The engine would wait 15 s
-			// (KeepaliveTimeout + RekeyTimeout); ask now. It sends at most
-			// one initiation per 5 s.
-			need = now.Sub(p.initiated) >= device.RekeyTimeout
+		if p.unanswered.IsZero() {
 			p.unanswered = now
 		}
+		// Sending, and nothing received for timing.quiet: the peer may
+		// have restarted and dropped our session. The engine would wait
+		// 15 s (KeepaliveTimeout + RekeyTimeout); ask now, unless an
+		// initiation is under way (the engine sends at most one per 5 s).
+		// p.lastRx is the poll that saw the last growth, so the silence
+		// is at least as long as measured.
+		need = now.Sub(p.lastRx) >= w.timing.quiet && p.endpoint.IsValid() &&
+			now.Sub(p.initiated) >= retryWindow
 	}
 	p.rx, p.tx = ps.RxBytes, ps.TxBytes
 	return need
 }
 
-func (w *watcher) addLocked(k Key, configured string, now time.Time) *peerWatch {
-	p := &peerWatch{configured: configured}
+func (w *watcher) addLocked(k Key, configured string, ep netip.AddrPort, now time.Time) *peerWatch {
+	p := &peerWatch{configured: configured, endpoint: ep}
 	w.peers[k] = p
 	w.rrAddedLocked(p, now)
-	w.emitLocked(Event{Kind: EventPeerAdded, Time: now, Peer: k})
+	w.emitLocked(Event{Kind: EventPeerAdded, Time: now, Peer: k, Endpoint: ep})
 	return p
+}
+
+func (w *watcher) endpointLocked(k Key, p *peerWatch, ep netip.AddrPort, now time.Time) {
+	prev := p.endpoint
+	p.endpoint = ep
+	if ep.IsValid() {
+		p.nEndpointChanges++
+		w.emitLocked(Event{Kind: EventEndpointChanged, Time: now, Peer: k, Endpoint: ep, Previous: prev})
+	}
 }
 
 func (w *watcher) removeLocked(k Key, now time.Time) {
@@ -457,24 +493,30 @@ func (w *watcher) removeLocked(k Key, now time.Time) {
 }
 
 // peerSet is the hook of SetPeer, Reconfigure and NewDevice, called after
-// the engine has the peer: it records the configured endpoint and reports
-// the peer as added if it is new.
-func (w *watcher) peerSet(k Key, configured string) {
+// the engine has the peer: it records the configured endpoint and the
+// address it resolved to (ep, zero if none was set), and reports the peer
+// as added if it is new, or its endpoint as changed.
+func (w *watcher) peerSet(k Key, configured string, ep netip.AddrPort) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.closed {
 		return
 	}
 	w.gen++
-	p := w.peers[k]
-	if p == nil {
-		p = w.addLocked(k, configured, time.Now())
-	} else if configured != "" && configured != p.configured {
-		p.configured = configured
-		w.rrAddedLocked(p, time.Now())
+	now := time.Now()
+	if p := w.peers[k]; p == nil {
+		w.addLocked(k, configured, ep, now)
+	} else {
+		if configured != "" && configured != p.configured {
+			p.configured = configured
+			w.rrAddedLocked(p, now)
+		}
+		if ep.IsValid() && ep != p.endpoint {
+			w.endpointLocked(k, p, ep, now)
+		}
 	}
-	if ep := w.engine.LookupPeer(device.NoisePublicKey(k)); ep != nil {
-		w.byPtr[ep] = k
+	if ptr := w.engine.LookupPeer(device.NoisePublicKey(k)); ptr != nil {
+		w.byPtr[ptr] = k
 	}
 	w.poke()
 }
@@ -490,8 +532,14 @@ func (w *watcher) peerRemoved(k Key) {
 	w.removeLocked(k, time.Now())
 }
 
+// retryWindow is how long after an initiation the engine may still send
+// its own retry (RekeyTimeout plus up to 334 ms of jitter). A new
+// initiation within it would reset the engine's count of attempts, so
+// that it never gives up, and race its retry timer.
+const retryWindow = device.RekeyTimeout + time.Second
+
 // startHandshake asks the engine for an initiation to k unless one was
-// sent in the last RekeyTimeout. It reports whether k is a peer.
+// sent within retryWindow. It reports whether k is a peer.
 func (w *watcher) startHandshake(k Key) bool {
 	ep := w.engine.LookupPeer(device.NoisePublicKey(k))
 	if ep == nil {
@@ -499,7 +547,7 @@ func (w *watcher) startHandshake(k Key) bool {
 	}
 	w.mu.RLock()
 	p := w.peers[k]
-	recent := p != nil && time.Since(p.initiated) < device.RekeyTimeout
+	recent := p != nil && time.Since(p.initiated) < retryWindow
 	w.mu.RUnlock()
 	if !recent {
 		// Rate-limited by the engine too; an error (no endpoint known
