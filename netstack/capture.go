@@ -44,7 +44,8 @@ const (
 )
 
 // capture is the packet capture of one Net. record is safe for concurrent
-// use; start and stop are called once each, by Open and Close.
+// use; start and stop are called once each, by Open and Close (stop
+// without start just ends the capture).
 type capture struct {
 	w    io.Writer
 	log  *slog.Logger
@@ -56,6 +57,7 @@ type capture struct {
 	captured atomic.Uint64 // packets in Writes to w that succeeded
 	dropped  atomic.Uint64 // packets lost: queue full, w failed, or stop's time ran out
 
+	started  atomic.Bool
 	stopOnce sync.Once
 	stopCh   chan struct{} // closed by stop
 	done     chan struct{} // closed when the writer goroutine returns
@@ -111,6 +113,7 @@ func (c *capture) record(pkt []byte) {
 // start runs the writer goroutine: it writes the pcap file header, then a
 // record per queued packet.
 func (c *capture) start() {
+	c.started.Store(true)
 	go c.run()
 }
 
@@ -120,7 +123,9 @@ func (c *capture) start() {
 // recorded after stop stay queued or are dropped; they are never written.
 func (c *capture) stop() {
 	c.stopOnce.Do(func() { close(c.stopCh) })
-	<-c.done
+	if c.started.Load() {
+		<-c.done
+	}
 }
 
 func (c *capture) run() {
