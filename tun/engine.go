@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/wgkit/wgkit/internal/engine"
 	"github.com/wgkit/wgkit/wg"
 )
 
@@ -63,27 +64,29 @@ func startEngine(ctx context.Context, p platform, s *openState, runCfg *wg.Confi
 	default:
 		return nil, 0, fmt.Errorf("unknown engine %d", int(want))
 	}
-	dev, err := kernelEngine(ctx, p, s, runCfg, mtu)
-	if err == nil {
-		return dev, EngineKernel, nil
-	}
-	if want == EngineAuto && errors.Is(err, errors.ErrUnsupported) {
-		s.log.Debug("tun: no kernel engine, running wireguard-go", "err", err)
-		dev, err := userspaceEngine(ctx, p, s, runCfg, mtu)
-		return dev, EngineUserspace, err
-	}
-	return nil, 0, fmt.Errorf("kernel engine: %w", err)
-}
-
-// kernelEngine is the engine of the system: the platform makes the
-// interface with its engine, and wg.NewDeviceEngine, which owns the
-// engine from then on (it closes it if it fails), runs the Device on it.
-// No UAPI socket: wg(8) reaches such an interface by its own means.
-func kernelEngine(ctx context.Context, p platform, s *openState, runCfg *wg.Config, mtu int) (*wg.Device, error) {
+	// Only the engine's absence falls back: a failure after the
+	// interface exists is the user's to see.
 	e, err := p.createKernel(s, mtu)
 	if err != nil {
-		return nil, err
+		if want == EngineAuto && errors.Is(err, errors.ErrUnsupported) {
+			s.log.Debug("tun: no kernel engine, running wireguard-go", "err", err)
+			dev, err := userspaceEngine(ctx, p, s, runCfg, mtu)
+			return dev, EngineUserspace, err
+		}
+		return nil, 0, fmt.Errorf("kernel engine: %w", err)
 	}
+	dev, err := kernelEngine(ctx, s, e, runCfg)
+	if err != nil {
+		return nil, 0, fmt.Errorf("kernel engine: %w", err)
+	}
+	return dev, EngineKernel, nil
+}
+
+// kernelEngine runs the Device on e, the system's engine that the
+// platform made (createKernel): wg.NewDeviceEngine owns e from then on
+// (it closes it if it fails). No UAPI socket: wg(8) reaches such an
+// interface by its own means.
+func kernelEngine(ctx context.Context, s *openState, e engine.Engine, runCfg *wg.Config) (*wg.Device, error) {
 	dev, err := wg.NewDeviceEngine(ctx, e, runCfg, s.deviceOptions())
 	if err != nil {
 		return nil, err

@@ -3,6 +3,7 @@
 package tun
 
 import (
+	"context"
 	"os"
 	"strings"
 	"testing"
@@ -63,5 +64,38 @@ func TestEngineKernelWithoutModule(t *testing.T) {
 	}
 	if diff := cmp.Diff(before, snapshot(t, ns)); diff != "" {
 		t.Errorf("namespace changed by the failed Open (-before +after):\n%s", diff)
+	}
+}
+
+// TestEngineOptionErrors checks the engine choices Open refuses before
+// it changes anything on the host (so no namespace is needed).
+func TestEngineOptionErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		opts *Options
+		want string
+	}{
+		{"unknown engine", &Options{Name: "wgkbad0", Engine: Engine(7)}, "tun: open wgkbad0: unknown engine 7"},
+		{"kernel with a Bind", &Options{Name: "wgkbad0", Engine: EngineKernel, Bind: &closeBind{}}, "tun: open wgkbad0: kernel engine: Options.Bind needs the userspace engine"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, _ := pairConfigs(t)
+			_, err := Open(context.Background(), cfg, tt.opts)
+			if err == nil {
+				t.Fatal("Open succeeded")
+			}
+			if diff := cmp.Diff(tt.want, err.Error()); diff != "" {
+				t.Errorf("error (-want +got):\n%s", diff)
+			}
+			if b, ok := tt.opts.Bind.(*closeBind); ok && b.closed.Load() != 1 {
+				t.Errorf("Bind closed %d times, want 1", b.closed.Load())
+			}
+		})
+	}
+	for e, want := range map[Engine]string{EngineAuto: "auto", EngineKernel: "kernel", EngineUserspace: "userspace", 9: "Engine(9)"} {
+		if got := e.String(); got != want {
+			t.Errorf("Engine(%d).String() = %q, want %q", int(e), got, want)
+		}
 	}
 }

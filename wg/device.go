@@ -767,7 +767,8 @@ func (d *Device) ReconfigureContext(ctx context.Context, cfg *Config) error {
 
 // Close stops the engine and releases everything the device holds: its
 // goroutines, the Bind's sockets, the tun.Device and the UAPI listener with
-// its connections. It is safe to call more than once; calls after the first
+// its connections (a kernel engine: its interface). An engine that fails
+// to close is reported, after everything else is released. It is safe to call more than once; calls after the first
 // return an error wrapping net.ErrClosed.
 func (d *Device) Close() error {
 	// Order: first stop taking UAPI connections and close those open, so
@@ -786,10 +787,14 @@ func (d *Device) Close() error {
 		return err
 	}
 	d.closed = true
-	d.closeRoutes() // PeerFor reports no peer from now on
-	d.eng.Close()   // waits for wireguard-go's goroutines
+	d.closeRoutes()      // PeerFor reports no peer from now on
+	err := d.eng.Close() // waits for wireguard-go's goroutines
 	d.uapiWG.Wait()
 	d.watch.stop()
 	d.events.close()
+	if err != nil {
+		// A kernel engine that could not remove its interface, say.
+		return fmt.Errorf("wg: close: %w", err)
+	}
 	return nil
 }
