@@ -57,7 +57,47 @@ func TestGuestKernelEngine(t *testing.T) {
 		Interface: wg.Interface{PrivateKey: kk.priv, ListenPort: 51820, Addresses: []netip.Prefix{innerA, inner6A}},
 		Peers:     []wg.Peer{{PublicKey: nk.pub, AllowedIPs: []netip.Prefix{any4, any6}}},
 	}
-	ifc, err := Open(ctx, kcfg, &Options{Name: guestName})
+	// A failure midway leaves the host as it was, link included.
+	for _, bad := range []struct {
+		name   string
+		modify func(cfg *wg.Config)
+		hold   bool // hold the listen port
+		want   string
+	}{
+		{"second address fails", func(cfg *wg.Config) { cfg.Interface.Addresses = []netip.Prefix{innerA, innerA} }, false, "add address 10.77.0.1/24"},
+		{"listen port in use", func(*wg.Config) {}, true, "address already in use"},
+	} {
+		t.Run(bad.name, func(t *testing.T) {
+			cfg := kcfg.Clone()
+			bad.modify(cfg)
+			if bad.hold {
+				c, err := net.ListenPacket("udp4", ":51820")
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+			}
+			ifc, err := Open(ctx, cfg, &Options{Name: guestName})
+			if err == nil {
+				ifc.Close()
+				t.Fatal("Open succeeded")
+			}
+			if !strings.Contains(err.Error(), bad.want) {
+				t.Errorf("Open: %v, want an error with %q", err, bad.want)
+			}
+			if diff := cmp.Diff(before, snapshotOf(t, h)); diff != "" {
+				t.Errorf("host changed by the failed Open (-before +after):\n%s", diff)
+			}
+		})
+	}
+
+	events := make(chan wg.Event, 64)
+	ifc, err := Open(ctx, kcfg, &Options{Name: guestName, OnEvent: func(ev wg.Event) {
+		select {
+		case events <- ev:
+		default:
+		}
+	}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,6 +152,29 @@ func TestGuestKernelEngine(t *testing.T) {
 			t.Fatalf("8 MiB echo: %v", err)
 		}
 		t.Logf("8 MiB each way in %v", time.Since(start).Round(time.Millisecond))
+	})
+
+	t.Run("events", func(t *testing.T) {
+		// Read from the kernel's state: a second late at most. The peer
+		// is added, learns its endpoint from the netstack side's
+		// handshake, and the handshake completes.
+		want := []wg.EventKind{wg.EventPeerAdded, wg.EventEndpointChanged, wg.EventHandshakeCompleted}
+		var got []wg.EventKind
+		timeout := time.After(10 * time.Second)
+		for len(got) < len(want) {
+			select {
+			case ev := <-events:
+				if ev.Peer != nk.pub {
+					t.Errorf("event %v for peer %v", ev.Kind, ev.Peer)
+				}
+				got = append(got, ev.Kind)
+			case <-timeout:
+				t.Fatalf("events (-want +got):\n%s", cmp.Diff(want, got))
+			}
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("events (-want +got):\n%s", diff)
+		}
 	})
 
 	t.Run("peers", func(t *testing.T) {
