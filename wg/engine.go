@@ -33,18 +33,16 @@ type userspace struct {
 var _ engine.Engine = (*userspace)(nil)
 
 // Configure writes c as a UAPI "set" body. Like wg(8), what the engine
-// applied before a rejected line stays applied.
+// applied before a rejected line stays applied. Its errors carry no
+// prefix: the Device's methods, its only callers, add theirs.
 func (u *userspace) Configure(c *engine.Config) error {
 	if c == nil {
-		return errors.New("wg: configure engine: nil config")
+		return errors.New("nil config")
 	}
 	if err := c.Validate(); err != nil {
 		return err
 	}
-	if err := u.dev.IpcSet(uapiSetBody(c)); err != nil {
-		return fmt.Errorf("wg: configure engine: %w", err)
-	}
-	return nil
+	return u.dev.IpcSet(uapiSetBody(c))
 }
 
 // State parses a UAPI "get".
