@@ -111,12 +111,20 @@ type Device struct {
 	// iface holds the Interface fields the engine does not keep (addresses,
 	// DNS, MTU, hooks...). Guarded by mu.
 	iface Interface
+	// ownPub is the public key of ownPriv, a copy of iface.PrivateKey as
+	// last derived (ownPublicKeyLocked): deriving it costs a scalar
+	// multiplication, more than the rest of a SetPeer. Guarded by mu.
+	ownPriv, ownPub Key
 	// endpoints holds each peer's Endpoint as configured, which may be a
 	// host name, so that Config can return it and Reconfigure can tell
 	// whether it changed. Guarded by mu.
 	endpoints map[Key]string
-	// order is the configured order of peers, for stable output. Guarded by mu.
-	order []Key
+	// rank is each configured peer's place in the configured order, for
+	// stable output: a map, so that noting one peer of thousands costs
+	// one lookup. nextRank is the place of the next peer noted. Guarded
+	// by mu.
+	rank     map[Key]int
+	nextRank int
 }
 
 // NewDevice runs the wireguard-go engine on t, applies cfg and brings the
@@ -225,6 +233,7 @@ func newDevice(cfg *Config, opts *DeviceOptions) (*Device, error) {
 		log:               opts.Logger,
 		resolver:          opts.Resolver,
 		endpoints:         make(map[Key]string),
+		rank:              make(map[Key]int),
 		reresolveInterval: max(opts.ReresolveInterval, 0),
 	}
 	if d.log == nil {
@@ -292,7 +301,7 @@ func (d *Device) run(ctx context.Context, e engine.Engine, cfg *Config, opts *De
 	d.iface = cfg.Clone().Interface
 	for i, p := range cfg.Peers {
 		d.endpoints[p.PublicKey] = p.Endpoint
-		d.order = append(d.order, p.PublicKey)
+		d.noteRankLocked(p.PublicKey)
 		d.watch.peerSet(p.PublicKey, p.Endpoint, resolved[i])
 	}
 	// Key every peer we can reach now rather than at the first packet,
@@ -460,10 +469,7 @@ func (d *Device) Peers() []PeerStatus {
 
 // sortLocked orders peers by configured order, then by key.
 func (d *Device) sortLocked(peers []PeerStatus) []PeerStatus {
-	rank := make(map[Key]int, len(d.order))
-	for i, k := range d.order {
-		rank[k] = i
-	}
+	rank := d.rank
 	slices.SortFunc(peers, func(a, b PeerStatus) int {
 		ra, oka := rank[a.PublicKey]
 		rb, okb := rank[b.PublicKey]
@@ -577,13 +583,22 @@ func (d *Device) SetPeer(p Peer) error {
 	return d.SetPeerContext(context.Background(), p)
 }
 
+// ownPublicKeyLocked returns the public key of iface.PrivateKey, derived
+// once per private key.
+func (d *Device) ownPublicKeyLocked() Key {
+	if d.ownPriv != d.iface.PrivateKey || d.ownPub == (Key{}) {
+		d.ownPriv, d.ownPub = d.iface.PrivateKey, d.iface.PrivateKey.PublicKey()
+	}
+	return d.ownPub
+}
+
 // SetPeerContext is SetPeer with a context that bounds the resolution of
 // a host name in p.Endpoint (30 s when ctx has no deadline), not the life
 // of the peer.
 func (d *Device) SetPeerContext(ctx context.Context, p Peer) error {
 	d.mu.Lock()
 	err := d.errClosedLocked("set peer")
-	own := d.iface.PrivateKey.PublicKey()
+	own := d.ownPublicKeyLocked()
 	d.mu.Unlock()
 	if err != nil {
 		return err
@@ -608,11 +623,11 @@ func (d *Device) SetPeerContext(ctx context.Context, p Peer) error {
 	if err := d.errClosedLocked("set peer"); err != nil {
 		return err
 	}
-	err = d.eng.Configure(&engine.Config{Peers: []engine.PeerConfig{peerConfig(&p, ap)}})
-	d.routesChanged()
-	if err != nil {
+	if err := d.eng.Configure(&engine.Config{Peers: []engine.PeerConfig{peerConfig(&p, ap)}}); err != nil {
+		d.routesChanged() // a failed set may have applied part of its lines
 		return fmt.Errorf("wg: set peer %s: %w", p.PublicKey, err)
 	}
+	d.routesSet(p.PublicKey, p.AllowedIPs)
 	d.notePeerLocked(p)
 	d.watch.peerSet(p.PublicKey, p.Endpoint, ap)
 	kick = ap.IsValid()
@@ -624,9 +639,7 @@ func (d *Device) notePeerLocked(p Peer) {
 	if p.Endpoint != "" {
 		d.endpoints[p.PublicKey] = p.Endpoint
 	}
-	if !slices.Contains(d.order, p.PublicKey) {
-		d.order = append(d.order, p.PublicKey)
-	}
+	d.noteRankLocked(p.PublicKey)
 }
 
 // RemovePeer removes the peer with the given public key. Removing a peer
@@ -637,11 +650,11 @@ func (d *Device) RemovePeer(pub Key) error {
 	if err := d.errClosedLocked("remove peer"); err != nil {
 		return err
 	}
-	err := d.eng.Configure(&engine.Config{Peers: []engine.PeerConfig{{PublicKey: engine.Key(pub), Remove: true}}})
-	d.routesChanged()
-	if err != nil {
+	if err := d.eng.Configure(&engine.Config{Peers: []engine.PeerConfig{{PublicKey: engine.Key(pub), Remove: true}}}); err != nil {
+		d.routesChanged()
 		return fmt.Errorf("wg: remove peer %s: %w", pub, err)
 	}
+	d.routesRemoved(pub)
 	d.forgetPeerLocked(pub)
 	d.watch.peerRemoved(pub)
 	return nil
@@ -649,7 +662,16 @@ func (d *Device) RemovePeer(pub Key) error {
 
 func (d *Device) forgetPeerLocked(pub Key) {
 	delete(d.endpoints, pub)
-	d.order = slices.DeleteFunc(d.order, func(k Key) bool { return k == pub })
+	delete(d.rank, pub)
+}
+
+// noteRankLocked gives pub the next place in the configured order, unless
+// it has one.
+func (d *Device) noteRankLocked(pub Key) {
+	if _, ok := d.rank[pub]; !ok {
+		d.rank[pub] = d.nextRank
+		d.nextRank++
+	}
 }
 
 // Reconfigure makes the device run cfg, applying only the differences:
@@ -750,7 +772,8 @@ func (d *Device) ReconfigureContext(ctx context.Context, cfg *Config) error {
 		}
 	}
 	d.iface = cfg.Clone().Interface
-	d.order = d.order[:0]
+	clear(d.rank)
+	d.nextRank = 0
 	clear(d.endpoints)
 	for _, k := range removed {
 		d.watch.peerRemoved(k)
