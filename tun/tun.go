@@ -292,9 +292,9 @@ func (i *Interface) Addrs() []netip.Addr {
 // Close tears the interface down as `wg-quick down` would. In order (the
 // reverse of Open's): it undoes what Open changed on the host, newest
 // first (on Linux: the routes, the policy rules, the resolver if Open
-// changed it, the link state and the addresses), stops the engine, closes
-// the TUN (and UAPI listener, and Bind) and makes sure the interface is
-// gone. It carries on past failures and returns them joined. A second
+// changed it, the link state and the addresses), stops the engine (with
+// wireguard-go: closes the TUN, the UAPI listener and the Bind; a kernel
+// engine: deletes its interface) and makes sure the interface is gone. It carries on past failures and returns them joined. A second
 // Close returns an error wrapping net.ErrClosed.
 func (i *Interface) Close() error {
 	i.mu.Lock()
