@@ -198,6 +198,12 @@ func TestGuestKernelEngine(t *testing.T) {
 		if p.RxBytes < 8<<20 || p.TxBytes < 8<<20 || p.RxBytes > w.RxBytes || w.RxBytes > p.RxBytes+1<<20 {
 			t.Errorf("counters: Peers rx %d tx %d, wg show rx %d tx %d", p.RxBytes, p.TxBytes, w.RxBytes, w.TxBytes)
 		}
+		if hs, err := dev.WaitHandshake(ctx, nk.pub); err != nil || !hs.Equal(p.LastHandshake) {
+			t.Errorf("WaitHandshake = %v, %v; want the current session's %v", hs, err, p.LastHandshake)
+		}
+		if p.HandshakeAttempts != 0 || p.EndpointChanges != 1 {
+			t.Errorf("counters: %d attempts, %d endpoint changes; want 0 (the kernel does not tell) and 1", p.HandshakeAttempts, p.EndpointChanges)
+		}
 		if k, ok := dev.PeerFor(innerB.Addr()); !ok || k != nk.pub {
 			t.Errorf("PeerFor(%v) = %v, %v", innerB.Addr(), k, ok)
 		}

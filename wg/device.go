@@ -445,7 +445,9 @@ type PeerStatus struct {
 	// (each an EventHandshakeFailing), and EndpointChanges the times the
 	// peer's endpoint changed (each an EventEndpointChanged), since the
 	// device first saw the peer. They are counted by watching the
-	// engine, so they may lag the other fields by up to a second.
+	// engine, so they may lag the other fields by up to a second. A
+	// kernel engine (NewDeviceEngine) does not tell of its initiations:
+	// there HandshakeAttempts and HandshakeFailures stay 0.
 	HandshakeAttempts, HandshakeFailures, EndpointChanges uint64
 }
 
