@@ -1,0 +1,382 @@
+package netstack
+
+import (
+	"bytes"
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/waiter"
+)
+
+const (
+	// defaultUDPReceiveBuffer is the receive buffer of the Net's UDP
+	// sockets, in bytes of queued payload, until SetReadBuffer changes it:
+	// datagrams arriving while it is full are dropped, as by a kernel
+	// socket. It is larger than Linux's 208 KiB default because the
+	// reader shares the process (and often a core) with the engine that
+	// delivers: an unpaced 1200-byte flow through two tunnels in one
+	// process loses most of its datagrams in a 208 KiB buffer and few in
+	// this one (see BENCHMARKS.md). A full buffer of small datagrams holds
+	// about twice its size in memory.
+	defaultUDPReceiveBuffer = 2 << 20
+
+	// minUDPBuffer and maxUDPBuffer bound what SetReadBuffer and
+	// SetWriteBuffer accept, in bytes; values outside are clamped.
+	// maxUDPBuffer leaves room for QUIC stacks, which ask for 7 MiB.
+	minUDPBuffer = 4 << 10
+	maxUDPBuffer = 8 << 20
+)
+
+// udpConn is a UDP socket over the tunnel, connected (Dial) or not
+// (ListenPacket): a net.Conn and net.PacketConn straight over a gVisor
+// endpoint, with the net package's error conventions.
+//
+// Like tcpConn it keeps what the endpoint needs per call (the reader and
+// writer, the wait queue entries and their channels, the destination) in
+// the conn, so that in steady state Read, Write, ReadFromUDPAddrPort,
+// WriteToUDPAddrPort and WriteTo with a *net.UDPAddr allocate nothing;
+// ReadFrom allocates only when the source differs from the previous
+// ReadFrom's (see ReadFrom). Reads are serialized by readMu and writes by
+// writeMu.
+//
+// A Write waits while the socket's send buffer (gVisor's default,
+// 212 KiB) is full of datagrams the engine has not taken yet, so an
+// unpaced writer is held to the engine's pace instead of having its
+// datagrams dropped; the write deadline bounds that wait.
+type udpConn struct {
+	n       *Net
+	ep      tcpip.Endpoint
+	wq      *waiter.Queue
+	local   *net.UDPAddr // kept: the endpoint reports none after Close
+	remote  *net.UDPAddr // nil for ListenPacket's sockets
+	closed  atomic.Bool
+	closing chan struct{} // closed by Close; wakes blocked calls
+
+	readMu    sync.Mutex
+	readBuf   tcpip.SliceWriter // guarded by readMu; the current read's buffer
+	readEntry waiter.Entry      // guarded by readMu; registered while a read waits
+	readable  chan struct{}     // capacity 1; readEntry's notifications
+	fromAP    netip.AddrPort    // guarded by readMu; the source fromAddr names
+	fromAddr  *net.UDPAddr      // guarded by readMu; the last address ReadFrom returned
+
+	writeMu    sync.Mutex
+	writeBuf   bytes.Reader       // guarded by writeMu; the current datagram
+	writeEntry waiter.Entry       // guarded by writeMu; registered while a write waits
+	writable   chan struct{}      // capacity 1; writeEntry's notifications
+	dest       tcpip.FullAddress  // guarded by writeMu; WriteTo's destination
+	writeOpts  tcpip.WriteOptions // guarded by writeMu; To is nil or &dest
+
+	deadlines
+}
+
+var (
+	_ net.Conn       = (*udpConn)(nil)
+	_ net.PacketConn = (*udpConn)(nil)
+)
+
+// newUDPConn wraps a bound or connected UDP endpoint and its wait queue;
+// bound is the address ListenPacket bound, or invalid.
+func newUDPConn(n *Net, ep tcpip.Endpoint, wq *waiter.Queue, bound netip.Addr) *udpConn {
+	c := &udpConn{
+		n:        n,
+		ep:       ep,
+		wq:       wq,
+		closing:  make(chan struct{}),
+		readable: make(chan struct{}, 1),
+		writable: make(chan struct{}, 1),
+	}
+	if a, err := ep.GetLocalAddress(); err == nil {
+		c.local = net.UDPAddrFromAddrPort(addrPortOf(a))
+		if !c.local.AddrPort().Addr().IsValid() && bound.IsValid() {
+			// gVisor reports a wildcard as empty.
+			c.local = net.UDPAddrFromAddrPort(netip.AddrPortFrom(bound, a.Port))
+		}
+	}
+	if a, err := ep.GetRemoteAddress(); err == nil {
+		c.remote = net.UDPAddrFromAddrPort(addrPortOf(a))
+	}
+	ep.SocketOptions().SetReceiveBufferSize(defaultUDPReceiveBuffer, true)
+	// EventErr too: an ICMP error (ECONNREFUSED on a dialed conn) fails
+	// the pending call, as on a kernel socket.
+	c.readEntry.Init(waiter.ChannelNotifier(c.readable), waiter.ReadableEvents|waiter.EventErr)
+	c.writeEntry.Init(waiter.ChannelNotifier(c.writable), waiter.WritableEvents|waiter.EventErr)
+	c.deadlines.init()
+	return c
+}
+
+// addrPortOf converts a gVisor address without allocating. An empty
+// address (a wildcard) gives an invalid netip.Addr.
+func addrPortOf(a tcpip.FullAddress) netip.AddrPort {
+	var ip netip.Addr
+	switch a.Addr.Len() {
+	case 4:
+		ip = netip.AddrFrom4(a.Addr.As4())
+	case 16:
+		ip = netip.AddrFrom16(a.Addr.As16())
+	}
+	return netip.AddrPortFrom(ip, a.Port)
+}
+
+// LocalAddr returns the local address, a *net.UDPAddr.
+func (c *udpConn) LocalAddr() net.Addr {
+	if c.local == nil {
+		return nil // never a typed nil
+	}
+	return c.local
+}
+
+// RemoteAddr returns the remote address of a dialed conn, a *net.UDPAddr,
+// and nil for ListenPacket's sockets.
+func (c *udpConn) RemoteAddr() net.Addr {
+	if c.remote == nil {
+		return nil
+	}
+	return c.remote
+}
+
+func (c *udpConn) isClosed() bool { return c.closed.Load() || c.n.isClosed() }
+
+// opErr returns err as the net package reports it for op: as net.ErrClosed
+// once the conn or the Net was closed, whatever the endpoint said.
+func (c *udpConn) opErr(op string, addr net.Addr, err error) error {
+	if c.isClosed() {
+		err = net.ErrClosed
+	}
+	var src net.Addr
+	if c.local != nil {
+		src = c.local
+	}
+	if addr == nil && c.remote != nil {
+		addr = c.remote
+	}
+	return &net.OpError{Op: op, Net: "udp", Source: src, Addr: addr, Err: err}
+}
+
+// Read reads one datagram into b, like net.UDPConn.Read; the part of a
+// datagram that does not fit b is discarded.
+func (c *udpConn) Read(b []byte) (int, error) {
+	k, _, err := c.ReadFromUDPAddrPort(b)
+	return k, err
+}
+
+// ReadFrom reads one datagram into b and returns its source, a
+// *net.UDPAddr, like net.UDPConn.ReadFrom. The address returned is the
+// one an earlier ReadFrom returned when the source is the same, so that
+// reading from one peer allocates nothing: treat it as read-only (copy it
+// before changing it). ReadFromUDPAddrPort never allocates.
+func (c *udpConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	c.readMu.Lock()
+	defer c.readMu.Unlock()
+	k, from, err := c.readLocked(b)
+	if err != nil {
+		return k, nil, err
+	}
+	if c.fromAddr == nil || from != c.fromAP {
+		c.fromAP = from
+		c.fromAddr = net.UDPAddrFromAddrPort(from)
+	}
+	return k, c.fromAddr, nil
+}
+
+// ReadFromUDPAddrPort is ReadFrom returning the source as a
+// netip.AddrPort, like net.UDPConn.ReadFromUDPAddrPort. It does not
+// allocate.
+func (c *udpConn) ReadFromUDPAddrPort(b []byte) (int, netip.AddrPort, error) {
+	c.readMu.Lock()
+	defer c.readMu.Unlock()
+	return c.readLocked(b)
+}
+
+// readLocked reads one datagram into b, waiting for one. c.readMu is held.
+func (c *udpConn) readLocked(b []byte) (int, netip.AddrPort, error) {
+	c.readBuf = b
+	defer func() { c.readBuf = nil }() // do not keep the caller's buffer
+	expired := c.readDeadline.channel()
+	select {
+	case <-expired:
+		return 0, netip.AddrPort{}, c.opErr("read", nil, os.ErrDeadlineExceeded)
+	default:
+	}
+	registered := false
+	defer func() {
+		if registered {
+			c.wq.EventUnregister(&c.readEntry)
+		}
+	}()
+	for {
+		res, terr := c.ep.Read(&c.readBuf, tcpip.ReadOptions{NeedRemoteAddr: true})
+		switch terr.(type) {
+		case nil:
+			return res.Count, addrPortOf(res.RemoteAddr), nil
+		case *tcpip.ErrBadBuffer:
+			// Nothing of the datagram fit: b is empty. The datagram is
+			// gone, as with a kernel socket.
+			return 0, addrPortOf(res.RemoteAddr), nil
+		case *tcpip.ErrWouldBlock:
+		case *tcpip.ErrClosedForReceive:
+			return 0, netip.AddrPort{}, c.opErr("read", nil, net.ErrClosed)
+		default:
+			return 0, netip.AddrPort{}, c.opErr("read", nil, convertErr("read", terr))
+		}
+		if !registered {
+			// Try again once registered: a datagram may have come in between.
+			c.wq.EventRegister(&c.readEntry)
+			registered = true
+			continue
+		}
+		if err := c.wait("read", c.readable, expired); err != nil {
+			return 0, netip.AddrPort{}, err
+		}
+	}
+}
+
+// Write sends b as one datagram to the remote address of a dialed conn,
+// like net.UDPConn.Write. It waits while the send buffer is full (see
+// udpConn), at most until the write deadline.
+func (c *udpConn) Write(b []byte) (int, error) {
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	c.writeOpts.To = nil
+	return c.writeLocked(b, nil)
+}
+
+// WriteTo sends b as one datagram to addr, like net.UDPConn.WriteTo. addr
+// may be any net.Addr whose String is an "ip:port"; a *net.UDPAddr costs
+// no allocation. WriteTo does not check addr against the peers'
+// AllowedIPs: datagrams no peer accepts are dropped by the engine.
+func (c *udpConn) WriteTo(b []byte, addr net.Addr) (int, error) {
+	var ap netip.AddrPort
+	switch a := addr.(type) {
+	case nil:
+		return 0, c.opErr("write", nil, errors.New("netstack: missing address"))
+	case *net.UDPAddr:
+		if a == nil {
+			return 0, c.opErr("write", nil, errors.New("netstack: missing address"))
+		}
+		ap = a.AddrPort()
+	default:
+		var err error
+		if ap, err = netip.ParseAddrPort(addr.String()); err != nil {
+			return 0, c.opErr("write", addr, &net.AddrError{Err: "netstack: unsupported address", Addr: addr.String()})
+		}
+	}
+	return c.writeTo(b, ap, addr)
+}
+
+// WriteToUDPAddrPort is WriteTo with a netip.AddrPort, like
+// net.UDPConn.WriteToUDPAddrPort. It does not allocate.
+func (c *udpConn) WriteToUDPAddrPort(b []byte, addr netip.AddrPort) (int, error) {
+	return c.writeTo(b, addr, nil)
+}
+
+// writeTo sends b to ap; addr is what the caller passed, for errors.
+func (c *udpConn) writeTo(b []byte, ap netip.AddrPort, addr net.Addr) (int, error) {
+	if !ap.IsValid() {
+		return 0, c.opErr("write", addr, &net.AddrError{Err: "netstack: invalid address", Addr: ap.String()})
+	}
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	// The stack wants 4 bytes for IPv4, also on a dual-stack socket.
+	ip := ap.Addr().Unmap()
+	if ip.Is4() {
+		c.dest.Addr = tcpip.AddrFrom4(ip.As4())
+	} else {
+		c.dest.Addr = tcpip.AddrFrom16(ip.As16())
+	}
+	c.dest.Port = ap.Port()
+	c.writeOpts.To = &c.dest
+	return c.writeLocked(b, addr)
+}
+
+// writeLocked sends b with c.writeOpts, waiting for room in the send
+// buffer. c.writeMu is held.
+func (c *udpConn) writeLocked(b []byte, addr net.Addr) (int, error) {
+	defer c.writeBuf.Reset(nil) // do not keep the caller's buffer
+	expired := c.writeDeadline.channel()
+	select {
+	case <-expired:
+		return 0, c.opErr("write", addr, os.ErrDeadlineExceeded)
+	default:
+	}
+	if c.isClosed() {
+		return 0, c.opErr("write", addr, net.ErrClosed)
+	}
+	registered := false
+	defer func() {
+		if registered {
+			c.wq.EventUnregister(&c.writeEntry)
+		}
+	}()
+	for {
+		// A datagram goes whole or not at all; when the endpoint would
+		// block it has not read the payload.
+		c.writeBuf.Reset(b)
+		k, terr := c.ep.Write(&c.writeBuf, c.writeOpts)
+		switch terr.(type) {
+		case nil:
+			return int(k), nil
+		case *tcpip.ErrWouldBlock:
+		default:
+			return 0, c.opErr("write", addr, convertErr("write", terr))
+		}
+		if !registered {
+			// Try again once registered: room may have freed in between.
+			c.wq.EventRegister(&c.writeEntry)
+			registered = true
+			continue
+		}
+		if err := c.wait("write", c.writable, expired); err != nil {
+			return 0, err
+		}
+	}
+}
+
+// wait waits for a notification on ready; it fails once expired is
+// closed (the deadline passed) or the conn or the Net is closed.
+func (c *udpConn) wait(op string, ready, expired <-chan struct{}) error {
+	if err := waitReady(ready, expired, c.closing, c.n.done); err != nil {
+		return c.opErr(op, nil, err)
+	}
+	return nil
+}
+
+// SetReadBuffer sets the socket's receive buffer, in bytes of queued
+// payload, like net.UDPConn.SetReadBuffer; datagrams arriving while it
+// is full are dropped. The default is 2 MiB; bytes is clamped to
+// [4 KiB, 8 MiB].
+func (c *udpConn) SetReadBuffer(bytes int) error {
+	if c.isClosed() {
+		return c.opErr("set", nil, net.ErrClosed)
+	}
+	c.ep.SocketOptions().SetReceiveBufferSize(int64(min(max(bytes, minUDPBuffer), maxUDPBuffer)), true)
+	return nil
+}
+
+// SetWriteBuffer sets the socket's send buffer, in bytes of datagrams
+// the engine has not taken yet, like net.UDPConn.SetWriteBuffer; a Write
+// waits while it is full. The default is gVisor's, 212 KiB; bytes is
+// clamped to [4 KiB, 8 MiB].
+func (c *udpConn) SetWriteBuffer(bytes int) error {
+	if c.isClosed() {
+		return c.opErr("set", nil, net.ErrClosed)
+	}
+	c.ep.SocketOptions().SetSendBufferSize(int64(min(max(bytes, minUDPBuffer), maxUDPBuffer)), true)
+	return nil
+}
+
+// Close closes the socket and wakes blocked calls, which return errors
+// wrapping net.ErrClosed. A second Close returns such an error too.
+func (c *udpConn) Close() error {
+	if c.closed.Swap(true) {
+		return c.opErr("close", nil, net.ErrClosed)
+	}
+	close(c.closing)
+	c.ep.Close()
+	c.deadlines.stop()
+	return nil
+}
