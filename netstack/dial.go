@@ -353,8 +353,10 @@ func (n *Net) Listen(network, address string) (net.Listener, error) {
 // SetWriteBuffer of *net.UDPConn. In steady state they allocate nothing
 // per datagram beyond what gVisor's UDP endpoint does; ReadFrom allocates
 // its address only when the source changes. A write waits while the
-// socket's send buffer is full; the receive buffer holds 2 MiB of
-// payload by default, and datagrams arriving while it is full are dropped.
+// socket's send buffer (16 KiB by default) or the link's queue to the
+// engine is full, within the write deadline; datagrams arriving while
+// the receive buffer (212 KiB by default; see SetReadBuffer) is full are
+// dropped.
 func (n *Net) ListenPacket(network, address string) (net.PacketConn, error) {
 	opErr := func(err error) error {
 		return &net.OpError{Op: "listen", Net: network, Err: err}

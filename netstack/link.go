@@ -47,9 +47,11 @@ const (
 	maxBatchSize = 128
 
 	// maxQueuedPackets bounds the outbound queue. When the engine falls
-	// behind, further packets are dropped as a full NIC queue would drop
-	// them, and TCP backs off. The queue holds only references, so an idle
-	// endpoint holds no packet memory.
+	// behind, further packets are refused with ErrNoBufferSpace, as a full
+	// NIC queue would refuse them: TCP takes that as a loss and backs
+	// off, and a UDP conn's Write waits for room (see endpoint.room). The
+	// queue holds only references, so an idle endpoint holds no packet
+	// memory.
 	maxQueuedPackets = 1024
 
 	// gsoMaxSize is the largest TCP super-packet the stack hands the link:
@@ -92,6 +94,10 @@ type endpoint struct {
 	// queue becomes non-empty or the endpoint closes; the reader waits on
 	// it only after finding the queue empty, so no wake-up is lost.
 	ready chan struct{}
+	// roomCh, when not nil, is closed (and cleared) when readBatch takes
+	// packets off the queue or the endpoint closes; writers refused by a
+	// full queue wait on it (see room).
+	roomCh chan struct{} // guarded by qmu
 
 	// rmu serializes readers, so that queue[0] and headOff stay theirs
 	// between taking packets and consuming them.
@@ -129,8 +135,9 @@ func (e *endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 	return e.enqueue(pkts.AsSlice())
 }
 
-// enqueue queues pkts for the engine, taking a reference to each, and
-// drops what does not fit.
+// enqueue queues pkts for the engine, taking a reference to each. What
+// does not fit is dropped, and if nothing fit enqueue returns
+// ErrNoBufferSpace.
 func (e *endpoint) enqueue(pkts []*stack.PacketBuffer) (int, tcpip.Error) {
 	e.qmu.Lock()
 	if e.closed {
@@ -153,10 +160,39 @@ func (e *endpoint) enqueue(pkts []*stack.PacketBuffer) (int, tcpip.Error) {
 	if n > 0 {
 		e.signal()
 	}
-	// Like gVisor's channel endpoint, drop what does not fit silently (the
-	// stack ignores the count): TCP recovers by retransmitting, and UDP
-	// senders are not told about drops on a real link either.
+	if n == 0 && len(pkts) > 0 {
+		// The stack passes this on to the writer: TCP treats it as a
+		// loss, a UDP conn waits for room and tries again.
+		return 0, &tcpip.ErrNoBufferSpace{}
+	}
 	return n, nil
+}
+
+// room returns a channel that is closed once readBatch has taken packets
+// off the queue, or the endpoint has closed, after the call. A writer
+// refused with ErrNoBufferSpace calls room, tries once more, and waits on
+// the channel if it is refused again, so no wake-up is lost. The channel
+// is made only while the queue is full and someone waits.
+func (e *endpoint) room() <-chan struct{} {
+	e.qmu.Lock()
+	defer e.qmu.Unlock()
+	if e.closed {
+		c := make(chan struct{})
+		close(c)
+		return c
+	}
+	if e.roomCh == nil {
+		e.roomCh = make(chan struct{})
+	}
+	return e.roomCh
+}
+
+// wakeRoomLocked wakes the writers waiting in room. e.qmu is held.
+func (e *endpoint) wakeRoomLocked() {
+	if e.roomCh != nil {
+		close(e.roomCh)
+		e.roomCh = nil
+	}
 }
 
 // qdisc is the NIC's queueing discipline (stack.NICOptions.QDisc): it
@@ -240,6 +276,9 @@ func (e *endpoint) readBatch(bufs [][]byte, sizes []int, offset int) (int, error
 			clear(e.queue[rest:])
 			e.queue = e.queue[:rest]
 			e.headOff = off
+			if done > 0 {
+				e.wakeRoomLocked()
+			}
 		}
 		e.qmu.Unlock()
 	}
@@ -432,6 +471,7 @@ func (e *endpoint) closeQueue() bool {
 	e.closed = true
 	q := e.queue
 	e.queue = nil
+	e.wakeRoomLocked()
 	e.qmu.Unlock()
 	for _, pkt := range q {
 		pkt.DecRef()

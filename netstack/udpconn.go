@@ -14,16 +14,15 @@ import (
 )
 
 const (
-	// defaultUDPReceiveBuffer is the receive buffer of the Net's UDP
-	// sockets, in bytes of queued payload, until SetReadBuffer changes it:
-	// datagrams arriving while it is full are dropped, as by a kernel
-	// socket. It is larger than Linux's 208 KiB default because the
-	// reader shares the process (and often a core) with the engine that
-	// delivers: an unpaced 1200-byte flow through two tunnels in one
-	// process loses most of its datagrams in a 208 KiB buffer and few in
-	// this one (see BENCHMARKS.md). A full buffer of small datagrams holds
-	// about twice its size in memory.
-	defaultUDPReceiveBuffer = 2 << 20
+	// defaultUDPSendBuffer is the send buffer of the Net's UDP sockets
+	// until SetWriteBuffer changes it, in bytes of datagrams (payload and
+	// headers) that the engine has not taken off the link yet: a Write
+	// waits while it is full, so it holds an unpaced writer to the
+	// engine's pace in small steps. A datagram is accepted whole while
+	// any room is left, so this bounds no datagram's size. gVisor's
+	// default, 212 KiB, let the writer run ahead in bursts that the
+	// receiving side of the benchmark then dropped (see BENCHMARKS.md).
+	defaultUDPSendBuffer = 16 << 10
 
 	// minUDPBuffer and maxUDPBuffer bound what SetReadBuffer and
 	// SetWriteBuffer accept, in bytes; values outside are clamped.
@@ -44,10 +43,11 @@ const (
 // ReadFrom's (see ReadFrom). Reads are serialized by readMu and writes by
 // writeMu.
 //
-// A Write waits while the socket's send buffer (gVisor's default,
-// 212 KiB) is full of datagrams the engine has not taken yet, so an
-// unpaced writer is held to the engine's pace instead of having its
-// datagrams dropped; the write deadline bounds that wait.
+// A Write waits while the socket's send buffer (defaultUDPSendBuffer) is
+// full of datagrams the engine has not taken yet, or while the link's
+// queue to the engine is full, so an unpaced writer is held to the
+// engine's pace instead of having its datagrams dropped; the write
+// deadline bounds that wait.
 type udpConn struct {
 	n       *Net
 	ep      tcpip.Endpoint
@@ -100,7 +100,7 @@ func newUDPConn(n *Net, ep tcpip.Endpoint, wq *waiter.Queue, bound netip.Addr) *
 	if a, err := ep.GetRemoteAddress(); err == nil {
 		c.remote = net.UDPAddrFromAddrPort(addrPortOf(a))
 	}
-	ep.SocketOptions().SetReceiveBufferSize(defaultUDPReceiveBuffer, true)
+	ep.SocketOptions().SetSendBufferSize(defaultUDPSendBuffer, true)
 	// EventErr too: an ICMP error (ECONNREFUSED on a dialed conn) fails
 	// the pending call, as on a kernel socket.
 	c.readEntry.Init(waiter.ChannelNotifier(c.readable), waiter.ReadableEvents|waiter.EventErr)
@@ -312,15 +312,31 @@ func (c *udpConn) writeLocked(b []byte, addr net.Addr) (int, error) {
 			c.wq.EventUnregister(&c.writeEntry)
 		}
 	}()
+	var room <-chan struct{}
 	for {
 		// A datagram goes whole or not at all; when the endpoint would
 		// block it has not read the payload.
 		c.writeBuf.Reset(b)
-		k, terr := c.ep.Write(&c.writeBuf, c.writeOpts)
+		k, terr := c.sendLocked()
 		switch terr.(type) {
 		case nil:
 			return int(k), nil
 		case *tcpip.ErrWouldBlock:
+		case *tcpip.ErrNoBufferSpace:
+			// The link's queue to the engine is full (other sockets
+			// filled it): wait for the engine to take packets, then try
+			// again, instead of failing with ENOBUFS.
+			if room == nil {
+				// Try again once the channel is taken: room may have
+				// freed in between.
+				room = c.n.ep.room()
+				continue
+			}
+			if err := waitReady(room, expired, c.closing, c.n.done); err != nil {
+				return 0, c.opErr("write", addr, err)
+			}
+			room = nil
+			continue
 		default:
 			return 0, c.opErr("write", addr, convertErr("write", terr))
 		}
@@ -336,6 +352,26 @@ func (c *udpConn) writeLocked(b []byte, addr net.Addr) (int, error) {
 	}
 }
 
+// sendLocked hands c.writeBuf to the endpoint with c.writeOpts.
+// c.writeMu is held.
+//
+// A full link queue refuses the packet with ErrNoBufferSpace, which gVisor
+// passes on to the writer only with IP_RECVERR set, as Linux does. So the
+// option is on for the call only: with it on, ICMP errors also queue on
+// the socket's error queue, which nothing reads, so what queued meanwhile
+// is dropped at once and the queue stays empty.
+func (c *udpConn) sendLocked() (int64, tcpip.Error) {
+	so := c.ep.SocketOptions()
+	so.SetIPv4RecvError(true)
+	so.SetIPv6RecvError(true)
+	k, terr := c.ep.Write(&c.writeBuf, c.writeOpts)
+	so.SetIPv4RecvError(false)
+	so.SetIPv6RecvError(false)
+	for so.DequeueErr() != nil {
+	}
+	return k, terr
+}
+
 // wait waits for a notification on ready; it fails once expired is
 // closed (the deadline passed) or the conn or the Net is closed.
 func (c *udpConn) wait(op string, ready, expired <-chan struct{}) error {
@@ -345,10 +381,19 @@ func (c *udpConn) wait(op string, ready, expired <-chan struct{}) error {
 	return nil
 }
 
-// SetReadBuffer sets the socket's receive buffer, in bytes of queued
-// payload, like net.UDPConn.SetReadBuffer; datagrams arriving while it
-// is full are dropped. The default is 2 MiB; bytes is clamped to
-// [4 KiB, 8 MiB].
+// SetReadBuffer sets the socket's receive buffer, like
+// net.UDPConn.SetReadBuffer; datagrams arriving while it is full are
+// dropped. The default is gVisor's, 212 KiB, as Linux's; bytes is clamped
+// to [4 KiB, 8 MiB]. QUIC stacks such as quic-go call SetReadBuffer(7 MiB)
+// on any conn that has the method, and a fast flow needs that much: the
+// reader competes for the CPU with the engine that delivers to it, and a
+// reader not scheduled for 10 ms at 1 Gbit/s meets 1.2 MiB of datagrams
+// (see BENCHMARKS.md).
+//
+// The buffer counts payload bytes, as gVisor does; each queued datagram
+// also holds its IP packet rounded up to a power of two and about 500
+// bytes of bookkeeping, so a buffer full of tiny datagrams holds far more
+// memory than its size (1200-byte datagrams: about twice the size).
 func (c *udpConn) SetReadBuffer(bytes int) error {
 	if c.isClosed() {
 		return c.opErr("set", nil, net.ErrClosed)
@@ -359,8 +404,8 @@ func (c *udpConn) SetReadBuffer(bytes int) error {
 
 // SetWriteBuffer sets the socket's send buffer, in bytes of datagrams
 // the engine has not taken yet, like net.UDPConn.SetWriteBuffer; a Write
-// waits while it is full. The default is gVisor's, 212 KiB; bytes is
-// clamped to [4 KiB, 8 MiB].
+// waits while it is full. The default is 16 KiB; bytes is clamped to
+// [4 KiB, 8 MiB].
 func (c *udpConn) SetWriteBuffer(bytes int) error {
 	if c.isClosed() {
 		return c.opErr("set", nil, net.ErrClosed)
