@@ -47,11 +47,11 @@ const (
 	maxBatchSize = 128
 
 	// maxQueuedPackets bounds the outbound queue. When the engine falls
-	// behind, further packets are refused with ErrNoBufferSpace, as a full
-	// NIC queue would refuse them: TCP takes that as a loss and backs
-	// off, and a UDP conn's Write waits for room (see endpoint.room). The
-	// queue holds only references, so an idle endpoint holds no packet
-	// memory.
+	// behind, further packets are dropped as a full NIC queue would drop
+	// them, and TCP backs off; UDP packets are refused with
+	// ErrNoBufferSpace instead, and the UDP conn's Write waits for room
+	// (see endpoint.room). The queue holds only references, so an idle
+	// endpoint holds no packet memory.
 	maxQueuedPackets = 1024
 
 	// gsoMaxSize is the largest TCP super-packet the stack hands the link:
@@ -75,9 +75,9 @@ type endpoint struct {
 	// batch is the tun.Device batch size; set before the device starts.
 	batch int
 
-	// dropped counts outbound packets dropped because the queue was full
-	// or a packet did not fit the reader's buffer, and inbound packets that
-	// were not IPv4 or IPv6.
+	// dropped counts outbound packets dropped (or, for UDP, refused)
+	// because the queue was full or a packet did not fit the reader's
+	// buffer, and inbound packets that were not IPv4 or IPv6.
 	dropped atomic.Uint64
 
 	mu         sync.Mutex
@@ -136,8 +136,8 @@ func (e *endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 }
 
 // enqueue queues pkts for the engine, taking a reference to each. What
-// does not fit is dropped, and if nothing fit enqueue returns
-// ErrNoBufferSpace.
+// does not fit is dropped; if nothing fit and the packets are UDP,
+// enqueue returns ErrNoBufferSpace.
 func (e *endpoint) enqueue(pkts []*stack.PacketBuffer) (int, tcpip.Error) {
 	e.qmu.Lock()
 	if e.closed {
@@ -160,9 +160,11 @@ func (e *endpoint) enqueue(pkts []*stack.PacketBuffer) (int, tcpip.Error) {
 	if n > 0 {
 		e.signal()
 	}
-	if n == 0 && len(pkts) > 0 {
-		// The stack passes this on to the writer: TCP treats it as a
-		// loss, a UDP conn waits for room and tries again.
+	if n == 0 && len(pkts) > 0 && pkts[0].TransportProtocolNumber == header.UDPProtocolNumber {
+		// The stack passes this on to the writer: a UDP conn waits for
+		// room and tries again. Other packets are dropped silently, as
+		// before: TCP recovers by retransmitting (an error would change
+		// when it arms its retransmission timer), ICMP is best effort.
 		return 0, &tcpip.ErrNoBufferSpace{}
 	}
 	return n, nil
