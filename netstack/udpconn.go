@@ -384,11 +384,11 @@ func (c *udpConn) wait(op string, ready, expired <-chan struct{}) error {
 // SetReadBuffer sets the socket's receive buffer, like
 // net.UDPConn.SetReadBuffer; datagrams arriving while it is full are
 // dropped. The default is gVisor's, 212 KiB, as Linux's; bytes is clamped
-// to [4 KiB, 8 MiB]. QUIC stacks such as quic-go call SetReadBuffer(7 MiB)
-// on any conn that has the method, and a fast flow needs that much: the
-// reader competes for the CPU with the engine that delivers to it, and a
-// reader not scheduled for 10 ms at 1 Gbit/s meets 1.2 MiB of datagrams
-// (see BENCHMARKS.md).
+// to [4 KiB, 8 MiB]. quic-go calls SetReadBuffer(7 MiB) (and
+// SetWriteBuffer(7 MiB)) on a conn that has the method and no
+// SyscallConn, and a fast flow needs that much: the reader competes for
+// the CPU with the engine that delivers to it, and a reader not scheduled
+// for 10 ms at 1 Gbit/s meets 1.2 MiB of datagrams (see BENCHMARKS.md).
 //
 // The buffer counts payload bytes, as gVisor does; each queued datagram
 // also holds its IP packet rounded up to a power of two and about 500
