@@ -247,7 +247,7 @@ func (c *udpConn) Write(b []byte) (int, error) {
 
 // WriteTo sends b as one datagram to addr, like net.UDPConn.WriteTo. addr
 // may be any net.Addr whose String is an "ip:port"; a *net.UDPAddr costs
-// no allocation. WriteTo does not check addr against the peers'
+// no allocation. On a dialed conn it fails with net.ErrWriteToConnected. WriteTo does not check addr against the peers'
 // AllowedIPs: datagrams no peer accepts are dropped by the engine.
 func (c *udpConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 	var ap netip.AddrPort
@@ -278,6 +278,9 @@ func (c *udpConn) WriteToUDPAddrPort(b []byte, addr netip.AddrPort) (int, error)
 func (c *udpConn) writeTo(b []byte, ap netip.AddrPort, addr net.Addr) (int, error) {
 	if !ap.IsValid() {
 		return 0, c.opErr("write", addr, &net.AddrError{Err: "netstack: invalid address", Addr: ap.String()})
+	}
+	if c.remote != nil {
+		return 0, c.opErr("write", addr, net.ErrWriteToConnected)
 	}
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()

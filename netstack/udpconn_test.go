@@ -154,6 +154,13 @@ func TestUDPConn(t *testing.T) {
 		}
 	})
 
+	t.Run("WriteTo on a dialed conn", func(t *testing.T) {
+		_, err := c.(net.PacketConn).WriteTo([]byte("x"), pc.LocalAddr())
+		if !errors.Is(err, net.ErrWriteToConnected) {
+			t.Errorf("WriteTo on a dialed conn: %v, want net.ErrWriteToConnected", err)
+		}
+	})
+
 	t.Run("SetReadBuffer", func(t *testing.T) {
 		for _, size := range []int{0, 1 << 20, 1 << 30} {
 			if err := pc.(interface{ SetReadBuffer(int) error }).SetReadBuffer(size); err != nil {
