@@ -29,6 +29,24 @@
 // segments arriving together are merged before the stack sees them, so
 // the stack's per-packet cost is paid a few times per 64 KiB rather than
 // per 1.4 KiB. Options.MaxTCPBuffer bounds the memory a busy tunnel uses.
+//
+// # Router mode
+//
+// With Options.Forward (a ForwardOptions) the Net also carries its peers'
+// traffic beyond its own addresses, as a Linux host with ip_forward=1 and
+// masquerading would: a peer that routes a subnet or 0.0.0.0/0 and ::/0
+// through the tunnel reaches the host's networks. Each TCP connection and
+// UDP flow is dialled anew from the host (ForwardOptions.Dial, by default
+// the host network) and joined to the peer's; the peer's handshake
+// completes only once the upstream accepted, a refused one gets a reset
+// and an unreachable or timed-out one an ICMP destination-unreachable.
+// Echo requests are answered only when the host's own ping is.
+// ForwardOptions.Allow decides who may reach what; by default loopback,
+// link-local, multicast and the host's own addresses are refused.
+// Pending dials, flows and UDP idle time are bounded, and Net.ForwardStats
+// reports them. With RelayPeers the Net is a WireGuard hub: packets from
+// one peer to another's AllowedIPs are relayed, TTL decremented, without
+// reaching the stack.
 package netstack
 
 import (
@@ -57,10 +75,6 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 )
-
-// DefaultMTU is the tunnel MTU used when the configuration sets none, as
-// wg-quick does.
-const DefaultMTU = 1420
 
 // maxUAPIName is the longest interface name wg(8) handles (IFNAMSIZ-1).
 const maxUAPIName = 15
@@ -106,20 +120,35 @@ type Options struct {
 	// defaults; values below 4096 are an error.
 	MaxTCPBuffer int
 
-	// UAPIDir, when non-empty, makes the Net serve wg(8)'s configuration
-	// protocol on the Unix socket UAPIDir/UAPIName.sock (owner-only
-	// permissions, see wg.ListenUAPI), so that `wg show` can inspect the
-	// tunnel when UAPIDir is wg's own directory /var/run/wireguard. ""
-	// serves nothing. On Windows a named pipe is used and UAPIDir only
-	// switches the feature on.
+	// Name is the tunnel's name: the name the engine sees, Net.Name, and
+	// the name of the UAPI socket. "" means "wk<pid>-<key>", where <key> is
+	// the first 4 hex digits of the interface's public key: unique among
+	// the Nets of one process unless their keys share that prefix. With
+	// EnableUAPI it must be at most 15 bytes, the longest interface name
+	// wg(8) handles.
+	Name string
+
+	// EnableUAPI, when true, serves wg(8)'s configuration protocol under
+	// Name, so `wg show NAME` and `wg set NAME ...` work on the tunnel: on
+	// the Unix socket UAPIDir/NAME.sock (owner-only permissions, see
+	// wg.ListenUAPI), on Windows on a named pipe. false (the default)
+	// serves nothing. (tun.Options.DisableUAPI is the same switch with the
+	// opposite default.)
+	EnableUAPI bool
+
+	// UAPIDir is the directory of the UAPI socket. "" means
+	// wg.DefaultUAPIDir, /var/run/wireguard, the only directory wg(8)
+	// searches. Windows ignores it. Setting it without EnableUAPI is an
+	// error.
 	UAPIDir string
 
-	// UAPIName is the interface name for the UAPI socket and the name the
-	// engine sees; with UAPIDir set it must be at most 15 bytes, the
-	// longest interface name wg(8) handles. "" means "wk<pid>-<key>", where
-	// <key> is the first 4 hex digits of the interface's public key: unique
-	// among the Nets of one process unless their keys share that prefix.
-	UAPIName string
+	// Forward, when non-nil, makes the Net a router for its peers: their
+	// TCP and UDP flows to destinations beyond the tunnel's own addresses
+	// are dialled from the host, echo requests are answered when the host
+	// can reach the destination, and (RelayPeers) packets between peers
+	// are relayed. See ForwardOptions. nil means only the tunnel's own
+	// addresses answer.
+	Forward *ForwardOptions
 }
 
 // Net is a WireGuard tunnel with its own in-process TCP/IP stack. Its
@@ -145,13 +174,15 @@ type Net struct {
 
 	maxTCPBuffer int // Options.MaxTCPBuffer, immutable
 
+	fwd *forwarder // router mode (Options.Forward); nil if off
+
 	mu        sync.Mutex
 	closed    bool                      // guarded by mu
 	listeners map[*tcpListener]struct{} // guarded by mu; shut down by Close
 }
 
 // Open starts a tunnel for cfg: a gVisor stack with cfg.Interface's
-// addresses (IPv4 and IPv6), its MTU (0 means DefaultMTU) and its DNS
+// addresses (IPv4 and IPv6), its MTU (0 means wg.DefaultMTU) and its DNS
 // settings, and a wg.Device running on it. It returns when the device is
 // up. ctx bounds the set-up only (including the resolution of peer
 // endpoint host names), not the life of the Net. nil opts means defaults.
@@ -175,13 +206,11 @@ func Open(ctx context.Context, cfg *wg.Config, opts *Options) (*Net, error) {
 	if err := ctx.Err(); err != nil {
 		return fail(err)
 	}
-	mtu := cfg.Interface.MTU
-	if mtu == 0 {
-		mtu = DefaultMTU
+	// Validate before building anything; the MTU rule is wg.CheckMTU's.
+	if err := cfg.Validate(); err != nil {
+		return fail(err)
 	}
-	if mtu < 1280 && hasV6(cfg.Interface.Addresses) || mtu < 576 || mtu > 65535 {
-		return fail(fmt.Errorf("bad MTU %d", mtu))
-	}
+	mtu := cfg.Interface.EffectiveMTU()
 	batch := opts.BatchSize
 	switch {
 	case batch < 0:
@@ -207,16 +236,26 @@ func Open(ctx context.Context, cfg *wg.Config, opts *Options) (*Net, error) {
 	if n.log == nil {
 		n.log = slog.New(slog.DiscardHandler)
 	}
-	n.name = opts.UAPIName
+	n.name = opts.Name
 	if n.name == "" {
 		pub := cfg.Interface.PrivateKey.PublicKey()
 		n.name = fmt.Sprintf("wk%d-%s", os.Getpid(), hex.EncodeToString(pub[:2]))
 	}
-	if opts.UAPIDir != "" && len(n.name) > maxUAPIName {
+	if opts.UAPIDir != "" && !opts.EnableUAPI {
+		return fail(errors.New("UAPIDir set without EnableUAPI"))
+	}
+	if opts.EnableUAPI && len(n.name) > maxUAPIName {
 		return fail(fmt.Errorf("UAPI name %q is longer than %d bytes", n.name, maxUAPIName))
 	}
 	n.ep = newEndpoint(uint32(mtu))
 	n.ep.batch = batch
+	if opts.Forward != nil {
+		f, err := newForwarder(n, opts.Forward, cfg.Interface.Addresses)
+		if err != nil {
+			return fail(err)
+		}
+		n.fwd = f
+	}
 	st, err := n.newStack(cfg.Interface.Addresses)
 	if err != nil {
 		return fail(err)
@@ -228,7 +267,7 @@ func Open(ctx context.Context, cfg *wg.Config, opts *Options) (*Net, error) {
 		st.Wait()
 	}
 	var uapi net.Listener
-	if opts.UAPIDir != "" {
+	if opts.EnableUAPI {
 		uapi, err = wg.ListenUAPI(opts.UAPIDir, n.name)
 		if err != nil {
 			closeStack()
@@ -252,29 +291,34 @@ func Open(ctx context.Context, cfg *wg.Config, opts *Options) (*Net, error) {
 		return nil, fmt.Errorf("netstack: open: %w", err)
 	}
 	n.dev = dev
+	if n.fwd != nil {
+		n.fwd.start(dev)
+	}
 	n.client = n.newHTTPClient()
 	n.res = n.newResolver()
 	n.log.Debug("netstack: tunnel up", "name", n.name, "addrs", n.addrs, "mtu", mtu)
 	return n, nil
 }
 
-func hasV6(prefixes []netip.Prefix) bool {
-	for _, p := range prefixes {
-		if p.Addr().Unmap().Is6() {
-			return true
-		}
-	}
-	return false
-}
-
 // newStack creates the gVisor stack on n.ep with the given interface
 // addresses and fills n.addrs, n.v4 and n.v6.
 func (n *Net) newStack(prefixes []netip.Prefix) (*stack.Stack, error) {
 	st := stack.New(stack.Options{
-		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
+		// Loopback addresses are allowed on the tunnel, which gVisor
+		// drops by default as martians: the engine already lets in only
+		// the sources a peer's AllowedIPs cover, so a packet from
+		// 127.0.0.1 is one the configuration routes through the tunnel
+		// (a router that forwards to its host's loopback), and in router
+		// mode Allow alone decides whether a peer may reach it.
+		NetworkProtocols: []stack.NetworkProtocolFactory{
+			ipv4.NewProtocolWithOptions(ipv4.Options{AllowExternalLoopbackTraffic: true}),
+			ipv6.NewProtocolWithOptions(ipv6.Options{AllowExternalLoopbackTraffic: true}),
+		},
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
 		// Connections to the interface's own addresses stay in the stack.
-		HandleLocal: true,
+		// Router mode cannot have that: with a promiscuous NIC, gVisor
+		// takes every source address for a local one and drops the packet.
+		HandleLocal: n.fwd == nil,
 	})
 	fail := func(err error) (*stack.Stack, error) {
 		st.Close()
@@ -301,6 +345,12 @@ func (n *Net) newStack(prefixes []netip.Prefix) (*stack.Stack, error) {
 	}
 	if terr := st.CreateNICWithOptions(nicID, n.ep, stack.NICOptions{QDisc: qdisc{n.ep}}); terr != nil {
 		return fail(fmt.Errorf("create NIC: %s", terr))
+	}
+	if n.fwd != nil {
+		if err := n.fwd.install(st); err != nil {
+			return fail(err)
+		}
+		n.ep.inbound = n.fwd.inbound
 	}
 	for _, p := range prefixes {
 		a, bits := p.Addr().Unmap(), p.Bits()
@@ -339,6 +389,11 @@ func (n *Net) newStack(prefixes []netip.Prefix) (*stack.Stack, error) {
 		routes = append(routes, tcpip.Route{Destination: header.IPv6EmptySubnet, NIC: nicID})
 	}
 	st.SetRouteTable(routes)
+	if n.fwd != nil {
+		if err := n.fwd.addLoopback(st); err != nil {
+			return fail(err)
+		}
+	}
 	return st, nil
 }
 
@@ -378,8 +433,17 @@ func (n *Net) Close() error {
 		l.shutdown()
 	}
 	n.client.CloseIdleConnections()
+	if n.fwd != nil {
+		// Forwarded flows end before the stack: their upstreams are
+		// closed and pending dials cancelled; stack.Close then aborts the
+		// handshakes still in progress, and the forwarder's goroutines end.
+		n.fwd.stop()
+	}
 	n.stack.Close()
 	n.stack.Wait()
+	if n.fwd != nil {
+		n.fwd.wait()
+	}
 	if err != nil {
 		return fmt.Errorf("netstack: close: %w", err)
 	}

@@ -93,14 +93,14 @@ func newUDPConn(n *Net, ep tcpip.Endpoint, wq *waiter.Queue, bound netip.Addr) *
 		writable: make(chan struct{}, 1),
 	}
 	if a, err := ep.GetLocalAddress(); err == nil {
-		c.local = net.UDPAddrFromAddrPort(addrPortOf(a))
+		c.local = net.UDPAddrFromAddrPort(addrPortOf(a.Addr, a.Port))
 		if !c.local.AddrPort().Addr().IsValid() && bound.IsValid() {
 			// gVisor reports a wildcard as empty.
 			c.local = net.UDPAddrFromAddrPort(netip.AddrPortFrom(bound, a.Port))
 		}
 	}
 	if a, err := ep.GetRemoteAddress(); err == nil {
-		c.remote = net.UDPAddrFromAddrPort(addrPortOf(a))
+		c.remote = net.UDPAddrFromAddrPort(addrPortOf(a.Addr, a.Port))
 	}
 	ep.SocketOptions().SetSendBufferSize(defaultUDPSendBuffer, true)
 	// EventErr too: an ICMP error (ECONNREFUSED on a dialed conn) fails
@@ -109,19 +109,6 @@ func newUDPConn(n *Net, ep tcpip.Endpoint, wq *waiter.Queue, bound netip.Addr) *
 	c.writeEntry.Init(waiter.ChannelNotifier(c.writable), waiter.WritableEvents|waiter.EventErr)
 	c.deadlines.init()
 	return c
-}
-
-// addrPortOf converts a gVisor address without allocating. An empty
-// address (a wildcard) gives an invalid netip.Addr.
-func addrPortOf(a tcpip.FullAddress) netip.AddrPort {
-	var ip netip.Addr
-	switch a.Addr.Len() {
-	case 4:
-		ip = netip.AddrFrom4(a.Addr.As4())
-	case 16:
-		ip = netip.AddrFrom16(a.Addr.As16())
-	}
-	return netip.AddrPortFrom(ip, a.Port)
 }
 
 // LocalAddr returns the local address, a *net.UDPAddr.
@@ -214,11 +201,11 @@ func (c *udpConn) readLocked(b []byte) (int, netip.AddrPort, error) {
 		res, terr := c.ep.Read(&c.readBuf, tcpip.ReadOptions{NeedRemoteAddr: true})
 		switch terr.(type) {
 		case nil:
-			return res.Count, addrPortOf(res.RemoteAddr), nil
+			return res.Count, addrPortOf(res.RemoteAddr.Addr, res.RemoteAddr.Port), nil
 		case *tcpip.ErrBadBuffer:
 			// Nothing of the datagram fit: b is empty. The datagram is
 			// gone, as with a kernel socket.
-			return 0, addrPortOf(res.RemoteAddr), nil
+			return 0, addrPortOf(res.RemoteAddr.Addr, res.RemoteAddr.Port), nil
 		case *tcpip.ErrWouldBlock:
 		case *tcpip.ErrClosedForReceive:
 			return 0, netip.AddrPort{}, c.opErr("read", nil, net.ErrClosed)

@@ -32,6 +32,12 @@ type DeviceOptions struct {
 	// configuration protocol, so that `wg show` and `wg set` work on it
 	// (see ListenUAPI). The device owns the listener: Close closes it and
 	// every connection accepted from it. nil serves nothing.
+	//
+	// No client can hold up the device: each request is read whole, within
+	// 10 s, before the engine sees it (lines of at most 4 KiB, requests of
+	// at most 16 MiB, enough for a `wg setconf` of 10 000 peers), each
+	// reply is written within 10 s, and at most 4 connections are served
+	// at once. A client that breaks a bound is disconnected.
 	UAPI net.Listener
 
 	// Resolver resolves peer endpoint host names. nil means
@@ -50,12 +56,7 @@ type Device struct {
 	log      *slog.Logger
 	resolver *net.Resolver
 
-	uapi     net.Listener
-	uapiWG   sync.WaitGroup // the accept loop and every UAPI connection handler
-	uapiMu   sync.Mutex
-	uapiConn map[net.Conn]struct{} // guarded by uapiMu; nil once closed
-	uapiDone chan struct{}         // closed by Close; ends the accept loop's back-off
-
+	uapiState  // wg(8) connections (uapi_serve.go)
 	routeState // PeerFor's table (routes.go)
 
 	mu     sync.Mutex // serializes configuration changes and Close
@@ -115,7 +116,6 @@ func NewDeviceContext(ctx context.Context, t tun.Device, cfg *Config, opts *Devi
 	d := &Device{
 		log:       opts.Logger,
 		resolver:  opts.Resolver,
-		uapi:      opts.UAPI,
 		endpoints: make(map[Key]string),
 	}
 	if d.log == nil {
@@ -173,12 +173,7 @@ func NewDeviceContext(ctx context.Context, t tun.Device, cfg *Config, opts *Devi
 		d.endpoints[p.PublicKey] = p.Endpoint
 		d.order = append(d.order, p.PublicKey)
 	}
-	if d.uapi != nil {
-		d.uapiConn = make(map[net.Conn]struct{})
-		d.uapiDone = make(chan struct{})
-		d.uapiWG.Add(1)
-		go d.serveUAPI()
-	}
+	d.startUAPI(opts.UAPI)
 	return d, nil
 }
 
@@ -197,48 +192,6 @@ func engineLogger(l *slog.Logger) *device.Logger {
 		}
 	}
 	return &device.Logger{Verbosef: logf(slog.LevelDebug), Errorf: logf(slog.LevelError)}
-}
-
-// serveUAPI accepts wg(8) connections until the device is closed. A
-// failed Accept (out of file descriptors, an aborted connection) is retried
-// with a growing delay, as net/http's Server does, rather than ending wg(8)
-// support for the life of the device.
-func (d *Device) serveUAPI() {
-	defer d.uapiWG.Done()
-	var delay time.Duration
-	for {
-		c, err := d.uapi.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			d.log.Error("wg: uapi accept", "err", err, "retry", delay)
-			select {
-			case <-time.After(delay):
-				continue
-			case <-d.uapiDone:
-				return
-			}
-		}
-		delay = 0
-		d.uapiMu.Lock()
-		if d.uapiConn == nil {
-			d.uapiMu.Unlock()
-			c.Close()
-			return
-		}
-		d.uapiConn[c] = struct{}{}
-		d.uapiWG.Add(1)
-		d.uapiMu.Unlock()
-		go func() {
-			defer d.uapiWG.Done()
-			d.engine.IpcHandle(&uapiConn{Conn: c, r: &d.routeState}) // closes c when done
-			d.uapiMu.Lock()
-			delete(d.uapiConn, c)
-			d.uapiMu.Unlock()
-		}()
-	}
 }
 
 // resolveAll resolves every peer's endpoint to "ip:port" ("" where none).
@@ -604,9 +557,9 @@ func (d *Device) Reconfigure(cfg *Config) error {
 // return an error wrapping net.ErrClosed.
 func (d *Device) Close() error {
 	// Order: first stop taking UAPI connections and close those open, so
-	// that nobody reconfigures a closing engine. This takes no d.mu: a
-	// wg(8) client that started a "set" and stalls holds the engine's lock,
-	// and a method holding d.mu may be waiting for that lock. Then close
+	// that nobody reconfigures a closing engine. This takes no d.mu, which
+	// a method may hold while a UAPI request holds the engine's lock (for
+	// no longer than the engine takes to apply it). Then close
 	// the engine (which closes the tun.Device and the Bind and waits for
 	// its workers), then wait for the UAPI handlers, which return once
 	// their connections are closed.
@@ -622,22 +575,4 @@ func (d *Device) Close() error {
 	<-d.engine.Wait()
 	d.uapiWG.Wait()
 	return nil
-}
-
-// closeUAPI closes the UAPI listener and its connections, once.
-func (d *Device) closeUAPI() {
-	if d.uapi == nil {
-		return
-	}
-	d.uapiMu.Lock()
-	defer d.uapiMu.Unlock()
-	if d.uapiConn == nil {
-		return // closed before
-	}
-	close(d.uapiDone)
-	d.uapi.Close()
-	for c := range d.uapiConn {
-		c.Close()
-	}
-	d.uapiConn = nil
 }

@@ -1,7 +1,6 @@
 package wg
 
 import (
-	"net"
 	"net/netip"
 	"slices"
 	"sync"
@@ -30,12 +29,14 @@ func (d *Device) PeerFor(ip netip.Addr) (Key, bool) {
 // routeState is the part of a Device that PeerFor reads. Its table is
 // rebuilt from the engine's state after any configuration change, which
 // bumps gen: Device methods do so after their IpcSet, and UAPI connections
-// before they write a reply (see uapiConn), so the change is visible to
-// PeerFor by the time the caller or wg(8) learns it is done.
+// after a "set" and before its reply (see serveUAPIConn), so the change is
+// visible to PeerFor by the time the caller or wg(8) learns it is done. A
+// "get" (wg show) changes nothing and leaves the table as it is.
 type routeState struct {
-	routeGen atomic.Uint64              // bumped after every configuration change
-	routes   atomic.Pointer[routeTable] // the last table built; nil before the first
-	routeMu  sync.Mutex                 // serializes rebuilds and the closing of the table
+	routeGen      atomic.Uint64              // bumped after every configuration change
+	routes        atomic.Pointer[routeTable] // the last table built; nil before the first
+	routeMu       sync.Mutex                 // serializes rebuilds and the closing of the table
+	routeRebuilds atomic.Uint64              // tables built from the engine's state, for tests
 }
 
 // routesChanged marks the route table stale; call it after the engine's
@@ -60,6 +61,7 @@ func (d *Device) rebuildRoutes() *routeTable {
 	}
 	t := newRouteTable(gen, st.peers)
 	d.routes.Store(t)
+	d.routeRebuilds.Add(1)
 	return t
 }
 
@@ -127,17 +129,4 @@ func (t *routeTable) lookup(ip netip.Addr) (Key, bool) {
 		}
 	}
 	return Key{}, false
-}
-
-// uapiConn is a wg(8) connection that marks the route table stale before
-// each reply it writes: the engine writes a reply after every operation,
-// and a "set" may have changed the peers.
-type uapiConn struct {
-	net.Conn
-	r *routeState
-}
-
-func (c *uapiConn) Write(b []byte) (int, error) {
-	c.r.routesChanged()
-	return c.Conn.Write(b)
 }
