@@ -114,6 +114,11 @@ type endpoint struct {
 	// peer, and GRO state is per NIC.
 	gmu sync.Mutex
 	gro gro.GRO // guarded by gmu
+
+	// inflight counts the data packets inside the receiving engine, for
+	// the Net's default Bind (see maxInflightPackets); deliverBatch
+	// releases them.
+	inflight *inflight
 }
 
 var (
@@ -122,7 +127,7 @@ var (
 )
 
 func newEndpoint(mtu uint32) *endpoint {
-	e := &endpoint{ready: make(chan struct{}, 1), batch: defaultBatchSize}
+	e := &endpoint{ready: make(chan struct{}, 1), batch: defaultBatchSize, inflight: newInflight()}
 	e.mtu.Store(mtu)
 	e.gro.Init(true)
 	return e
@@ -433,11 +438,14 @@ func (e *endpoint) deliverBatch(bufs [][]byte, offset int) (int, error) {
 	defer e.gmu.Unlock()
 	e.gro.Dispatcher = d
 	udpSeen := false // a UDP packet is in the batch (IPv6: without extension headers)
+	delivered := 0
+	defer func() { e.inflight.release(delivered) }()
 	for _, b := range bufs {
 		pkt := b[offset:]
 		if len(pkt) == 0 {
 			continue
 		}
+		delivered++
 		var proto tcpip.NetworkProtocolNumber
 		switch header.IPVersion(pkt) {
 		case header.IPv4Version:
