@@ -21,9 +21,9 @@ const (
 	// engine's pace in small steps. A datagram is accepted whole while
 	// any room is left, so this bounds no datagram's size. With gVisor's
 	// default, 212 KiB, the writer runs ahead in bursts: in the unpaced
-	// benchmark the loss doubled (10 vs 5 %, within the noise) and the
-	// peak heap grew by 65 %; 4 KiB blocked the writer too often (see
-	// BENCHMARKS.md).
+	// benchmark (before the in-flight bound of inflight.go) the loss
+	// doubled (10 vs 5 %, within the noise) and the peak heap grew by
+	// 65 %; 4 KiB blocked the writer too often (see BENCHMARKS.md).
 	defaultUDPSendBuffer = 16 << 10
 
 	// minUDPBuffer and maxUDPBuffer bound what SetReadBuffer and
@@ -378,9 +378,10 @@ func (c *udpConn) wait(op string, ready, expired <-chan struct{}) error {
 // dropped. The default is gVisor's, 212 KiB, as Linux's; bytes is clamped
 // to [4 KiB, 8 MiB]. quic-go calls SetReadBuffer(7 MiB) (and
 // SetWriteBuffer(7 MiB)) on a conn that has the method and no
-// SyscallConn, and a fast flow needs that much: the reader competes for
-// the CPU with the engine that delivers to it, and a reader not scheduled
-// for 10 ms at 1 Gbit/s meets 1.2 MiB of datagrams (see BENCHMARKS.md).
+// SyscallConn. A larger buffer rides out longer stalls of the reader,
+// which competes for the CPU with the engine that delivers to it: a
+// reader not scheduled for 10 ms at 1 Gbit/s meets 1.2 MiB of datagrams
+// (see BENCHMARKS.md for what the default loses).
 //
 // The buffer counts payload bytes, as gVisor does; each queued datagram
 // also holds its IP packet rounded up to a power of two and about 500
