@@ -41,9 +41,10 @@ const (
 // releases one per packet the engine delivers. It is safe for concurrent
 // use.
 type inflight struct {
-	mu   sync.Mutex
-	used int           // guarded by mu
-	stop chan struct{} // guarded by mu; closed when the Bind closes, made anew by Open
+	mu      sync.Mutex
+	used    int           // guarded by mu
+	counted int           // guarded by mu; data packets counted in all, for tests
+	stop    chan struct{} // guarded by mu; closed when the Bind closes, made anew by Open
 	// wake has capacity one and is signalled (without blocking) by
 	// release; a waiting acquire checks again after it.
 	wake chan struct{}
@@ -65,6 +66,7 @@ func (f *inflight) acquire(n int, timer *time.Timer) {
 		// A batch larger than the bound goes through alone.
 		if f.used == 0 || f.used+n <= maxInflightPackets {
 			f.used += n
+			f.counted += n
 			f.mu.Unlock()
 			return
 		}
