@@ -76,6 +76,10 @@ type endpoint struct {
 	// batch is the tun.Device batch size; set before the device starts.
 	batch int
 
+	// capture, if not nil, records the packets passed in both directions
+	// (Options.Capture); set before the device starts.
+	capture *capture
+
 	// dropped counts outbound packets dropped (or, for UDP, refused)
 	// because the queue was full or a packet did not fit the reader's
 	// buffer, and inbound packets that were not IPv4 or IPv6.
@@ -264,6 +268,9 @@ func (e *endpoint) readBatch(bufs [][]byte, sizes []int, offset int) (int, error
 				break // the rest stays queued
 			}
 			k, next, ok := writePacket(bufs[n:], sizes[n:], offset, pkt, off)
+			if e.capture != nil {
+				e.captureOut(bufs[n:n+k], sizes[n:n+k], offset)
+			}
 			n += k
 			if !ok {
 				e.dropped.Add(1)
@@ -344,6 +351,14 @@ func writePacket(bufs [][]byte, sizes []int, offset int, pkt *stack.PacketBuffer
 		}
 	}
 	return k, off, true
+}
+
+// captureOut records the packets readBatch wrote: what goes to the
+// engine, TCP super-packets already cut into segments.
+func (e *endpoint) captureOut(bufs [][]byte, sizes []int, offset int) {
+	for i, b := range bufs {
+		e.capture.record(b[offset : offset+sizes[i]])
+	}
 }
 
 // finishSegment fixes the headers of one segment cut from a TCP
@@ -446,6 +461,9 @@ func (e *endpoint) deliverBatch(bufs [][]byte, offset int) (int, error) {
 			continue
 		}
 		delivered++
+		if e.capture != nil {
+			e.capture.record(pkt) // as it came, before GRO merges it
+		}
 		var proto tcpip.NetworkProtocolNumber
 		switch header.IPVersion(pkt) {
 		case header.IPv4Version:

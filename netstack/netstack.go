@@ -21,7 +21,14 @@
 // Errors follow the net package: connection errors are *net.OpError values
 // that wrap errnos such as syscall.ECONNREFUSED, os.ErrDeadlineExceeded
 // for deadlines, and net.ErrClosed after Close; lookups fail with
-// *net.DNSError. Other errors start with "netstack: ".
+// *net.DNSError. Other errors start with "netstack: ". A TCP dial to a
+// peer that completes no WireGuard handshake fails after
+// Options.HandshakeTimeout (20 s) with an error wrapping
+// wg.ErrHandshakeTimeout that names the peer, not after TCP's two minutes.
+//
+// To see what goes through the tunnel, Options.Capture records its
+// packets in pcap format for tcpdump and Wireshark; Options.OnEvent and
+// the Logger report handshakes and peer changes.
 //
 // The engine and the stack meet at a tun.Device of this package that moves
 // batches of packets per Read or Write call (Options.BatchSize). TCP hands
@@ -54,6 +61,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -121,6 +129,57 @@ type Options struct {
 	// defaults; values below 4096 are an error.
 	MaxTCPBuffer int
 
+	// Capture, if not nil, receives the tunnel's inner packets in both
+	// directions as a pcap file (nanosecond time stamps, link type
+	// LINKTYPE_RAW: IPv4 and IPv6 packets without a link-layer header),
+	// readable by tcpdump -r and Wireshark. Packets are recorded where
+	// they pass between the stack and the engine: outbound TCP as the
+	// MTU-sized segments the engine encrypts, inbound packets as the
+	// engine decrypted them. Each record holds at most the tunnel's MTU in
+	// bytes of a packet (the snap length), with its full length.
+	//
+	// Writes happen on a goroutine of the Net's, through a 64 KiB buffer
+	// flushed whenever no packet is waiting; the tunnel never waits for
+	// them. The queue between the tunnel and that goroutine holds 1 MiB of
+	// packets (738 at the default MTU): when the writer falls that far
+	// behind, further packets are left out of the capture and counted
+	// (Stats.CaptureDropped). The first Write error stops the capture and
+	// is logged. Close writes what is still queued for at most a second,
+	// waits for a Write in progress to return, and does not close Capture.
+	// nil captures nothing and costs nothing.
+	Capture io.Writer
+
+	// HandshakeTimeout bounds how long a TCP dial (DialContext, Dial, and
+	// so HTTPClient) waits for a peer that completes no handshake: if no
+	// WireGuard handshake with the peer whose AllowedIPs cover the
+	// destination completes within HandshakeTimeout of the dial's start,
+	// the dial fails with an error wrapping wg.ErrHandshakeTimeout that
+	// names the peer's public key and endpoint, rather than waiting out
+	// TCP's connection timeout of about two minutes. Meanwhile the dial
+	// asks the device for handshakes (at most one initiation per peer per
+	// 5 s goes out). A handshake completed since the dial began shows
+	// that the peer answers, and the dial then waits for TCP as before.
+	// If the peer completed one in the 5 s before the dial, WireGuard
+	// allows no new initiation until 5 s after it, and the time runs from
+	// then. (The device notices a completed handshake within about
+	// 100 ms.) 0 means 20 seconds; a negative value turns the check off.
+	HandshakeTimeout time.Duration
+
+	// Resolver resolves the host names of peer endpoints (see
+	// wg.DeviceOptions.Resolver), at Open and whenever the device
+	// resolves them again. Endpoints lie outside the tunnel, so this is a
+	// resolver of the host's network, not the tunnel's DNS (for that, see
+	// Net.LookupHost). nil means net.DefaultResolver.
+	Resolver *net.Resolver
+
+	// OnEvent, when set, is called for every event of the tunnel's
+	// device: handshakes completed and failing, endpoint changes, peers
+	// added, removed and idle; see wg.DeviceOptions.OnEvent for how calls
+	// are made (one at a time, in order, from a goroutine of the device's,
+	// never under a device lock, so the callback may call Net and Device
+	// methods). nil: events are only logged (see Logger).
+	OnEvent func(wg.Event)
+
 	// Name is the tunnel's name: the name the engine sees, Net.Name, and
 	// the name of the UAPI socket. "" means "wk<pid>-<key>", where <key> is
 	// the first 4 hex digits of the interface's public key: unique among
@@ -155,8 +214,8 @@ type Options struct {
 // Net is a WireGuard tunnel with its own in-process TCP/IP stack. Its
 // methods mirror the net package's and are safe for concurrent use.
 //
-// The zero Net is not usable; create one with Open and release it with
-// Close.
+// The zero Net is not usable (its methods fail with errors wrapping
+// net.ErrClosed); create one with Open and release it with Close.
 type Net struct {
 	log    *slog.Logger
 	stack  *stack.Stack
@@ -173,7 +232,9 @@ type Net struct {
 	done   chan struct{} // closed when Close starts
 	v4, v6 bool          // the interface has an address of that family
 
-	maxTCPBuffer int // Options.MaxTCPBuffer, immutable
+	maxTCPBuffer     int           // Options.MaxTCPBuffer, immutable
+	handshakeTimeout time.Duration // Options.HandshakeTimeout with its default; <= 0 is off
+	capture          *capture      // nil without Options.Capture
 
 	fwd *forwarder // router mode (Options.Forward); nil if off
 
@@ -187,6 +248,9 @@ type Net struct {
 // settings, and a wg.Device running on it. It returns when the device is
 // up. ctx bounds the set-up only (including the resolution of peer
 // endpoint host names), not the life of the Net. nil opts means defaults.
+// cfg needs at least one Address: unlike a kernel interface, which
+// wg-quick may bring up without one, the stack would have nothing to send
+// from or listen on.
 //
 // The tunnel has a default route for each address family it has an
 // address of; the dial methods and Ping refuse a destination no peer's
@@ -201,6 +265,9 @@ func Open(ctx context.Context, cfg *wg.Config, opts *Options) (*Net, error) {
 		}
 		return nil, fmt.Errorf("netstack: open: %w", err)
 	}
+	if ctx == nil {
+		return fail(errors.New("nil context"))
+	}
 	if cfg == nil {
 		return fail(errors.New("nil config"))
 	}
@@ -210,6 +277,10 @@ func Open(ctx context.Context, cfg *wg.Config, opts *Options) (*Net, error) {
 	// Validate before building anything; the MTU rule is wg.CheckMTU's.
 	if err := cfg.Validate(); err != nil {
 		return fail(err)
+	}
+	if len(cfg.Interface.Addresses) == 0 {
+		// The stack would have no address to send from or listen on.
+		return fail(errors.New("the config's interface has no Address"))
 	}
 	mtu := cfg.Interface.EffectiveMTU()
 	batch := opts.BatchSize
@@ -232,7 +303,11 @@ func Open(ctx context.Context, cfg *wg.Config, opts *Options) (*Net, error) {
 		done:      make(chan struct{}),
 		listeners: make(map[*tcpListener]struct{}),
 
-		maxTCPBuffer: opts.MaxTCPBuffer,
+		maxTCPBuffer:     opts.MaxTCPBuffer,
+		handshakeTimeout: opts.HandshakeTimeout,
+	}
+	if n.handshakeTimeout == 0 {
+		n.handshakeTimeout = defaultHandshakeTimeout
 	}
 	if n.log == nil {
 		n.log = slog.New(slog.DiscardHandler)
@@ -275,6 +350,11 @@ func Open(ctx context.Context, cfg *wg.Config, opts *Options) (*Net, error) {
 			return fail(err)
 		}
 	}
+	if opts.Capture != nil {
+		// Started once the device is up; until then packets wait queued.
+		n.capture = newCapture(opts.Capture, mtu, n.log)
+		n.ep.capture = n.capture
+	}
 	t := newTUNDevice(n.ep, mtu, n.name)
 	bind := opts.Bind
 	if bind == nil {
@@ -283,9 +363,11 @@ func Open(ctx context.Context, cfg *wg.Config, opts *Options) (*Net, error) {
 	// NewDeviceContext owns t, the Bind and the UAPI listener from here:
 	// it closes them if it fails.
 	dev, err := wg.NewDeviceContext(ctx, t, cfg, &wg.DeviceOptions{
-		Logger: n.log,
-		Bind:   bind,
-		UAPI:   uapi,
+		Logger:   n.log,
+		Bind:     bind,
+		UAPI:     uapi,
+		Resolver: opts.Resolver,
+		OnEvent:  opts.OnEvent,
 	})
 	if err != nil {
 		closeStack()
@@ -297,6 +379,9 @@ func Open(ctx context.Context, cfg *wg.Config, opts *Options) (*Net, error) {
 	}
 	n.client = n.newHTTPClient()
 	n.res = n.newResolver()
+	if n.capture != nil {
+		n.capture.start()
+	}
 	n.log.Debug("netstack: tunnel up", "name", n.name, "addrs", n.addrs, "mtu", mtu)
 	return n, nil
 }
@@ -413,11 +498,15 @@ func (n *Net) MTU() int { return n.mtu }
 
 // Close shuts the tunnel down in order: it stops the WireGuard device
 // (which closes the link between engine and stack, the outer sockets and
-// the UAPI listener), shuts down the Net's listeners, then closes the
+// the UAPI listener), ends the packet capture (see Options.Capture),
+// shuts down the Net's listeners, then closes the
 // gVisor stack, which aborts every connection, and waits for the stack's
 // goroutines to exit. Blocked Read, Write, Accept and dial calls return
 // errors wrapping net.ErrClosed. A second Close returns such an error too.
 func (n *Net) Close() error {
+	if n.done == nil {
+		return fmt.Errorf("netstack: close: the Net was not made by Open: %w", net.ErrClosed)
+	}
 	n.mu.Lock()
 	if n.closed {
 		n.mu.Unlock()
@@ -430,6 +519,9 @@ func (n *Net) Close() error {
 	n.mu.Unlock()
 
 	err := n.dev.Close()
+	if n.capture != nil {
+		n.capture.stop() // the engine is stopped: nothing more is recorded
+	}
 	for l := range listeners {
 		l.shutdown()
 	}
@@ -453,6 +545,9 @@ func (n *Net) Close() error {
 
 // isClosed reports whether Close has started.
 func (n *Net) isClosed() bool {
+	if n.done == nil {
+		return true // a zero Net, never opened
+	}
 	select {
 	case <-n.done:
 		return true

@@ -53,7 +53,7 @@ func run(config, listen string, once bool) error {
 			return err
 		}
 		defer tnet.Close()
-		if err := c.Add(tnet.Name(), tnet.Device()); err != nil {
+		if err := c.AddBackend(tnet.Name(), tnet.Device(), backendStats(tnet)); err != nil {
 			return err
 		}
 	} else {
@@ -132,7 +132,7 @@ func demo(ctx context.Context, c *wgprom.Collector) (closeAll func(), err error)
 		cli.Close()
 		srv.Close()
 	}
-	if err := errors.Join(c.Add("server", srv.Device()), c.Add("client", cli.Device())); err != nil {
+	if err := errors.Join(c.AddBackend("server", srv.Device(), backendStats(srv)), c.AddBackend("client", cli.Device(), backendStats(cli))); err != nil {
 		closeAll()
 		return nil, err
 	}
@@ -143,4 +143,19 @@ func demo(ctx context.Context, c *wgprom.Collector) (closeAll func(), err error)
 		return nil, fmt.Errorf("ping through the demo tunnel: %w", err)
 	}
 	return closeAll, nil
+}
+
+// backendStats reports a netstack tunnel's own counters to the collector.
+func backendStats(n *netstack.Net) func() wgprom.BackendStats {
+	return func() wgprom.BackendStats {
+		s, f := n.Stats(), n.ForwardStats()
+		return wgprom.BackendStats{
+			PacketsDropped: s.LinkDropped,
+			CaptureDropped: s.CaptureDropped,
+			Forward: &wgprom.ForwardStats{
+				TCPFlows: f.TCPFlows, UDPFlows: f.UDPFlows, PendingDials: f.PendingDials,
+				Refused: f.Refused, Dropped: f.Dropped, DialErrors: f.DialErrors, Relayed: f.Relayed,
+			},
+		}
+	}
 }

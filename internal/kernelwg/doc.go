@@ -7,7 +7,7 @@
 //
 // It is the kernel engine of the tun backend: package wg never imports
 // it (nor netlink, nor wgctrl); its [Config] and [State] are the typed
-// vocabulary an engine seam can share with the wireguard-go engine.
+// vocabulary of internal/engine, whose Engine interface Device implements.
 //
 // Addresses, MTU changes after creation, routes and rules are not its job
 // (internal/netconf does them for every backend). On other systems than

@@ -17,7 +17,12 @@ import (
 	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/wgctrl"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/wgkit/wgkit/internal/engine"
 )
+
+// Device is the kernel engine behind wg.Device's seam.
+var _ engine.Engine = (*Device)(nil)
 
 // Options are the optional settings of Create. nil and zero fields mean
 // the documented defaults.
@@ -212,6 +217,7 @@ func toWgtypes(c *Config) wgtypes.Config {
 		wp := wgtypes.PeerConfig{
 			PublicKey:         p.PublicKey,
 			Remove:            p.Remove,
+			UpdateOnly:        p.UpdateOnly,
 			PresharedKey:      (*wgtypes.Key)(p.PresharedKey),
 			ReplaceAllowedIPs: p.ReplaceAllowedIPs,
 		}

@@ -35,17 +35,6 @@ import (
 	"github.com/wgkit/wgkit/wg"
 )
 
-// engineSeam is the engine interface proposed for wg.Device (issue 13's
-// next step): Device must keep fitting it.
-type engineSeam interface {
-	Configure(*Config) error
-	State() (*State, error)
-	Up() error
-	Close() error
-}
-
-var _ engineSeam = (*Device)(nil)
-
 // cmpNet compares the netip values.
 var cmpNet = cmpopts.EquateComparable(netip.Addr{}, netip.AddrPort{}, netip.Prefix{})
 
@@ -148,44 +137,6 @@ func TestBadArguments(t *testing.T) {
 	}
 }
 
-func TestConfigValidate(t *testing.T) {
-	port := func(p int) *int { return &p }
-	ka := func(d time.Duration) *time.Duration { return &d }
-	pub := Key{1}
-	for _, tc := range []struct {
-		name string
-		cfg  Config
-		want string // "" for valid
-	}{
-		{"zero", Config{}, ""},
-		{"full", Config{ListenPort: port(51820), Peers: []PeerConfig{{
-			PublicKey: pub, Endpoint: netip.MustParseAddrPort("127.0.0.1:9"), PersistentKeepalive: ka(25 * time.Second),
-			AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")},
-		}}}, ""},
-		{"port high", Config{ListenPort: port(65536)}, "kernelwg: listen port 65536 out of range 0 to 65535"},
-		{"port negative", Config{ListenPort: port(-1)}, "kernelwg: listen port -1 out of range 0 to 65535"},
-		{"zero key", Config{Peers: []PeerConfig{{}}}, "kernelwg: peer 0: zero public key"},
-		{"removed zero key", Config{Peers: []PeerConfig{{Remove: true}}}, "kernelwg: peer 0: zero public key"},
-		{"removed with bad fields", Config{Peers: []PeerConfig{{PublicKey: pub, Remove: true, PersistentKeepalive: ka(-1)}}}, ""},
-		{"endpoint port 0", Config{Peers: []PeerConfig{{PublicKey: pub, Endpoint: netip.MustParseAddrPort("127.0.0.1:0")}}},
-			"kernelwg: peer 0: endpoint 127.0.0.1:0: port 0"},
-		{"keepalive long", Config{Peers: []PeerConfig{{PublicKey: pub, PersistentKeepalive: ka(MaxKeepalive + time.Second)}}},
-			"kernelwg: peer 0: persistent keepalive 18h12m16s out of range 0 to 18h12m15s"},
-		{"bad prefix", Config{Peers: []PeerConfig{{PublicKey: pub, AllowedIPs: []netip.Prefix{{}}}}},
-			"kernelwg: peer 0: invalid allowed IP prefix invalid Prefix"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			got := ""
-			if err := tc.cfg.Validate(); err != nil {
-				got = err.Error()
-			}
-			if diff := cmp.Diff(tc.want, got); diff != "" {
-				t.Errorf("Validate (-want +got):\n%s", diff)
-			}
-		})
-	}
-}
-
 // TestConversion checks the translation to wgctrl's types and back
 // through a wgtypes.Device shaped as the kernel reports one.
 func TestConversion(t *testing.T) {
@@ -199,9 +150,12 @@ func TestConversion(t *testing.T) {
 			Endpoint:          netip.MustParseAddrPort("[::ffff:127.0.0.1]:9"),
 			ReplaceAllowedIPs: true,
 			AllowedIPs:        []netip.Prefix{netip.MustParsePrefix("10.1.2.3/24"), netip.MustParsePrefix("fd00::1/64")},
-		}, {PublicKey: Key{2}, Remove: true}},
+		}, {PublicKey: Key{2}, Remove: true}, {PublicKey: Key{3}, UpdateOnly: true}},
 	}
 	w := toWgtypes(cfg)
+	if !w.Peers[1].Remove || w.Peers[1].UpdateOnly || !w.Peers[2].UpdateOnly || w.Peers[2].Remove {
+		t.Errorf("remove and update-only flags: %+v, %+v", w.Peers[1], w.Peers[2])
+	}
 	if got, want := w.Peers[0].Endpoint.String(), "127.0.0.1:9"; got != want {
 		t.Errorf("endpoint %s, want %s", got, want)
 	}
@@ -234,7 +188,7 @@ func TestConversion(t *testing.T) {
 func wgDevice(c wgtypes.Config) *wgtypes.Device {
 	d := &wgtypes.Device{PrivateKey: *c.PrivateKey, ListenPort: *c.ListenPort, FirewallMark: *c.FirewallMark}
 	for _, p := range c.Peers {
-		if p.Remove {
+		if p.Remove || p.UpdateOnly { // update-only: the empty device lacks it
 			continue
 		}
 		d.Peers = append(d.Peers, wgtypes.Peer{

@@ -13,6 +13,24 @@
 // On peer metrics public_key is the peer's key; on wireguard_device_info it
 // is the device's own.
 //
+// wgkit's own metrics start with wgkit_: per peer, from [wg.PeerStatus],
+//
+//	wgkit_peer_handshake_attempts_total{device, public_key}
+//	wgkit_peer_handshake_failures_total{device, public_key}
+//	wgkit_peer_endpoint_changes_total{device, public_key}
+//
+// and, for a device added with [Collector.AddBackend], its backend's
+// counters ([BackendStats]):
+//
+//	wgkit_packets_dropped_total{device}
+//	wgkit_capture_dropped_total{device}
+//	wgkit_forward_flows{device, proto}        proto "tcp" or "udp"
+//	wgkit_forward_pending_dials{device}
+//	wgkit_forward_refused_total{device}
+//	wgkit_forward_dropped_total{device}
+//	wgkit_forward_dial_errors_total{device}
+//	wgkit_forward_relayed_packets_total{device}
+//
 // Register the collector with a prometheus.Registerer and serve it with
 // promhttp:
 //
@@ -45,6 +63,44 @@ type Options struct {
 	PeerNames map[string]string
 }
 
+// BackendStats are the counters of a backend beyond its device's, for
+// AddBackend. For a netstack tunnel they come from netstack.Net's Stats
+// and ForwardStats:
+//
+//	c.AddBackend("wk0", tnet.Device(), func() wgprom.BackendStats {
+//		s, f := tnet.Stats(), tnet.ForwardStats()
+//		return wgprom.BackendStats{
+//			PacketsDropped: s.LinkDropped, CaptureDropped: s.CaptureDropped,
+//			Forward: &wgprom.ForwardStats{TCPFlows: f.TCPFlows, UDPFlows: f.UDPFlows,
+//				PendingDials: f.PendingDials, Refused: f.Refused, Dropped: f.Dropped,
+//				DialErrors: f.DialErrors, Relayed: f.Relayed},
+//		}
+//	})
+type BackendStats struct {
+	// PacketsDropped counts packets the backend dropped between its
+	// stack and the engine (netstack: Stats.LinkDropped).
+	PacketsDropped uint64
+	// CaptureDropped counts packets missing from a packet capture
+	// (netstack: Stats.CaptureDropped).
+	CaptureDropped uint64
+	// Forward holds router mode's figures; nil reports none (a backend
+	// that does not forward).
+	Forward *ForwardStats
+}
+
+// ForwardStats are the figures of a netstack router (netstack.ForwardStats).
+type ForwardStats struct {
+	// TCPFlows and UDPFlows are the forwarded flows open now.
+	TCPFlows, UDPFlows int
+	// PendingDials are the TCP flows whose upstream is being dialled.
+	PendingDials int
+	// Refused, Dropped and DialErrors count flows refused by policy,
+	// dropped over a cap, and whose upstream dial failed.
+	Refused, Dropped, DialErrors uint64
+	// Relayed counts packets relayed from one peer to another.
+	Relayed uint64
+}
+
 // Collector is a prometheus.Collector for wgkit devices. Create it with
 // New and add devices with Add. Its methods are safe for concurrent use;
 // Collect reads each device's status (Device.Peers) once per scrape.
@@ -53,13 +109,20 @@ type Collector struct {
 
 	deviceInfo, peerInfo, peerRx, peerTx, peerHandshake *prometheus.Desc
 
+	// wgkit's own; see the package documentation.
+	hsAttempts, hsFailures, endpointChanges           *prometheus.Desc
+	dropped, captureDropped, fwdFlows, fwdPending     *prometheus.Desc
+	fwdRefused, fwdDropped, fwdDialErrors, fwdRelayed *prometheus.Desc
+
 	mu      sync.Mutex
 	devices map[string]*source // by device name; guarded by mu
 }
 
-// source is one device added to a Collector.
+// source is one device added to a Collector, with its backend's
+// counters (nil: none).
 type source struct {
-	dev *wg.Device
+	dev   *wg.Device
+	stats func() BackendStats
 }
 
 var _ prometheus.Collector = (*Collector)(nil)
@@ -89,6 +152,28 @@ func New(opts *Options) *Collector {
 			"Number of bytes transmitted to a given peer.", labels, nil),
 		peerHandshake: prometheus.NewDesc("wireguard_peer_last_handshake_seconds",
 			"UNIX timestamp for the last handshake with a given peer.", labels, nil),
+		hsAttempts: prometheus.NewDesc("wgkit_peer_handshake_attempts_total",
+			"Handshake initiations the device sent to a given peer.", labels, nil),
+		hsFailures: prometheus.NewDesc("wgkit_peer_handshake_failures_total",
+			"Handshake initiations to a given peer that got no answer in time.", labels, nil),
+		endpointChanges: prometheus.NewDesc("wgkit_peer_endpoint_changes_total",
+			"Times a given peer's endpoint changed (roaming or re-resolution).", labels, nil),
+		dropped: prometheus.NewDesc("wgkit_packets_dropped_total",
+			"Packets the backend dropped between its stack and the engine.", []string{"device"}, nil),
+		captureDropped: prometheus.NewDesc("wgkit_capture_dropped_total",
+			"Packets missing from the packet capture.", []string{"device"}, nil),
+		fwdFlows: prometheus.NewDesc("wgkit_forward_flows",
+			"Flows a router forwards now, by protocol.", []string{"device", "proto"}, nil),
+		fwdPending: prometheus.NewDesc("wgkit_forward_pending_dials",
+			"Forwarded TCP flows whose upstream is being dialled.", []string{"device"}, nil),
+		fwdRefused: prometheus.NewDesc("wgkit_forward_refused_total",
+			"Flows a router refused by policy.", []string{"device"}, nil),
+		fwdDropped: prometheus.NewDesc("wgkit_forward_dropped_total",
+			"Flows a router dropped over a cap.", []string{"device"}, nil),
+		fwdDialErrors: prometheus.NewDesc("wgkit_forward_dial_errors_total",
+			"Forwarded flows whose upstream dial failed.", []string{"device"}, nil),
+		fwdRelayed: prometheus.NewDesc("wgkit_forward_relayed_packets_total",
+			"Packets a router relayed from one peer to another.", []string{"device"}, nil),
 		devices: make(map[string]*source),
 	}
 }
@@ -99,6 +184,13 @@ func New(opts *Options) *Collector {
 // wireguard_device_info line and no peers.
 func (c *Collector) Add(name string, d *wg.Device) error {
 	return c.add(name, &source{dev: d})
+}
+
+// AddBackend is Add with a function that reports the backend's own
+// counters at each scrape (see BackendStats); stats must be cheap and
+// safe for concurrent use. A nil stats is Add.
+func (c *Collector) AddBackend(name string, d *wg.Device, stats func() BackendStats) error {
+	return c.add(name, &source{dev: d, stats: stats})
 }
 
 func (c *Collector) add(name string, s *source) error {
@@ -127,7 +219,12 @@ func (c *Collector) Remove(name string) {
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.deviceInfo, c.peerInfo, c.peerRx, c.peerTx, c.peerHandshake} {
+	for _, d := range []*prometheus.Desc{
+		c.deviceInfo, c.peerInfo, c.peerRx, c.peerTx, c.peerHandshake,
+		c.hsAttempts, c.hsFailures, c.endpointChanges,
+		c.dropped, c.captureDropped, c.fwdFlows, c.fwdPending,
+		c.fwdRefused, c.fwdDropped, c.fwdDialErrors, c.fwdRelayed,
+	} {
 		ch <- d
 	}
 }
@@ -171,6 +268,24 @@ func (c *Collector) collectDevice(ch chan<- prometheus.Metric, name string, s *s
 			last = float64(p.LastHandshake.Unix())
 		}
 		gauge(c.peerHandshake, last, name, pub)
+		counter(c.hsAttempts, float64(p.HandshakeAttempts), name, pub)
+		counter(c.hsFailures, float64(p.HandshakeFailures), name, pub)
+		counter(c.endpointChanges, float64(p.EndpointChanges), name, pub)
+	}
+	if s.stats == nil {
+		return
+	}
+	st := s.stats()
+	counter(c.dropped, float64(st.PacketsDropped), name)
+	counter(c.captureDropped, float64(st.CaptureDropped), name)
+	if f := st.Forward; f != nil {
+		gauge(c.fwdFlows, float64(f.TCPFlows), name, "tcp")
+		gauge(c.fwdFlows, float64(f.UDPFlows), name, "udp")
+		gauge(c.fwdPending, float64(f.PendingDials), name)
+		counter(c.fwdRefused, float64(f.Refused), name)
+		counter(c.fwdDropped, float64(f.Dropped), name)
+		counter(c.fwdDialErrors, float64(f.DialErrors), name)
+		counter(c.fwdRelayed, float64(f.Relayed), name)
 	}
 }
 

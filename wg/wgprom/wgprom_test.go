@@ -220,3 +220,56 @@ func value(m *dto.Metric) float64 {
 	}
 	return m.GetGauge().GetValue()
 }
+
+// TestCollectorWgkitMetrics checks wgkit's own metrics: the per-peer
+// counters follow Device.Peers, and a backend's counters are reported as
+// its stats function gives them, router figures only where it has them.
+func TestCollectorWgkitMetrics(t *testing.T) {
+	nw := wgtest.NewNetwork(t, 2, &wgtest.NetworkOptions{Seed: 5})
+	moveBytes(t, nw, 1000)
+	tnet := nw.Peer(0).Net()
+	c := wgprom.New(nil)
+	stats := wgprom.BackendStats{PacketsDropped: 7, CaptureDropped: 3}
+	if err := c.AddBackend("wk0", tnet.Device(), func() wgprom.BackendStats { return stats }); err != nil {
+		t.Fatal(err)
+	}
+	st := tnet.Device().Peers()
+	attempts := gather(t, c, "wgkit_peer_handshake_attempts_total")
+	after := tnet.Device().Peers()
+	pub := st[0].PublicKey
+	if got := attempts[pub]; got < float64(st[0].HandshakeAttempts) || got > float64(after[0].HandshakeAttempts) || got == 0 && st[0].HandshakeAttempts != 0 {
+		t.Errorf("handshake attempts %v, want between %d and %d", got, st[0].HandshakeAttempts, after[0].HandshakeAttempts)
+	}
+	want := `# HELP wgkit_capture_dropped_total Packets missing from the packet capture.
+# TYPE wgkit_capture_dropped_total counter
+wgkit_capture_dropped_total{device="wk0"} 3
+# HELP wgkit_packets_dropped_total Packets the backend dropped between its stack and the engine.
+# TYPE wgkit_packets_dropped_total counter
+wgkit_packets_dropped_total{device="wk0"} 7
+`
+	if err := testutil.CollectAndCompare(c, strings.NewReader(want), "wgkit_packets_dropped_total", "wgkit_capture_dropped_total"); err != nil {
+		t.Error(err)
+	}
+	if n := testutil.CollectAndCount(c, "wgkit_forward_flows"); n != 0 {
+		t.Errorf("no router: %d wgkit_forward_flows series, want 0", n)
+	}
+	stats.Forward = &wgprom.ForwardStats{TCPFlows: 2, UDPFlows: 5, Relayed: 11}
+	want = `# HELP wgkit_forward_flows Flows a router forwards now, by protocol.
+# TYPE wgkit_forward_flows gauge
+wgkit_forward_flows{device="wk0",proto="tcp"} 2
+wgkit_forward_flows{device="wk0",proto="udp"} 5
+# HELP wgkit_forward_relayed_packets_total Packets a router relayed from one peer to another.
+# TYPE wgkit_forward_relayed_packets_total counter
+wgkit_forward_relayed_packets_total{device="wk0"} 11
+`
+	if err := testutil.CollectAndCompare(c, strings.NewReader(want), "wgkit_forward_flows", "wgkit_forward_relayed_packets_total"); err != nil {
+		t.Error(err)
+	}
+	problems, err := testutil.CollectAndLint(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("lint: %s: %s", p.Metric, p.Text)
+	}
+}
