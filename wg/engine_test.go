@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/tun/tuntest"
@@ -238,5 +239,70 @@ func TestDeviceOnOtherEngine(t *testing.T) {
 	}
 	if err := e.Close(); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("engine not closed by Close: %v", err)
+	}
+}
+
+// TestUserspaceEngineSemantics checks that the wireguard-go engine applies
+// engine.Config as internal/engine documents it (and as the kernel
+// engines do): nil fields leave settings alone, allowed IPs add up unless
+// replaced, UpdateOnly adds no peer, Remove of an unknown peer is no
+// error, mapped endpoints are stored unmapped, keepalives are truncated.
+func TestUserspaceEngineSemantics(t *testing.T) {
+	checkLeaks(t)
+	e, _ := newOpaqueEngine()
+	defer e.Close()
+	priv := engine.Key(mustKey(t))
+	p1, p2 := engine.Key(mustKey(t).PublicKey()), engine.Key(mustKey(t).PublicKey())
+	port, mark := 0, uint32(7)
+	pfx := func(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+	dur := func(d time.Duration) *time.Duration { return &d }
+	type peer struct {
+		Endpoint   netip.AddrPort
+		AllowedIPs []netip.Prefix
+		Keepalive  time.Duration
+	}
+	steps := []struct {
+		name string
+		c    engine.Config
+		want map[engine.Key]peer
+	}{
+		{"add", engine.Config{PrivateKey: &priv, ListenPort: &port, FwMark: &mark, Peers: []engine.PeerConfig{{
+			PublicKey: p1, Endpoint: netip.MustParseAddrPort("[::ffff:127.0.0.1]:9"), PersistentKeepalive: dur(25900 * time.Millisecond),
+			AllowedIPs: []netip.Prefix{pfx("10.0.0.1/24")},
+		}}}, map[engine.Key]peer{p1: {netip.MustParseAddrPort("127.0.0.1:9"), []netip.Prefix{pfx("10.0.0.0/24")}, 25 * time.Second}}},
+		{"allowed IPs add up", engine.Config{Peers: []engine.PeerConfig{{PublicKey: p1, AllowedIPs: []netip.Prefix{pfx("fd00::/64")}}}},
+			map[engine.Key]peer{p1: {netip.MustParseAddrPort("127.0.0.1:9"), []netip.Prefix{pfx("10.0.0.0/24"), pfx("fd00::/64")}, 25 * time.Second}}},
+		{"replaced", engine.Config{Peers: []engine.PeerConfig{{PublicKey: p1, ReplaceAllowedIPs: true, AllowedIPs: []netip.Prefix{pfx("10.1.0.0/16")}, PersistentKeepalive: dur(0)}}},
+			map[engine.Key]peer{p1: {netip.MustParseAddrPort("127.0.0.1:9"), []netip.Prefix{pfx("10.1.0.0/16")}, 0}}},
+		{"update only adds nothing", engine.Config{Peers: []engine.PeerConfig{{PublicKey: p2, UpdateOnly: true, AllowedIPs: []netip.Prefix{pfx("10.2.0.0/16")}}}},
+			map[engine.Key]peer{p1: {netip.MustParseAddrPort("127.0.0.1:9"), []netip.Prefix{pfx("10.1.0.0/16")}, 0}}},
+		{"remove unknown", engine.Config{Peers: []engine.PeerConfig{{PublicKey: p2, Remove: true}}},
+			map[engine.Key]peer{p1: {netip.MustParseAddrPort("127.0.0.1:9"), []netip.Prefix{pfx("10.1.0.0/16")}, 0}}},
+		{"replace peers", engine.Config{ReplacePeers: true, Peers: []engine.PeerConfig{{PublicKey: p2}}},
+			map[engine.Key]peer{p2: {}}},
+	}
+	for _, step := range steps {
+		if err := e.Configure(&step.c); err != nil {
+			t.Fatalf("%s: Configure: %v", step.name, err)
+		}
+		st, err := e.State()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.PrivateKey != priv || st.PublicKey != engine.Key(Key(priv).PublicKey()) || st.FwMark != mark {
+			t.Errorf("%s: interface changed: fwmark %d, keys %x/%x", step.name, st.FwMark, st.PrivateKey[:4], st.PublicKey[:4])
+		}
+		got := map[engine.Key]peer{}
+		for _, p := range st.Peers {
+			got[p.PublicKey] = peer{p.Endpoint, p.AllowedIPs, p.PersistentKeepalive}
+		}
+		if diff := cmp.Diff(step.want, got, cmpopts.EquateComparable(netip.AddrPort{}, netip.Prefix{}), cmpopts.EquateEmpty()); diff != "" {
+			t.Errorf("%s: peers (-want +got):\n%s", step.name, diff)
+		}
+	}
+	for _, bad := range []*engine.Config{nil, {Peers: []engine.PeerConfig{{}}}} {
+		if err := e.Configure(bad); err == nil {
+			t.Errorf("Configure(%+v) = nil, want an error", bad)
+		}
 	}
 }
