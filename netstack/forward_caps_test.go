@@ -235,7 +235,10 @@ func TestForwardCloseManyFlows(t *testing.T) {
 		if raceEnabled {
 			udpFlows = 1000 // -race makes each flow's goroutines slow to start
 		}
-		r, p := openRouter(t, &ForwardOptions{Allow: allowAll, Dial: dial, MaxFlows: 8192})
+		// The blackholed dials must still be pending when the test looks,
+		// however slow the machine: DialTimeout is far beyond the test's
+		// time, and Close ends them.
+		r, p := openRouter(t, &ForwardOptions{Allow: allowAll, Dial: dial, MaxFlows: 8192, DialTimeout: time.Minute})
 		for i := range 50 {
 			sendRaw(t, p, tcpSYN(netip.AddrPortFrom(addrB4, uint16(10000+i)), netip.AddrPortFrom(testNet1, 80), 1))
 		}
@@ -256,9 +259,15 @@ func TestForwardCloseManyFlows(t *testing.T) {
 		}
 		// A few datagrams may be lost in transit; thousands of flows
 		// must open.
+		var last ForwardStats
+		defer func() {
+			if t.Failed() {
+				t.Logf("last stats: %+v", last)
+			}
+		}()
 		waitFor(t, 20*time.Second, "the flows to open", func() bool {
-			s := r.ForwardStats()
-			return s.UDPFlows >= udpFlows*9/10 && s.TCPFlows == 20 && s.PendingDials == 50
+			last = r.ForwardStats()
+			return last.UDPFlows >= udpFlows*9/10 && last.TCPFlows == 20 && last.PendingDials == 50
 		})
 		t.Logf("before Close: %+v, %d goroutines", r.ForwardStats(), runtime.NumGoroutine())
 		start := time.Now()
