@@ -254,6 +254,11 @@ func Open(ctx context.Context, cfg *wg.Config, opts *Options) (*Net, error) {
 	n.dev = dev
 	n.client = n.newHTTPClient()
 	n.res = n.newResolver()
+	if !t.setOnClose(n.deviceClosed) {
+		// The engine stopped already; do not hand out a half-open Net.
+		n.Close()
+		return nil, fmt.Errorf("netstack: open: %w", net.ErrClosed)
+	}
 	n.log.Debug("netstack: tunnel up", "name", n.name, "addrs", n.addrs, "mtu", mtu)
 	return n, nil
 }
@@ -344,6 +349,12 @@ func (n *Net) newStack(prefixes []netip.Prefix) (*stack.Stack, error) {
 
 // Device returns the WireGuard device of the tunnel, for peer status and
 // run-time changes. It stays valid (and closed) after Close.
+//
+// Closing the Device closes the Net as a whole, as Close does: the
+// engine's link to the stack is gone, so Dial, Listen, Ping and lookups
+// then fail with errors wrapping net.ErrClosed, open connections and
+// listeners are shut down, and a later Close returns an error wrapping
+// net.ErrClosed.
 func (n *Net) Device() *wg.Device { return n.dev }
 
 // Addrs returns the tunnel's own addresses, in configuration order.
@@ -360,30 +371,62 @@ func (n *Net) MTU() int { return n.mtu }
 // the UAPI listener), shuts down the Net's listeners, then closes the
 // gVisor stack, which aborts every connection, and waits for the stack's
 // goroutines to exit. Blocked Read, Write, Accept and dial calls return
-// errors wrapping net.ErrClosed. A second Close returns such an error too.
+// errors wrapping net.ErrClosed. A second Close returns such an error too,
+// and so does a Close after the Device was closed directly (see Device):
+// the Net was closed then.
 func (n *Net) Close() error {
-	n.mu.Lock()
-	if n.closed {
-		n.mu.Unlock()
+	listeners, ok := n.markClosed()
+	if !ok {
 		return fmt.Errorf("netstack: close: %w", net.ErrClosed)
+	}
+	err := n.dev.Close()
+	n.closeStack(listeners)
+	if err != nil {
+		return fmt.Errorf("netstack: close: %w", err)
+	}
+	return nil
+}
+
+// markClosed marks the Net closed, waking every wait on n.done, and
+// returns the listeners to shut down; ok is false if it was closed before.
+func (n *Net) markClosed() (listeners map[*tcpListener]struct{}, ok bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return nil, false
 	}
 	n.closed = true
 	close(n.done)
-	listeners := n.listeners
+	listeners = n.listeners
 	n.listeners = nil
-	n.mu.Unlock()
+	return listeners, true
+}
 
-	err := n.dev.Close()
+// closeStack shuts down listeners and the stack once the engine no longer
+// delivers to it.
+func (n *Net) closeStack(listeners map[*tcpListener]struct{}) {
 	for l := range listeners {
 		l.shutdown()
 	}
 	n.client.CloseIdleConnections()
 	n.stack.Close()
 	n.stack.Wait()
-	if err != nil {
-		return fmt.Errorf("netstack: close: %w", err)
+}
+
+// deviceClosed is the tun device's close hook (tunDevice.setOnClose): the
+// engine closes the tun device whenever the wg.Device closes. When Close
+// did it, there is nothing more to do; when someone closed Net.Device()
+// directly (or the engine stopped on its own), the rest of the Net is
+// closed here, so it is never left half-open. It runs inside the engine's
+// Close with the engine's locks held and so must not call the engine; the
+// stack no longer hears from it (the link is stopped).
+func (n *Net) deviceClosed() {
+	listeners, ok := n.markClosed()
+	if !ok {
+		return
 	}
-	return nil
+	n.log.Debug("netstack: the device was closed; closing the Net", "name", n.name)
+	n.closeStack(listeners)
 }
 
 // isClosed reports whether Close has started.
