@@ -292,6 +292,9 @@ func (n *Net) newStack(prefixes []netip.Prefix) (*stack.Stack, error) {
 	if terr := st.SetTransportProtocolOption(tcp.ProtocolNumber, &sack); terr != nil {
 		return fail(fmt.Errorf("enable TCP SACK: %s", terr))
 	}
+	if err := setTCPRecovery(st); err != nil {
+		return fail(err)
+	}
 	if limit := n.maxTCPBuffer; limit > 0 {
 		// Min stays gVisor's; Default is clamped to Max, as gVisor
 		// rejects a range whose default exceeds its maximum.
@@ -345,6 +348,50 @@ func (n *Net) newStack(prefixes []netip.Prefix) (*stack.Stack, error) {
 	}
 	st.SetRouteTable(routes)
 	return st, nil
+}
+
+// The stack's TCP loss recovery and connection lifetime, chosen from the
+// measurements in BENCHMARKS.md ("Recovery after an outage").
+const (
+	// tcpMaxRTO caps the retransmission timeout (gVisor's default is
+	// 120 s, and it doubles on every retry): after an outage of any
+	// length a connection retransmits within a second of the path
+	// returning, instead of after up to twice the outage.
+	tcpMaxRTO = time.Second
+
+	// tcpMaxRetries is how often an unacknowledged segment is resent
+	// before the connection is aborted: at one retry a second once the
+	// RTO reaches tcpMaxRTO, about 15 minutes, as Linux's default
+	// tcp_retries2 of 15 gives with its 120 s RTO cap. gVisor's own 15
+	// would end a connection after 14 s of outage at this RTO cap.
+	tcpMaxRetries = 900
+
+	// tcpTimeWait is how long a closed connection stays in TIME_WAIT,
+	// holding about 5 KiB (gVisor's default is 60 s). At 1000
+	// connections closed per second that is about 25 MiB instead of
+	// 300. Old duplicates it guards against outlive it only on paths
+	// that delay packets by seconds, which WireGuard's replay window
+	// and TCP's timestamps and random initial sequence numbers cover.
+	tcpTimeWait = 5 * time.Second
+)
+
+// setTCPRecovery sets the TCP options above and turns RACK loss
+// detection off. With RACK (gVisor's default), a stream that lost a
+// window of packets to an outage often stayed at a few KB/s for tens of
+// seconds after the path returned (in 2 of 5 trials of a 6 s partition
+// here; Tailscale saw the same, tailscale#9707 and #20893); without it,
+// recovery uses SACK and duplicate ACKs, as Linux before RACK did.
+func setTCPRecovery(st *stack.Stack) error {
+	recovery := tcpip.TCPRecovery(0)
+	maxRTO := tcpip.TCPMaxRTOOption(tcpMaxRTO)
+	retries := tcpip.TCPMaxRetriesOption(tcpMaxRetries)
+	timeWait := tcpip.TCPTimeWaitTimeoutOption(tcpTimeWait)
+	for _, o := range []tcpip.SettableTransportProtocolOption{&recovery, &maxRTO, &retries, &timeWait} {
+		if terr := st.SetTransportProtocolOption(tcp.ProtocolNumber, o); terr != nil {
+			return fmt.Errorf("set TCP option %T: %s", o, terr)
+		}
+	}
+	return nil
 }
 
 // Device returns the WireGuard device of the tunnel, for peer status and
