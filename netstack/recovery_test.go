@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -376,4 +377,112 @@ func namedTuning(name string) (tuning, error) {
 		return tuning{name: name, opts: []tcpip.SettableTransportProtocolOption{&nosack}}, nil
 	}
 	return tuning{}, errors.New("unknown tuning " + name)
+}
+
+// TestLossSweep measures a 16 MiB transfer under loss with reordering
+// for the tunings named in WGKIT_RECOVERY_TUNINGS (default: the package
+// defaults), WGKIT_RECOVERY_TRIALS runs each (default 4): the time until
+// the last byte arrived and until the sender's FIN did. It is skipped
+// unless WGKIT_LOSS_SWEEP is set:
+//
+//	WGKIT_LOSS_SWEEP=1 WGKIT_RECOVERY_TUNINGS=default,gvisor go test -run TestLossSweep -v ./netstack/
+func TestLossSweep(t *testing.T) {
+	if os.Getenv("WGKIT_LOSS_SWEEP") == "" {
+		t.Skip("the sweep takes minutes; set WGKIT_LOSS_SWEEP=1 to run it")
+	}
+	tunings := []tuning{{name: "default"}}
+	if s := os.Getenv("WGKIT_RECOVERY_TUNINGS"); s != "" {
+		tunings = nil
+		for _, name := range strings.Split(s, ",") {
+			tu, err := namedTuning(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tunings = append(tunings, tu)
+		}
+	}
+	trials := 4
+	if s := os.Getenv("WGKIT_RECOVERY_TRIALS"); s != "" {
+		var err error
+		if trials, err = strconv.Atoi(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	faults := []struct {
+		name string
+		f    wgtest.Faults
+	}{
+		{"loss1", wgtest.Faults{Loss: 0.01, Reorder: 0.01, Jitter: 200 * time.Microsecond}},
+		{"loss5", wgtest.Faults{Loss: 0.05, Reorder: 0.05, Jitter: 200 * time.Microsecond, Duplicate: 0.01}},
+	}
+	const size = 16 << 20
+	for _, fl := range faults {
+		for _, tu := range tunings {
+			for i := range trials {
+				t.Run(fmt.Sprintf("%s/%s/%d", fl.name, tu.name, i), func(t *testing.T) {
+					nw := wgtest.NewNetwork(t, 2, &wgtest.NetworkOptions{Seed: uint64(i + 1)})
+					ctx, cancel := context.WithTimeout(context.Background(), 180*time.Second)
+					defer cancel()
+					a, b := nw.Peer(0), nw.Peer(1)
+					tu.apply(t, a.Net(), b.Net())
+					if _, err := a.Net().Ping(ctx, b.Addr()); err != nil {
+						t.Fatal(err)
+					}
+					ln, err := b.Net().Listen("tcp", ":9400")
+					if err != nil {
+						t.Fatal(err)
+					}
+					defer ln.Close()
+					type result struct {
+						data, fin time.Duration
+						n         int64
+						err       error
+					}
+					start := time.Now()
+					done := make(chan result, 1)
+					go func() {
+						c, err := ln.Accept()
+						if err != nil {
+							done <- result{err: err}
+							return
+						}
+						defer c.Close()
+						c.SetDeadline(time.Now().Add(170 * time.Second))
+						var r result
+						buf := make([]byte, 64<<10)
+						for {
+							k, err := c.Read(buf)
+							r.n += int64(k)
+							if r.n == size && r.data == 0 {
+								r.data = time.Since(start)
+							}
+							if err != nil {
+								if errors.Is(err, io.EOF) {
+									r.fin = time.Since(start)
+								} else {
+									r.err = err
+								}
+								done <- r
+								return
+							}
+						}
+					}()
+					nw.SetFaults(fl.f)
+					c, err := a.Net().DialContext(ctx, "tcp", netip.AddrPortFrom(b.Addr(), 9400).String())
+					if err != nil {
+						t.Fatal(err)
+					}
+					buf := make([]byte, 64<<10)
+					for sent := 0; sent < size; sent += len(buf) {
+						if _, err := c.Write(buf); err != nil {
+							t.Fatal(err)
+						}
+					}
+					c.Close()
+					r := <-done
+					t.Logf("RESULT faults=%s tuning=%s trial=%d data=%v fin=%v bytes=%d err=%v", fl.name, tu.name, i, r.data.Round(time.Millisecond), r.fin.Round(time.Millisecond), r.n, r.err)
+				})
+			}
+		}
+	}
 }
