@@ -305,17 +305,7 @@ func TestRecoverySweep(t *testing.T) {
 	if os.Getenv("WGKIT_RECOVERY_SWEEP") == "" {
 		t.Skip("the sweep takes minutes; set WGKIT_RECOVERY_SWEEP=1 to run it")
 	}
-	tunings := []tuning{{name: "default"}}
-	if s := os.Getenv("WGKIT_RECOVERY_TUNINGS"); s != "" {
-		tunings = nil
-		for _, name := range strings.Split(s, ",") {
-			tu, err := namedTuning(name)
-			if err != nil {
-				t.Fatal(err)
-			}
-			tunings = append(tunings, tu)
-		}
-	}
+	tunings := sweepTunings(t)
 	durs := []time.Duration{time.Second, 5 * time.Second, 10 * time.Second, 20 * time.Second, 30 * time.Second, 60 * time.Second}
 	if s := os.Getenv("WGKIT_RECOVERY_DURS"); s != "" {
 		durs = nil
@@ -327,13 +317,7 @@ func TestRecoverySweep(t *testing.T) {
 			durs = append(durs, d)
 		}
 	}
-	trials := 3
-	if s := os.Getenv("WGKIT_RECOVERY_TRIALS"); s != "" {
-		var err error
-		if trials, err = strconv.Atoi(s); err != nil {
-			t.Fatal(err)
-		}
-	}
+	trials := sweepTrials(t, 3)
 	list := outages[1:]
 	for _, d := range durs {
 		list = append(list, partition(d))
@@ -390,24 +374,8 @@ func TestLossSweep(t *testing.T) {
 	if os.Getenv("WGKIT_LOSS_SWEEP") == "" {
 		t.Skip("the sweep takes minutes; set WGKIT_LOSS_SWEEP=1 to run it")
 	}
-	tunings := []tuning{{name: "default"}}
-	if s := os.Getenv("WGKIT_RECOVERY_TUNINGS"); s != "" {
-		tunings = nil
-		for _, name := range strings.Split(s, ",") {
-			tu, err := namedTuning(name)
-			if err != nil {
-				t.Fatal(err)
-			}
-			tunings = append(tunings, tu)
-		}
-	}
-	trials := 4
-	if s := os.Getenv("WGKIT_RECOVERY_TRIALS"); s != "" {
-		var err error
-		if trials, err = strconv.Atoi(s); err != nil {
-			t.Fatal(err)
-		}
-	}
+	tunings := sweepTunings(t)
+	trials := sweepTrials(t, 4)
 	faults := []struct {
 		name string
 		f    wgtest.Faults
@@ -485,4 +453,35 @@ func TestLossSweep(t *testing.T) {
 			}
 		}
 	}
+}
+
+// sweepTunings returns the tunings named in WGKIT_RECOVERY_TUNINGS
+// (comma-separated names of namedTuning), by default the package's own.
+func sweepTunings(t *testing.T) []tuning {
+	s := os.Getenv("WGKIT_RECOVERY_TUNINGS")
+	if s == "" {
+		return []tuning{{name: "default"}}
+	}
+	var tunings []tuning
+	for _, name := range strings.Split(s, ",") {
+		tu, err := namedTuning(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tunings = append(tunings, tu)
+	}
+	return tunings
+}
+
+// sweepTrials returns WGKIT_RECOVERY_TRIALS, by default def.
+func sweepTrials(t *testing.T, def int) int {
+	s := os.Getenv("WGKIT_RECOVERY_TRIALS")
+	if s == "" {
+		return def
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		t.Fatalf("WGKIT_RECOVERY_TRIALS=%q: %v", s, err)
+	}
+	return n
 }
