@@ -27,7 +27,10 @@
 //	conn, err := tnet.DialContext(ctx, "tcp", "10.0.0.1:80")
 //
 // [github.com/wgkit/wgkit/netstack.Net] also listens, pings, resolves names
-// through the tunnel's DNS servers and hands out an [net/http.Client]. For
+// through the tunnel's DNS servers and hands out an [net/http.Client].
+// [github.com/wgkit/wgkit/netstack/proxy] serves a tunnel to other programs
+// on the host: a SOCKS5 server, an HTTP proxy and TCP and UDP port
+// forwards both ways, with names resolved by the tunnel's DNS only. For
 // tests, [github.com/wgkit/wgkit/wg/wgtest] runs real WireGuard peers in the
 // test process, the way net/http/httptest runs HTTP servers.
 //
@@ -36,7 +39,10 @@
 //   - [github.com/wgkit/wgkit/netstack]: a gVisor TCP/IP stack inside the
 //     process. No root, no adapter, no change to the host: the application
 //     dials and listens on the tunnel directly. Suits in-app VPN dialers,
-//     proxies and test fixtures.
+//     proxies and test fixtures. With
+//     [github.com/wgkit/wgkit/netstack.Options.Forward] it is also a
+//     router: an exit node or subnet router for its peers, and a hub that
+//     relays between them, still without root.
 //   - [github.com/wgkit/wgkit/tun] on Linux: a kernel TUN interface with its
 //     addresses, MTU, routes and policy rules set up as wg-quick(8) does,
 //     and removed on Close. Needs CAP_NET_ADMIN.
@@ -54,7 +60,14 @@
 // tun package supports Linux and Windows; on other systems its Open returns
 // an error naming the system. The wg(8) configuration socket (UAPI) is
 // served on Unix sockets and on Windows named pipes, so `wg show` works on a
-// wgkit device.
+// wgkit device. The backends' Options name it alike: Name is the name wg(8)
+// sees, UAPIDir the socket's directory ("" is /var/run/wireguard), and one
+// switch turns it on, with the backend's default: netstack serves no
+// socket unless [github.com/wgkit/wgkit/netstack.Options].EnableUAPI is
+// set, tun serves one unless [github.com/wgkit/wgkit/tun.Options].DisableUAPI
+// is set. Both backends take the MTU rule and default of
+// [github.com/wgkit/wgkit/wg.CheckMTU] and
+// [github.com/wgkit/wgkit/wg.DefaultMTU].
 //
 // Out of scope: the WireGuard protocol itself (wireguard-go implements it),
 // the in-kernel WireGuard module and WireGuardNT (use wgctrl-go to configure

@@ -8,7 +8,9 @@ import (
 	"net/netip"
 	"strconv"
 	"sync/atomic"
+	"time"
 
+	"github.com/wgkit/wgkit/wg"
 	"golang.org/x/net/proxy"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
@@ -46,6 +48,14 @@ func (n *Net) Dial(network, address string) (net.Conn, error) {
 // ErrNoRoute.
 // A refused connection is an *net.OpError wrapping syscall.ECONNREFUSED;
 // an expired ctx deadline is an error whose Timeout method reports true.
+// A TCP dial to a peer that completes no WireGuard handshake fails after
+// Options.HandshakeTimeout with an error wrapping wg.ErrHandshakeTimeout
+// (a timeout too) that names the peer's public key and endpoint; the
+// destination's other addresses routed to that peer are not tried. A dial
+// to a peer not heard from for 10 s asks the device for a handshake at
+// once, and a TCP dial still waiting after half a second asks again, so
+// that a peer that restarted and lost its session is reached within
+// about a second.
 // DialContext fits http.Transport.DialContext and proxy.ContextDialer.
 func (n *Net) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
 	opErr := func(addr net.Addr, err error) error {
@@ -75,7 +85,13 @@ func (n *Net) DialContext(ctx context.Context, network, address string) (net.Con
 		return nil, opErr(nil, err)
 	}
 	var firstErr error
+	var deadPeer *wg.Key // a peer whose handshake timed out: skip its other addresses
 	for _, ip := range ips {
+		if deadPeer != nil {
+			if p, ok := n.dev.PeerFor(ip); ok && p == *deadPeer {
+				continue
+			}
+		}
 		ap := netip.AddrPortFrom(ip, port)
 		var raddr net.Addr = net.TCPAddrFromAddrPort(ap)
 		if !isTCP {
@@ -95,10 +111,16 @@ func (n *Net) DialContext(ctx context.Context, network, address string) (net.Con
 		if isTCP {
 			c, err = n.dialTCP(ctx, ap)
 		} else {
+			if peer, ok := n.dev.PeerFor(ip); ok {
+				n.nudgeHandshake(peer) // nothing waits for a UDP dial: just ask
+			}
 			c, err = n.dialUDP(ap)
 		}
 		if err == nil {
 			return c, nil
+		}
+		if hsErr := (*handshakeTimeoutError)(nil); errors.As(err, &hsErr) {
+			deadPeer = &hsErr.peer
 		}
 		firstErr = cmpFirst(firstErr, opErr(raddr, err))
 		if ctx.Err() != nil || n.isClosed() {
@@ -186,7 +208,8 @@ func (n *Net) checkRoute(ip netip.Addr) error {
 	if n.isClosed() {
 		return net.ErrClosed
 	}
-	return fmt.Errorf("%w: %s", ErrNoRoute, ip)
+	// Bare: the callers' errors name the destination already.
+	return ErrNoRoute
 }
 
 // ErrNoRoute is wrapped by the errors of DialContext, Dial and Ping for a
@@ -219,17 +242,41 @@ func (n *Net) dialTCP(ctx context.Context, ap netip.AddrPort) (net.Conn, error) 
 	entry, notify := waiter.NewChannelEntry(waiter.WritableEvents)
 	wq.EventRegister(&entry)
 	defer wq.EventUnregister(&entry)
+	hs := n.newHandshakeCheck(ap.Addr())
 	terr = ep.Connect(fa)
 	if _, ok := terr.(*tcpip.ErrConnectStarted); ok {
-		select {
-		case <-notify:
-			terr = ep.LastError()
-		case <-ctx.Done():
-			ep.Close()
-			return nil, ctx.Err()
-		case <-n.done:
-			ep.Close()
-			return nil, net.ErrClosed
+		// hsTick drives the handshake check; nil without one.
+		var hsTimer *time.Timer
+		var hsTick <-chan time.Time
+		if hs != nil {
+			hsTimer = time.NewTimer(hs.first())
+			defer hsTimer.Stop()
+			hsTick = hsTimer.C
+		}
+	wait:
+		for {
+			select {
+			case <-notify:
+				terr = ep.LastError()
+				break wait
+			case now := <-hsTick:
+				next, err := hs.step(now)
+				if err != nil {
+					ep.Close()
+					return nil, err
+				}
+				if next == 0 {
+					hsTick = nil
+				} else {
+					hsTimer.Reset(next)
+				}
+			case <-ctx.Done():
+				ep.Close()
+				return nil, ctx.Err()
+			case <-n.done:
+				ep.Close()
+				return nil, net.ErrClosed
+			}
 		}
 	}
 	if terr != nil {
@@ -313,8 +360,10 @@ func (n *Net) bind(network string, transport tcpip.TransportProtocolNumber, ap n
 // see the listener's Addr. The listener is closed by its Close or by the
 // Net's; Accept then returns an error wrapping net.ErrClosed.
 func (n *Net) Listen(network, address string) (net.Listener, error) {
+	// As in the net package, errors name the address once it is parsed.
+	var addr net.Addr
 	opErr := func(err error) error {
-		return &net.OpError{Op: "listen", Net: network, Err: err}
+		return &net.OpError{Op: "listen", Net: network, Addr: addr, Err: err}
 	}
 	switch network {
 	case "tcp", "tcp4", "tcp6":
@@ -324,6 +373,10 @@ func (n *Net) Listen(network, address string) (net.Listener, error) {
 	ap, err := n.listenAddr(network, address)
 	if err != nil {
 		return nil, opErr(err)
+	}
+	addr = net.TCPAddrFromAddrPort(ap)
+	if n.isClosed() {
+		return nil, opErr(net.ErrClosed)
 	}
 	ep, wq, err := n.bind(network, tcp.ProtocolNumber, ap)
 	if err != nil {
@@ -350,20 +403,22 @@ func (n *Net) Listen(network, address string) (net.Listener, error) {
 // datagrams no peer accepts are dropped by the engine, as on a WireGuard
 // interface.
 func (n *Net) ListenPacket(network, address string) (net.PacketConn, error) {
+	var addr net.Addr // as for Listen
 	opErr := func(err error) error {
-		return &net.OpError{Op: "listen", Net: network, Err: err}
+		return &net.OpError{Op: "listen", Net: network, Addr: addr, Err: err}
 	}
 	switch network {
 	case "udp", "udp4", "udp6":
 	default:
 		return nil, opErr(net.UnknownNetworkError(network))
 	}
-	if n.isClosed() {
-		return nil, opErr(net.ErrClosed)
-	}
 	ap, err := n.listenAddr(network, address)
 	if err != nil {
 		return nil, opErr(err)
+	}
+	addr = net.UDPAddrFromAddrPort(ap)
+	if n.isClosed() {
+		return nil, opErr(net.ErrClosed)
 	}
 	ep, wq, err := n.bind(network, udp.ProtocolNumber, ap)
 	if err != nil {

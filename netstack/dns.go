@@ -76,6 +76,9 @@ func (n *Net) newResolver() *net.Resolver {
 	return &net.Resolver{
 		PreferGo: true,
 		Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			if n.isClosed() {
+				return nil, &net.OpError{Op: "dial", Net: network, Err: net.ErrClosed}
+			}
 			if len(n.dns) == 0 {
 				return nil, &net.OpError{Op: "dial", Net: network, Err: errors.New("netstack: the tunnel configuration has no DNS servers")}
 			}
@@ -94,6 +97,10 @@ func (n *Net) lookupAddrs(ctx context.Context, host string) ([]netip.Addr, error
 	// error, ErrNoRoute...), so that errors.Is works through a lookup.
 	dnsErr := func(cause error, msg string, notFound, timeout bool) error {
 		return &net.DNSError{UnwrapErr: cause, Err: msg, Name: host, IsNotFound: notFound, IsTimeout: timeout}
+	}
+	closed := func() error { return dnsErr(net.ErrClosed, "netstack: "+net.ErrClosed.Error(), false, false) }
+	if n.isClosed() {
+		return nil, closed()
 	}
 	if len(n.dns) == 0 {
 		return nil, dnsErr(nil, "netstack: the tunnel configuration has no DNS servers", false, false)
@@ -115,7 +122,7 @@ func (n *Net) lookupAddrs(ctx context.Context, host string) ([]netip.Addr, error
 		}
 	}
 	if n.isClosed() {
-		return nil, dnsErr(net.ErrClosed, "netstack: "+net.ErrClosed.Error(), false, false)
+		return nil, closed()
 	}
 	if err := ctxErr(ctx); err != nil {
 		return nil, dnsErr(err, err.Error(), false, errors.Is(err, context.DeadlineExceeded))

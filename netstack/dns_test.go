@@ -130,20 +130,30 @@ func (s *testDNS) serve(t *testing.T, n *Net) {
 				defer wg.Done()
 				defer c.Close()
 				c.SetDeadline(time.Now().Add(10 * time.Second))
-				var lb [2]byte
-				if _, err := io.ReadFull(c, lb[:]); err != nil {
-					return
-				}
-				req := make([]byte, binary.BigEndian.Uint16(lb[:]))
-				if _, err := io.ReadFull(c, req); err != nil {
-					return
-				}
-				resp := s.answer(req, "tcp")
-				out := binary.BigEndian.AppendUint16(nil, uint16(len(resp)))
-				c.Write(append(out, resp...))
+				s.serveStream(c)
 			}()
 		}
 	}()
+}
+
+// serveStream answers the queries of DNS over TCP (length-prefixed
+// messages) on c until c fails or ends.
+func (s *testDNS) serveStream(c io.ReadWriter) {
+	for {
+		var lb [2]byte
+		if _, err := io.ReadFull(c, lb[:]); err != nil {
+			return
+		}
+		req := make([]byte, binary.BigEndian.Uint16(lb[:]))
+		if _, err := io.ReadFull(c, req); err != nil {
+			return
+		}
+		resp := s.answer(req, "tcp")
+		out := binary.BigEndian.AppendUint16(nil, uint16(len(resp)))
+		if _, err := c.Write(append(out, resp...)); err != nil {
+			return
+		}
+	}
 }
 
 func newTestDNS() *testDNS {

@@ -9,6 +9,7 @@ import (
 	"github.com/wgkit/wgkit/internal/memnet"
 	"github.com/wgkit/wgkit/wg"
 	"go.uber.org/goleak"
+	"golang.zx2c4.com/wireguard/conn"
 )
 
 // goleakOptions are the goroutine leak checks' exceptions: none. Every
@@ -75,33 +76,56 @@ func pairConfigs(t testing.TB, epA, epB string) (cfgA, cfgB *wg.Config) {
 // before they are applied. Both Nets and the switch are closed at cleanup.
 func openPair(t testing.TB, edit func(a, b *wg.Config)) (a, b *Net) {
 	t.Helper()
-	sw := memnet.NewSwitch(nil)
-	t.Cleanup(func() { sw.Close() })
-	epA, err := sw.NewAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
-	epB, err := sw.NewAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
+	return openPairOpts(t, edit, nil, nil)
+}
+
+// openPairOpts is openPair with options for A and B; nil means defaults.
+// Their Bind is replaced by the switch's.
+func openPairOpts(t testing.TB, edit func(a, b *wg.Config), optsA, optsB *Options) (a, b *Net) {
+	t.Helper()
+	sw, epA, epB := newSwitch(t)
 	cfgA, cfgB := pairConfigs(t, epA.String(), epB.String())
 	if edit != nil {
 		edit(cfgA, cfgB)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	a, err = Open(ctx, cfgA, &Options{Bind: sw.NewBind(1, epA)})
+	withBind := func(o *Options, bind conn.Bind) *Options {
+		if o == nil {
+			o = &Options{}
+		}
+		c := *o
+		c.Bind = bind
+		return &c
+	}
+	a, err := Open(ctx, cfgA, withBind(optsA, sw.NewBind(1, epA)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { a.Close() })
-	b, err = Open(ctx, cfgB, &Options{Bind: sw.NewBind(2, epB)})
+	b, err = Open(ctx, cfgB, withBind(optsB, sw.NewBind(2, epB)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { b.Close() })
 	return a, b
+}
+
+// newSwitch returns an in-memory switch, closed at cleanup, and two of
+// its addresses.
+func newSwitch(t testing.TB) (sw *memnet.Switch, epA, epB netip.AddrPort) {
+	t.Helper()
+	sw = memnet.NewSwitch(nil)
+	t.Cleanup(func() { sw.Close() })
+	epA, err := sw.NewAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	epB, err = sw.NewAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sw, epA, epB
 }
 
 // testContext returns a context that ends with the test or after d.

@@ -73,6 +73,10 @@ type endpoint struct {
 	// batch is the tun.Device batch size; set before the device starts.
 	batch int
 
+	// capture, if not nil, records the packets passed in both directions
+	// (Options.Capture); set before the device starts.
+	capture *capture
+
 	// dropped counts outbound packets dropped because the queue was full
 	// or a packet did not fit the reader's buffer, and inbound packets that
 	// were not IPv4 or IPv6.
@@ -97,6 +101,11 @@ type endpoint struct {
 	// between taking packets and consuming them.
 	rmu   sync.Mutex
 	taken [64]*stack.PacketBuffer // guarded by rmu; packets being copied
+
+	// inbound, if set, sees each inbound packet before the stack and
+	// reports whether it took it (router mode, forward_icmp.go). Set
+	// before the device starts.
+	inbound func(pkt []byte) bool
 
 	// gmu serializes deliveries: the engine writes from one goroutine per
 	// peer, and GRO state is per NIC.
@@ -215,6 +224,9 @@ func (e *endpoint) readBatch(bufs [][]byte, sizes []int, offset int) (int, error
 				break // the rest stays queued
 			}
 			k, next, ok := writePacket(bufs[n:], sizes[n:], offset, pkt, off)
+			if e.capture != nil {
+				e.captureOut(bufs[n:n+k], sizes[n:n+k], offset)
+			}
 			n += k
 			if !ok {
 				e.dropped.Add(1)
@@ -292,6 +304,14 @@ func writePacket(bufs [][]byte, sizes []int, offset int, pkt *stack.PacketBuffer
 		}
 	}
 	return k, off, true
+}
+
+// captureOut records the packets readBatch wrote: what goes to the
+// engine, TCP super-packets already cut into segments.
+func (e *endpoint) captureOut(bufs [][]byte, sizes []int, offset int) {
+	for i, b := range bufs {
+		e.capture.record(b[offset : offset+sizes[i]])
+	}
 }
 
 // finishSegment fixes the headers of one segment cut from a TCP
@@ -390,6 +410,9 @@ func (e *endpoint) deliverBatch(bufs [][]byte, offset int) (int, error) {
 		if len(pkt) == 0 {
 			continue
 		}
+		if e.capture != nil {
+			e.capture.record(pkt) // as it came, before GRO merges it
+		}
 		var proto tcpip.NetworkProtocolNumber
 		switch header.IPVersion(pkt) {
 		case header.IPv4Version:
@@ -398,6 +421,9 @@ func (e *endpoint) deliverBatch(bufs [][]byte, offset int) (int, error) {
 			proto = header.IPv6ProtocolNumber
 		default:
 			e.dropped.Add(1)
+			continue
+		}
+		if e.inbound != nil && e.inbound(pkt) {
 			continue
 		}
 		// MakeWithData copies: the engine reuses bufs after we return.

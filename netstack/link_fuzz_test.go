@@ -136,21 +136,22 @@ func tcpSegment(src, dst netip.Addr, port uint16, flags header.TCPFlags, payload
 		WindowSize: 65535,
 	})
 	copy(tcp[header.TCPMinimumSize:], payload)
-	return ipPacket(src, dst, header.TCPProtocolNumber, tcp)
+	return l4Packet(src, dst, header.TCPProtocolNumber, tcp)
 }
 
-// udpDatagram returns an IPv4 or IPv6 packet with a UDP datagram from src
+// udpPacket returns an IPv4 or IPv6 packet with a UDP datagram from src
 // (port 40000) to dst:port, checksums set.
-func udpDatagram(src, dst netip.Addr, port uint16, payload []byte) []byte {
+func udpPacket(src, dst netip.Addr, port uint16, payload []byte) []byte {
 	udp := make([]byte, header.UDPMinimumSize+len(payload))
 	header.UDP(udp).Encode(&header.UDPFields{SrcPort: 40000, DstPort: port, Length: uint16(len(udp))})
 	copy(udp[header.UDPMinimumSize:], payload)
-	return ipPacket(src, dst, header.UDPProtocolNumber, udp)
+	return l4Packet(src, dst, header.UDPProtocolNumber, udp)
 }
 
-// ipPacket wraps a transport payload in an IPv4 or IPv6 header and sets
-// the transport checksum (TCP or UDP) and the IPv4 header checksum.
-func ipPacket(src, dst netip.Addr, proto tcpip.TransportProtocolNumber, l4 []byte) []byte {
+// l4Packet sets the transport checksum of l4 (TCP or UDP; other
+// protocols carry their own) and wraps it in an IPv4 or IPv6 header with
+// ipPacket.
+func l4Packet(src, dst netip.Addr, proto tcpip.TransportProtocolNumber, l4 []byte) []byte {
 	s, d := tcpip.AddrFromSlice(src.AsSlice()), tcpip.AddrFromSlice(dst.AsSlice())
 	xsum := header.PseudoHeaderChecksum(proto, s, d, uint16(len(l4)))
 	switch proto {
@@ -161,30 +162,7 @@ func ipPacket(src, dst netip.Addr, proto tcpip.TransportProtocolNumber, l4 []byt
 		u := header.UDP(l4)
 		u.SetChecksum(^u.CalculateChecksum(xsum))
 	}
-	if src.Is4() {
-		pkt := make([]byte, header.IPv4MinimumSize+len(l4))
-		ip := header.IPv4(pkt)
-		ip.Encode(&header.IPv4Fields{
-			TotalLength: uint16(len(pkt)),
-			TTL:         64,
-			Protocol:    uint8(proto),
-			SrcAddr:     s,
-			DstAddr:     d,
-		})
-		ip.SetChecksum(^ip.CalculateChecksum())
-		copy(pkt[header.IPv4MinimumSize:], l4)
-		return pkt
-	}
-	pkt := make([]byte, header.IPv6MinimumSize+len(l4))
-	header.IPv6(pkt).Encode(&header.IPv6Fields{
-		PayloadLength:     uint16(len(l4)),
-		TransportProtocol: proto,
-		HopLimit:          64,
-		SrcAddr:           s,
-		DstAddr:           d,
-	})
-	copy(pkt[header.IPv6MinimumSize:], l4)
-	return pkt
+	return ipPacket(src, dst, 64, uint8(proto), l4)
 }
 
 // icmpEcho returns an IPv4 or IPv6 packet with an ICMP echo request from
@@ -199,7 +177,7 @@ func icmpEcho(src, dst netip.Addr, seq uint16) []byte {
 		icmp.SetSequence(seq)
 		copy(icmp.Payload(), body)
 		icmp.SetChecksum(header.ICMPv4Checksum(icmp, 0))
-		return ipPacket(src, dst, header.ICMPv4ProtocolNumber, m)
+		return l4Packet(src, dst, header.ICMPv4ProtocolNumber, m)
 	}
 	m := make([]byte, header.ICMPv6EchoMinimumSize+len(body))
 	icmp := header.ICMPv6(m)
@@ -212,7 +190,7 @@ func icmpEcho(src, dst netip.Addr, seq uint16) []byte {
 		Src:    tcpip.AddrFrom16(src.As16()),
 		Dst:    tcpip.AddrFrom16(dst.As16()),
 	}))
-	return ipPacket(src, dst, header.ICMPv6ProtocolNumber, m)
+	return l4Packet(src, dst, header.ICMPv6ProtocolNumber, m)
 }
 
 // withIPv4Options inserts opts (a multiple of 4 bytes) after pkt's
@@ -272,9 +250,9 @@ func linkFuzzSeeds(tb testing.TB) [][]byte {
 	syn4 := tcpSegment(linkPeer4, linkLocal4, 80, header.TCPFlagSyn, nil)
 	syn6 := tcpSegment(linkPeer6, linkLocal6, 80, header.TCPFlagSyn, nil)
 	data4 := tcpSegment(linkPeer4, linkLocal4, 80, header.TCPFlagAck|header.TCPFlagPsh, big)
-	udp4 := udpDatagram(linkPeer4, linkLocal4, 53, []byte("query"))
-	udp6 := udpDatagram(linkPeer6, linkLocal6, 53, []byte("query"))
-	bigUDP := udpDatagram(linkPeer4, linkLocal4, 53, big)
+	udp4 := udpPacket(linkPeer4, linkLocal4, 53, []byte("query"))
+	udp6 := udpPacket(linkPeer6, linkLocal6, 53, []byte("query"))
+	bigUDP := udpPacket(linkPeer4, linkLocal4, 53, big)
 	frag1, frag2 := fragments4(bigUDP, 296)
 
 	seeds := [][]byte{

@@ -21,7 +21,14 @@
 // Errors follow the net package: connection errors are *net.OpError values
 // that wrap errnos such as syscall.ECONNREFUSED, os.ErrDeadlineExceeded
 // for deadlines, and net.ErrClosed after Close; lookups fail with
-// *net.DNSError. Other errors start with "netstack: ".
+// *net.DNSError. Other errors start with "netstack: ". A TCP dial to a
+// peer that completes no WireGuard handshake fails after
+// Options.HandshakeTimeout (20 s) with an error wrapping
+// wg.ErrHandshakeTimeout that names the peer, not after TCP's two minutes.
+//
+// To see what goes through the tunnel, Options.Capture records its
+// packets in pcap format for tcpdump and Wireshark; Options.OnEvent and
+// the Logger report handshakes and peer changes.
 //
 // The engine and the stack meet at a tun.Device of this package that moves
 // batches of packets per Read or Write call (Options.BatchSize). TCP hands
@@ -29,6 +36,24 @@
 // segments arriving together are merged before the stack sees them, so
 // the stack's per-packet cost is paid a few times per 64 KiB rather than
 // per 1.4 KiB. Options.MaxTCPBuffer bounds the memory a busy tunnel uses.
+//
+// # Router mode
+//
+// With Options.Forward (a ForwardOptions) the Net also carries its peers'
+// traffic beyond its own addresses, as a Linux host with ip_forward=1 and
+// masquerading would: a peer that routes a subnet or 0.0.0.0/0 and ::/0
+// through the tunnel reaches the host's networks. Each TCP connection and
+// UDP flow is dialled anew from the host (ForwardOptions.Dial, by default
+// the host network) and joined to the peer's; the peer's handshake
+// completes only once the upstream accepted, a refused one gets a reset
+// and an unreachable or timed-out one an ICMP destination-unreachable.
+// Echo requests are answered only when the host's own ping is.
+// ForwardOptions.Allow decides who may reach what; by default loopback,
+// link-local, multicast and the host's own addresses are refused.
+// Pending dials, flows and UDP idle time are bounded, and Net.ForwardStats
+// reports them. With RelayPeers the Net is a WireGuard hub: packets from
+// one peer to another's AllowedIPs are relayed, TTL decremented, without
+// reaching the stack.
 //
 // # TCP after an outage, and the memory of closed connections
 //
@@ -51,6 +76,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -72,10 +98,6 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 )
-
-// DefaultMTU is the tunnel MTU used when the configuration sets none, as
-// wg-quick does.
-const DefaultMTU = 1420
 
 // maxUAPIName is the longest interface name wg(8) handles (IFNAMSIZ-1).
 const maxUAPIName = 15
@@ -121,27 +143,93 @@ type Options struct {
 	// defaults; values below 4096 are an error.
 	MaxTCPBuffer int
 
-	// UAPIDir, when non-empty, makes the Net serve wg(8)'s configuration
-	// protocol on the Unix socket UAPIDir/UAPIName.sock (owner-only
-	// permissions, see wg.ListenUAPI), so that `wg show` can inspect the
-	// tunnel when UAPIDir is wg's own directory /var/run/wireguard. ""
-	// serves nothing. On Windows a named pipe is used and UAPIDir only
-	// switches the feature on.
+	// Capture, if not nil, receives the tunnel's inner packets in both
+	// directions as a pcap file (nanosecond time stamps, link type
+	// LINKTYPE_RAW: IPv4 and IPv6 packets without a link-layer header),
+	// readable by tcpdump -r and Wireshark. Packets are recorded where
+	// they pass between the stack and the engine: outbound TCP as the
+	// MTU-sized segments the engine encrypts, inbound packets as the
+	// engine decrypted them. Each record holds at most the tunnel's MTU in
+	// bytes of a packet (the snap length), with its full length.
+	//
+	// Writes happen on a goroutine of the Net's, through a 64 KiB buffer
+	// flushed whenever no packet is waiting; the tunnel never waits for
+	// them. The queue between the tunnel and that goroutine holds 1 MiB of
+	// packets (738 at the default MTU): when the writer falls that far
+	// behind, further packets are left out of the capture and counted
+	// (Stats.CaptureDropped). The first Write error stops the capture and
+	// is logged. Close writes what is still queued for at most a second,
+	// waits for a Write in progress to return, and does not close Capture.
+	// nil captures nothing and costs nothing.
+	Capture io.Writer
+
+	// HandshakeTimeout bounds how long a TCP dial (DialContext, Dial, and
+	// so HTTPClient) waits for a peer that completes no handshake: if no
+	// WireGuard handshake with the peer whose AllowedIPs cover the
+	// destination completes within HandshakeTimeout of the dial's start,
+	// the dial fails with an error wrapping wg.ErrHandshakeTimeout that
+	// names the peer's public key and endpoint, rather than waiting out
+	// TCP's connection timeout of about two minutes. Meanwhile the dial
+	// asks the device for handshakes (at most one initiation per peer per
+	// 5 s goes out). A handshake completed since the dial began shows
+	// that the peer answers, and the dial then waits for TCP as before.
+	// If the peer completed one in the 5 s before the dial, WireGuard
+	// allows no new initiation until 5 s after it, and the time runs from
+	// then. (The device notices a completed handshake within about
+	// 100 ms.) 0 means 20 seconds; a negative value turns the check off.
+	HandshakeTimeout time.Duration
+
+	// Resolver resolves the host names of peer endpoints (see
+	// wg.DeviceOptions.Resolver), at Open and whenever the device
+	// resolves them again. Endpoints lie outside the tunnel, so this is a
+	// resolver of the host's network, not the tunnel's DNS (for that, see
+	// Net.LookupHost). nil means net.DefaultResolver.
+	Resolver *net.Resolver
+
+	// OnEvent, when set, is called for every event of the tunnel's
+	// device: handshakes completed and failing, endpoint changes, peers
+	// added, removed and idle; see wg.DeviceOptions.OnEvent for how calls
+	// are made (one at a time, in order, from a goroutine of the device's,
+	// never under a device lock, so the callback may call Net and Device
+	// methods). nil: events are only logged (see Logger).
+	OnEvent func(wg.Event)
+
+	// Name is the tunnel's name: the name the engine sees, Net.Name, and
+	// the name of the UAPI socket. "" means "wk<pid>-<key>", where <key> is
+	// the first 4 hex digits of the interface's public key: unique among
+	// the Nets of one process unless their keys share that prefix. With
+	// EnableUAPI it must be at most 15 bytes, the longest interface name
+	// wg(8) handles.
+	Name string
+
+	// EnableUAPI, when true, serves wg(8)'s configuration protocol under
+	// Name, so `wg show NAME` and `wg set NAME ...` work on the tunnel: on
+	// the Unix socket UAPIDir/NAME.sock (owner-only permissions, see
+	// wg.ListenUAPI), on Windows on a named pipe. false (the default)
+	// serves nothing. (tun.Options.DisableUAPI is the same switch with the
+	// opposite default.)
+	EnableUAPI bool
+
+	// UAPIDir is the directory of the UAPI socket. "" means
+	// wg.DefaultUAPIDir, /var/run/wireguard, the only directory wg(8)
+	// searches. Windows ignores it. Setting it without EnableUAPI is an
+	// error.
 	UAPIDir string
 
-	// UAPIName is the interface name for the UAPI socket and the name the
-	// engine sees; with UAPIDir set it must be at most 15 bytes, the
-	// longest interface name wg(8) handles. "" means "wk<pid>-<key>", where
-	// <key> is the first 4 hex digits of the interface's public key: unique
-	// among the Nets of one process unless their keys share that prefix.
-	UAPIName string
+	// Forward, when non-nil, makes the Net a router for its peers: their
+	// TCP and UDP flows to destinations beyond the tunnel's own addresses
+	// are dialled from the host, echo requests are answered when the host
+	// can reach the destination, and (RelayPeers) packets between peers
+	// are relayed. See ForwardOptions. nil means only the tunnel's own
+	// addresses answer.
+	Forward *ForwardOptions
 }
 
 // Net is a WireGuard tunnel with its own in-process TCP/IP stack. Its
 // methods mirror the net package's and are safe for concurrent use.
 //
-// The zero Net is not usable; create one with Open and release it with
-// Close.
+// The zero Net is not usable (its methods fail with errors wrapping
+// net.ErrClosed); create one with Open and release it with Close.
 type Net struct {
 	log    *slog.Logger
 	stack  *stack.Stack
@@ -158,7 +246,11 @@ type Net struct {
 	done   chan struct{} // closed when Close starts
 	v4, v6 bool          // the interface has an address of that family
 
-	maxTCPBuffer int // Options.MaxTCPBuffer, immutable
+	maxTCPBuffer     int           // Options.MaxTCPBuffer, immutable
+	handshakeTimeout time.Duration // Options.HandshakeTimeout with its default; <= 0 is off
+	capture          *capture      // nil without Options.Capture
+
+	fwd *forwarder // router mode (Options.Forward); nil if off
 
 	mu        sync.Mutex
 	closed    bool                      // guarded by mu
@@ -166,10 +258,13 @@ type Net struct {
 }
 
 // Open starts a tunnel for cfg: a gVisor stack with cfg.Interface's
-// addresses (IPv4 and IPv6), its MTU (0 means DefaultMTU) and its DNS
+// addresses (IPv4 and IPv6), its MTU (0 means wg.DefaultMTU) and its DNS
 // settings, and a wg.Device running on it. It returns when the device is
 // up. ctx bounds the set-up only (including the resolution of peer
 // endpoint host names), not the life of the Net. nil opts means defaults.
+// cfg needs at least one Address: unlike a kernel interface, which
+// wg-quick may bring up without one, the stack would have nothing to send
+// from or listen on.
 //
 // The tunnel has a default route for each address family it has an
 // address of; the dial methods and Ping refuse a destination no peer's
@@ -184,19 +279,24 @@ func Open(ctx context.Context, cfg *wg.Config, opts *Options) (*Net, error) {
 		}
 		return nil, fmt.Errorf("netstack: open: %w", err)
 	}
+	if ctx == nil {
+		return fail(errors.New("nil context"))
+	}
 	if cfg == nil {
 		return fail(errors.New("nil config"))
 	}
 	if err := ctx.Err(); err != nil {
 		return fail(err)
 	}
-	mtu := cfg.Interface.MTU
-	if mtu == 0 {
-		mtu = DefaultMTU
+	// Validate before building anything; the MTU rule is wg.CheckMTU's.
+	if err := cfg.Validate(); err != nil {
+		return fail(err)
 	}
-	if mtu < 1280 && hasV6(cfg.Interface.Addresses) || mtu < 576 || mtu > 65535 {
-		return fail(fmt.Errorf("bad MTU %d", mtu))
+	if len(cfg.Interface.Addresses) == 0 {
+		// The stack would have no address to send from or listen on.
+		return fail(errors.New("the config's interface has no Address"))
 	}
+	mtu := cfg.Interface.EffectiveMTU()
 	batch := opts.BatchSize
 	switch {
 	case batch < 0:
@@ -217,21 +317,35 @@ func Open(ctx context.Context, cfg *wg.Config, opts *Options) (*Net, error) {
 		done:      make(chan struct{}),
 		listeners: make(map[*tcpListener]struct{}),
 
-		maxTCPBuffer: opts.MaxTCPBuffer,
+		maxTCPBuffer:     opts.MaxTCPBuffer,
+		handshakeTimeout: opts.HandshakeTimeout,
+	}
+	if n.handshakeTimeout == 0 {
+		n.handshakeTimeout = defaultHandshakeTimeout
 	}
 	if n.log == nil {
 		n.log = slog.New(slog.DiscardHandler)
 	}
-	n.name = opts.UAPIName
+	n.name = opts.Name
 	if n.name == "" {
 		pub := cfg.Interface.PrivateKey.PublicKey()
 		n.name = fmt.Sprintf("wk%d-%s", os.Getpid(), hex.EncodeToString(pub[:2]))
 	}
-	if opts.UAPIDir != "" && len(n.name) > maxUAPIName {
+	if opts.UAPIDir != "" && !opts.EnableUAPI {
+		return fail(errors.New("UAPIDir set without EnableUAPI"))
+	}
+	if opts.EnableUAPI && len(n.name) > maxUAPIName {
 		return fail(fmt.Errorf("UAPI name %q is longer than %d bytes", n.name, maxUAPIName))
 	}
 	n.ep = newEndpoint(uint32(mtu))
 	n.ep.batch = batch
+	if opts.Forward != nil {
+		f, err := newForwarder(n, opts.Forward, cfg.Interface.Addresses)
+		if err != nil {
+			return fail(err)
+		}
+		n.fwd = f
+	}
 	st, err := n.newStack(cfg.Interface.Addresses)
 	if err != nil {
 		return fail(err)
@@ -243,12 +357,17 @@ func Open(ctx context.Context, cfg *wg.Config, opts *Options) (*Net, error) {
 		st.Wait()
 	}
 	var uapi net.Listener
-	if opts.UAPIDir != "" {
+	if opts.EnableUAPI {
 		uapi, err = wg.ListenUAPI(opts.UAPIDir, n.name)
 		if err != nil {
 			closeStack()
 			return fail(err)
 		}
+	}
+	if opts.Capture != nil {
+		// Started once the device is up; until then packets wait queued.
+		n.capture = newCapture(opts.Capture, mtu, n.log)
+		n.ep.capture = n.capture
 	}
 	t := newTUNDevice(n.ep, mtu, n.name)
 	bind := opts.Bind
@@ -258,17 +377,25 @@ func Open(ctx context.Context, cfg *wg.Config, opts *Options) (*Net, error) {
 	// NewDeviceContext owns t, the Bind and the UAPI listener from here:
 	// it closes them if it fails.
 	dev, err := wg.NewDeviceContext(ctx, t, cfg, &wg.DeviceOptions{
-		Logger: n.log,
-		Bind:   bind,
-		UAPI:   uapi,
+		Logger:   n.log,
+		Bind:     bind,
+		UAPI:     uapi,
+		Resolver: opts.Resolver,
+		OnEvent:  opts.OnEvent,
 	})
 	if err != nil {
 		closeStack()
 		return nil, fmt.Errorf("netstack: open: %w", err)
 	}
 	n.dev = dev
+	if n.fwd != nil {
+		n.fwd.start(dev)
+	}
 	n.client = n.newHTTPClient()
 	n.res = n.newResolver()
+	if n.capture != nil {
+		n.capture.start()
+	}
 	if !t.setOnClose(n.deviceClosed) {
 		// The engine stopped already; do not hand out a half-open Net.
 		n.Close()
@@ -278,23 +405,25 @@ func Open(ctx context.Context, cfg *wg.Config, opts *Options) (*Net, error) {
 	return n, nil
 }
 
-func hasV6(prefixes []netip.Prefix) bool {
-	for _, p := range prefixes {
-		if p.Addr().Unmap().Is6() {
-			return true
-		}
-	}
-	return false
-}
-
 // newStack creates the gVisor stack on n.ep with the given interface
 // addresses and fills n.addrs, n.v4 and n.v6.
 func (n *Net) newStack(prefixes []netip.Prefix) (*stack.Stack, error) {
 	st := stack.New(stack.Options{
-		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
+		// Loopback addresses are allowed on the tunnel, which gVisor
+		// drops by default as martians: the engine already lets in only
+		// the sources a peer's AllowedIPs cover, so a packet from
+		// 127.0.0.1 is one the configuration routes through the tunnel
+		// (a router that forwards to its host's loopback), and in router
+		// mode Allow alone decides whether a peer may reach it.
+		NetworkProtocols: []stack.NetworkProtocolFactory{
+			ipv4.NewProtocolWithOptions(ipv4.Options{AllowExternalLoopbackTraffic: true}),
+			ipv6.NewProtocolWithOptions(ipv6.Options{AllowExternalLoopbackTraffic: true}),
+		},
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
 		// Connections to the interface's own addresses stay in the stack.
-		HandleLocal: true,
+		// Router mode cannot have that: with a promiscuous NIC, gVisor
+		// takes every source address for a local one and drops the packet.
+		HandleLocal: n.fwd == nil,
 	})
 	fail := func(err error) (*stack.Stack, error) {
 		st.Close()
@@ -324,6 +453,12 @@ func (n *Net) newStack(prefixes []netip.Prefix) (*stack.Stack, error) {
 	}
 	if terr := st.CreateNICWithOptions(nicID, n.ep, stack.NICOptions{QDisc: qdisc{n.ep}}); terr != nil {
 		return fail(fmt.Errorf("create NIC: %s", terr))
+	}
+	if n.fwd != nil {
+		if err := n.fwd.install(st); err != nil {
+			return fail(err)
+		}
+		n.ep.inbound = n.fwd.inbound
 	}
 	for _, p := range prefixes {
 		a, bits := p.Addr().Unmap(), p.Bits()
@@ -362,6 +497,11 @@ func (n *Net) newStack(prefixes []netip.Prefix) (*stack.Stack, error) {
 		routes = append(routes, tcpip.Route{Destination: header.IPv6EmptySubnet, NIC: nicID})
 	}
 	st.SetRouteTable(routes)
+	if n.fwd != nil {
+		if err := n.fwd.addLoopback(st); err != nil {
+			return fail(err)
+		}
+	}
 	return st, nil
 }
 
@@ -433,13 +573,17 @@ func (n *Net) MTU() int { return n.mtu }
 
 // Close shuts the tunnel down in order: it stops the WireGuard device
 // (which closes the link between engine and stack, the outer sockets and
-// the UAPI listener), shuts down the Net's listeners, then closes the
+// the UAPI listener), ends the packet capture (see Options.Capture),
+// shuts down the Net's listeners, then closes the
 // gVisor stack, which aborts every connection, and waits for the stack's
 // goroutines to exit. Blocked Read, Write, Accept and dial calls return
 // errors wrapping net.ErrClosed. A second Close returns such an error too,
 // and so does a Close after the Device was closed directly (see Device):
 // the Net was closed then.
 func (n *Net) Close() error {
+	if n.done == nil {
+		return fmt.Errorf("netstack: close: the Net was not made by Open: %w", net.ErrClosed)
+	}
 	listeners, ok := n.markClosed()
 	if !ok {
 		return fmt.Errorf("netstack: close: %w", net.ErrClosed)
@@ -467,15 +611,27 @@ func (n *Net) markClosed() (listeners map[*tcpListener]struct{}, ok bool) {
 	return listeners, true
 }
 
-// closeStack shuts down listeners and the stack once the engine no longer
-// delivers to it.
+// closeStack ends the capture, shuts down listeners and forwarded flows
+// and closes the stack, once the engine no longer delivers to it.
 func (n *Net) closeStack(listeners map[*tcpListener]struct{}) {
+	if n.capture != nil {
+		n.capture.stop() // the engine is stopped: nothing more is recorded
+	}
 	for l := range listeners {
 		l.shutdown()
 	}
 	n.client.CloseIdleConnections()
+	if n.fwd != nil {
+		// Forwarded flows end before the stack: their upstreams are
+		// closed and pending dials cancelled; stack.Close then aborts the
+		// handshakes still in progress, and the forwarder's goroutines end.
+		n.fwd.stop()
+	}
 	n.stack.Close()
 	n.stack.Wait()
+	if n.fwd != nil {
+		n.fwd.wait()
+	}
 }
 
 // deviceClosed is the tun device's close hook (tunDevice.setOnClose): the
@@ -496,6 +652,9 @@ func (n *Net) deviceClosed() {
 
 // isClosed reports whether Close has started.
 func (n *Net) isClosed() bool {
+	if n.done == nil {
+		return true // a zero Net, never opened
+	}
 	select {
 	case <-n.done:
 		return true

@@ -91,11 +91,11 @@ func TestOpenErrors(t *testing.T) {
 // TestOpenDefaults checks the defaults Open fills in.
 func TestOpenDefaults(t *testing.T) {
 	a, _ := openPair(t, nil)
-	if a.MTU() != DefaultMTU {
-		t.Errorf("MTU() = %d, want %d", a.MTU(), DefaultMTU)
+	if a.MTU() != wg.DefaultMTU {
+		t.Errorf("MTU() = %d, want %d", a.MTU(), wg.DefaultMTU)
 	}
-	if m, _ := newTUNDevice(a.ep, a.MTU(), "x").MTU(); m != DefaultMTU {
-		t.Errorf("tun MTU = %d, want %d", m, DefaultMTU)
+	if m, _ := newTUNDevice(a.ep, a.MTU(), "x").MTU(); m != wg.DefaultMTU {
+		t.Errorf("tun MTU = %d, want %d", m, wg.DefaultMTU)
 	}
 	pub := a.Device().PublicKey()
 	wantName := "wk" + strconv.Itoa(os.Getpid()) + "-" + hex.EncodeToString(pub[:2])
@@ -147,7 +147,7 @@ func TestUAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg, _ := pairConfigs(t, "", "")
-	n, err := Open(testContext(t, 10*time.Second), cfg, &Options{Bind: sw.NewBind(1, ep), UAPIDir: dir, UAPIName: "wgtest0"})
+	n, err := Open(testContext(t, 10*time.Second), cfg, &Options{Bind: sw.NewBind(1, ep), EnableUAPI: true, UAPIDir: dir, Name: "wgtest0"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -272,7 +272,7 @@ func TestOpenLongUAPIName(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := Open(context.Background(), cfg, &Options{Bind: sw.NewBind(1, ep), UAPIDir: t.TempDir(), UAPIName: "sixteen-bytes-xx"})
+	n, err := Open(context.Background(), cfg, &Options{Bind: sw.NewBind(1, ep), EnableUAPI: true, UAPIDir: t.TempDir(), Name: "sixteen-bytes-xx"})
 	if err == nil {
 		n.Close()
 		t.Fatal("Open with a 16-byte UAPI name succeeded")

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -22,10 +24,10 @@ import (
 func (n *Net) Ping(ctx context.Context, addr netip.Addr) (time.Duration, error) {
 	addr = addr.Unmap().WithZone("")
 	fail := func(err error) (time.Duration, error) {
-		return 0, fmt.Errorf("netstack: ping %s: %w", addr, err)
+		return 0, &pingError{addr: addr, err: err}
 	}
 	if !addr.IsValid() {
-		return fail(fmt.Errorf("invalid address"))
+		return fail(errors.New("invalid address"))
 	}
 	if n.isClosed() {
 		return fail(net.ErrClosed)
@@ -102,3 +104,17 @@ func (n *Net) Ping(ctx context.Context, addr netip.Addr) (time.Duration, error) 
 		}
 	}
 }
+
+// pingError is Ping's error: "netstack: ping ADDR: " and the cause, whose
+// own "netstack: " prefix (ErrNoRoute's, a gVisor error's) is left out so
+// that the message has one.
+type pingError struct {
+	addr netip.Addr
+	err  error
+}
+
+func (e *pingError) Error() string {
+	return "netstack: ping " + e.addr.String() + ": " + strings.TrimPrefix(e.err.Error(), "netstack: ")
+}
+
+func (e *pingError) Unwrap() error { return e.err }

@@ -156,6 +156,10 @@ func openRole(ctx context.Context, cfg *wg.Config, ho *helperOptions, log *slog.
 			return string(b), err
 		case "name":
 			return ifc.Name(), nil
+		case "mtu":
+			return ifc.MTU(), nil
+		case "addrs":
+			return ifc.Addrs(), nil
 		default:
 			return commonCommand(&tcp, nil, cmd, arg)
 		}

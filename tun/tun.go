@@ -50,8 +50,8 @@
 // and does not set net.ipv4.conf.all.src_valid_mark. Without those, a host
 // with strict reverse-path filtering (rp_filter=1) on the uplink may drop
 // the peer's replies while a default route is up; loose mode (2) or off (0)
-// is fine. With no MTU in the config the interface gets 1420 bytes rather
-// than wg-quick's estimate from the endpoint's route.
+// is fine. With no MTU in the config the interface gets [wg.DefaultMTU]
+// (1420 bytes) rather than wg-quick's estimate from the endpoint's route.
 //
 // # DNS
 //
@@ -61,9 +61,10 @@
 // # Configuration tools
 //
 // Unless [Options].DisableUAPI is set, the device serves wg(8)'s
-// configuration protocol (a socket /var/run/wireguard/NAME.sock readable by
-// its owner only, or a named pipe on Windows), so `wg show NAME` and
-// `wg set NAME ...` work on it as on a kernel WireGuard interface.
+// configuration protocol (a socket NAME.sock in [Options].UAPIDir,
+// /var/run/wireguard by default, readable by its owner only, or a named
+// pipe on Windows), so `wg show NAME` and `wg set NAME ...` work on it as
+// on a kernel WireGuard interface.
 //
 // # Platform support
 //
@@ -82,6 +83,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
+	"slices"
 	"sync"
 
 	"golang.zx2c4.com/wireguard/conn"
@@ -91,9 +94,6 @@ import (
 
 // DefaultName is the interface name used when Options.Name is empty.
 const DefaultName = "wg0"
-
-// DefaultMTU is the interface MTU in bytes used when the config sets none.
-const DefaultMTU = 1420
 
 // Options are the optional settings of Open. A nil *Options and every zero
 // field mean the documented default. The type is the same on every
@@ -120,8 +120,16 @@ type Options struct {
 	SetDNS bool
 
 	// DisableUAPI, when true, does not serve wg(8)'s configuration
-	// protocol. false (the default) serves it, so `wg show NAME` works.
+	// protocol. false (the default) serves it, under Name, so
+	// `wg show NAME` works. (netstack.Options.EnableUAPI is the same
+	// switch with the opposite default.)
 	DisableUAPI bool
+
+	// UAPIDir is the directory of the UAPI socket NAME.sock (Unix), as in
+	// wg.ListenUAPI. "" means wg.DefaultUAPIDir, /var/run/wireguard, the
+	// only directory wg(8) searches. Windows uses a named pipe and ignores
+	// it. Setting it together with DisableUAPI is an error.
+	UAPIDir string
 
 	// TunnelType is the Wintun tunnel type of the adapter (Windows only).
 	// "" means wireguard-go's default, "WireGuard". wireguard-go reads the
@@ -139,17 +147,15 @@ type Options struct {
 // Interface is an open WireGuard network interface. Create one with Open.
 // Its methods are safe for concurrent use.
 type Interface struct {
-	name string
-	dev  *wg.Device
-	// unconfigure removes what Open added to the host (DNS, rules, routes,
-	// addresses); it runs before the device closes.
-	unconfigure func() error
-	// remove makes sure the interface itself is gone; it runs after the
-	// device (which owns the TUN) has closed.
-	remove func() error
+	name  string
+	dev   *wg.Device
+	plat  platform
+	mtu   int          // the MTU Open set, in bytes
+	addrs []netip.Addr // the addresses Open added, immutable
 
 	mu     sync.Mutex
-	closed bool // guarded by mu
+	closed bool    // guarded by mu
+	cl     closers // guarded by mu; Open's stack of closers, run by Close
 }
 
 // Open brings up a WireGuard interface for cfg as `wg-quick up` would (see
@@ -166,12 +172,12 @@ func Open(ctx context.Context, cfg *wg.Config, opts *Options) (*Interface, error
 	if opts == nil {
 		opts = &Options{}
 	}
-	a := &openArgs{name: opts.Name, log: opts.Logger, bind: opts.Bind}
-	if a.name == "" {
-		a.name = DefaultName
+	s := &openState{name: opts.Name, opts: opts, log: opts.Logger, bind: opts.Bind}
+	if s.name == "" {
+		s.name = DefaultName
 	}
-	if a.log == nil {
-		a.log = slog.New(slog.DiscardHandler)
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
 	}
 	err := ctx.Err()
 	if err == nil && cfg == nil {
@@ -179,25 +185,18 @@ func Open(ctx context.Context, cfg *wg.Config, opts *Options) (*Interface, error
 	}
 	var ifc *Interface
 	if err == nil {
-		ifc, err = open(ctx, cfg, opts, a)
+		var p platform
+		if p, err = newPlatform(); err == nil {
+			ifc, err = open(ctx, cfg, p, s)
+		}
 	}
 	if err != nil {
-		if a.bind != nil {
-			a.bind.Close()
+		if s.bind != nil {
+			s.bind.Close()
 		}
-		return nil, fmt.Errorf("tun: open %s: %w", a.name, err)
+		return nil, fmt.Errorf("tun: open %s: %w", s.name, err)
 	}
 	return ifc, nil
-}
-
-// openArgs are Open's resolved arguments for the platform's open.
-type openArgs struct {
-	name string
-	log  *slog.Logger
-	// bind is the caller's Bind while Open still owns it; open sets it to
-	// nil once the engine has taken it, and Open closes it on failure
-	// otherwise.
-	bind conn.Bind
 }
 
 // Name returns the interface name.
@@ -210,13 +209,36 @@ func (i *Interface) Name() string { return i.name }
 // Device is closed too.
 func (i *Interface) Device() *wg.Device { return i.dev }
 
-// Close tears the interface down as `wg-quick down` would. In order: it
-// undoes what Open changed on the host, newest first (on Linux: the
-// routes, the policy rules, the resolver if Open changed it, the link
-// state and the addresses), stops the engine, closes the TUN (and UAPI
-// listener, and Bind) and makes sure the interface is gone. It carries on
-// past failures and returns them joined. A second Close returns an error
-// wrapping net.ErrClosed.
+// MTU returns the interface's MTU in bytes as the system reports it now,
+// so a change made with other tools (`ip link set NAME mtu N`) shows. When
+// the system cannot tell (after Close), it returns the MTU Open set: the
+// config's, or wg.DefaultMTU.
+func (i *Interface) MTU() int {
+	if m, err := i.plat.linkMTU(); err == nil && m > 0 {
+		return m
+	}
+	return i.mtu
+}
+
+// Addrs returns the interface's own addresses as the system reports them
+// now, in the system's order, so a change made with other tools
+// (`ip address`) shows; link-local addresses the system adds by itself
+// are left out. When the system cannot tell (after Close), it returns the
+// addresses Open added, in config order. The slice is the caller's.
+func (i *Interface) Addrs() []netip.Addr {
+	if as, err := i.plat.linkAddrs(); err == nil {
+		return as
+	}
+	return slices.Clone(i.addrs)
+}
+
+// Close tears the interface down as `wg-quick down` would. In order (the
+// reverse of Open's): it undoes what Open changed on the host, newest
+// first (on Linux: the routes, the policy rules, the resolver if Open
+// changed it, the link state and the addresses), stops the engine, closes
+// the TUN (and UAPI listener, and Bind) and makes sure the interface is
+// gone. It carries on past failures and returns them joined. A second
+// Close returns an error wrapping net.ErrClosed.
 func (i *Interface) Close() error {
 	i.mu.Lock()
 	defer i.mu.Unlock()
@@ -224,33 +246,5 @@ func (i *Interface) Close() error {
 		return fmt.Errorf("tun: close %s: %w", i.name, net.ErrClosed)
 	}
 	i.closed = true
-	var errs []error
-	if i.unconfigure != nil {
-		if err := i.unconfigure(); err != nil {
-			errs = append(errs, fmt.Errorf("tun: close %s: %w", i.name, err))
-		}
-	}
-	if err := i.dev.Close(); err != nil {
-		errs = append(errs, fmt.Errorf("tun: close %s: %w", i.name, err))
-	}
-	if i.remove != nil {
-		if err := i.remove(); err != nil {
-			errs = append(errs, fmt.Errorf("tun: close %s: %w", i.name, err))
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// checkListenPort fails when the engine is not on the configured port.
-// wireguard-go forgets the port when binding it fails (it is in use) and
-// the TUN's own "up" event, racing with the configuration, then binds a
-// random one: without this check Open would succeed on the wrong port.
-func checkListenPort(dev *wg.Device, want int) error {
-	if want == 0 {
-		return nil
-	}
-	if got := dev.ListenPort(); got != want {
-		return fmt.Errorf("listen port %d: in use or not bound (engine on port %d)", want, got)
-	}
-	return nil
+	return i.cl.run(func(err error) error { return fmt.Errorf("tun: close %s: %w", i.name, err) })
 }

@@ -3,12 +3,12 @@
 package tun
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/vishvananda/netlink"
@@ -18,100 +18,113 @@ import (
 	"github.com/wgkit/wgkit/wg"
 )
 
-// open is Open on Linux. The order, and the reverse order of the roll back:
-// plan routes (before anything changes, so the fwmark goes into the
-// engine's config), create the TUN, listen for UAPI, start the engine, then
-// configure the host through netconf (addresses, link up, DNS, rules,
-// routes).
-func open(ctx context.Context, cfg *wg.Config, opts *Options, a *openArgs) (*Interface, error) {
-	name, log := a.name, a.log
+// linux is the platform of Linux: wireguard-go's kernel TUN driver and
+// rtnetlink, planned as wg-quick does (routing tables, the fwmark scheme).
+type linux struct {
+	name  string
+	addrs []netip.Prefix // the config's addresses
+	index int            // the interface's index once created; 0 before
+}
 
-	// Validate everything we can before touching the host. wireguard-go's
-	// CreateTUN leaks its file descriptor when the name is invalid or in
-	// use, and its goroutines when the MTU is refused, so check first.
-	if err := checkName(name); err != nil {
-		return nil, err
-	}
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
-	mtu := cfg.Interface.MTU
-	if mtu == 0 {
-		mtu = DefaultMTU
-	}
-	if mtu < 68 || mtu > 65535 {
-		return nil, fmt.Errorf("mtu %d out of range [68, 65535]", mtu)
+var _ platform = (*linux)(nil)
+
+func newPlatform() (platform, error) { return &linux{}, nil }
+
+// prepare checks the name (wireguard-go's CreateTUN leaks its file
+// descriptor when the name is invalid or in use, so check first), the
+// table and that no interface has the name, then plans the routes: before
+// anything changes, so the fwmark goes into the engine's config.
+func (l *linux) prepare(s *openState) (*wg.Config, netconf.Plan, error) {
+	cfg := s.cfg
+	l.name, l.addrs = s.name, slices.Clone(cfg.Interface.Addresses)
+	if err := checkName(l.name); err != nil {
+		return nil, netconf.Plan{}, err
 	}
 	ts, err := netconf.ParseTable(cfg.Interface.Table, lookupTableName)
 	if err != nil {
-		return nil, err
+		return nil, netconf.Plan{}, err
 	}
-	if _, err := netlink.LinkByName(name); err == nil {
-		return nil, fmt.Errorf("interface already exists: %w", os.ErrExist)
+	if _, err := netlink.LinkByName(l.name); err == nil {
+		return nil, netconf.Plan{}, fmt.Errorf("interface already exists: %w", os.ErrExist)
 	} else if !errors.As(err, new(netlink.LinkNotFoundError)) {
-		return nil, fmt.Errorf("look up interface: %w", err)
+		return nil, netconf.Plan{}, fmt.Errorf("look up interface: %w", err)
 	}
 	plan, err := netconf.PlanRoutes(cfg, ts, netconf.LinuxTableInUse)
 	if err != nil {
-		return nil, err
+		return nil, netconf.Plan{}, err
 	}
-	runCfg := cfg.Clone()
+	runCfg := cfg
 	if plan.FwMark != 0 {
+		runCfg = cfg.Clone()
 		runCfg.Interface.FwMark = plan.FwMark
 	}
+	return runCfg, plan, nil
+}
 
-	t, err := wgtun.CreateTUN(name, mtu)
+// createTUN creates the TUN with its MTU; once the TUN is closed, the
+// interface it made must be gone too (removeLink).
+func (l *linux) createTUN(s *openState, mtu int) (wgtun.Device, error) {
+	t, err := wgtun.CreateTUN(l.name, mtu)
 	if err != nil {
 		return nil, fmt.Errorf("create tun: %w", err)
 	}
-	index := 0
-	if link, err := netlink.LinkByName(name); err == nil {
-		index = link.Attrs().Index
+	if link, err := netlink.LinkByName(l.name); err == nil {
+		l.index = link.Attrs().Index
 	}
-	remove := func() error { return removeLink(name, index) }
-	var uapi net.Listener
-	if !opts.DisableUAPI {
-		uapi, err = wg.ListenUAPI("", name)
-		if err != nil {
-			t.Close()
-			return nil, errors.Join(err, remove())
-		}
-	}
-	dopts := &wg.DeviceOptions{Logger: log, Bind: a.bind, UAPI: uapi}
-	a.bind = nil // NewDevice owns it from here, failing or not.
-	dev, err := wg.NewDeviceContext(ctx, t, runCfg, dopts)
-	if err != nil {
-		if uapi != nil {
-			// NewDevice should have closed it, but not every failure
-			// path of it does; a second Close is harmless.
-			uapi.Close()
-		}
-		return nil, errors.Join(err, remove())
-	}
-	closeDev := func() error {
-		return errors.Join(dev.Close(), remove())
-	}
-	if err := checkListenPort(dev, cfg.Interface.ListenPort); err != nil {
-		return nil, errors.Join(err, closeDev())
-	}
+	s.cl.push(func() error { return removeLink(l.name, l.index) })
+	return t, nil
+}
 
-	nc, err := netconf.NewLinux(name, log)
+// configurator returns the rtnetlink Configurator; CreateTUN has set the
+// MTU already.
+func (l *linux) configurator(s *openState, _ int) (netconf.Configurator, int, error) {
+	nc, err := netconf.NewLinux(l.name, s.log)
+	return nc, 0, err
+}
+
+func (l *linux) finish(*openState, *wg.Device) error { return nil }
+
+func (l *linux) link() (netlink.Link, error) {
+	link, err := netlink.LinkByName(l.name)
 	if err != nil {
-		return nil, errors.Join(err, closeDev())
+		return nil, err
 	}
-	err = netconf.Apply(ctx, nc, netconf.Settings{
-		Addresses:  cfg.Interface.Addresses,
-		Plan:       plan,
-		DNS:        opts.SetDNS,
-		DNSServers: cfg.Interface.DNS,
-		DNSSearch:  cfg.Interface.DNSSearch,
-	})
+	if l.index != 0 && link.Attrs().Index != l.index {
+		return nil, errors.New("interface replaced")
+	}
+	return link, nil
+}
+
+func (l *linux) linkMTU() (int, error) {
+	link, err := l.link()
 	if err != nil {
-		// Apply has undone its own changes.
-		return nil, errors.Join(err, closeDev())
+		return 0, err
 	}
-	log.Info("tun: interface up", "name", name, "mtu", mtu, "routes", len(plan.Routes), "rules", len(plan.Rules))
-	return &Interface{name: name, dev: dev, unconfigure: nc.Undo, remove: remove}, nil
+	return link.Attrs().MTU, nil
+}
+
+// linkAddrs lists the link's addresses, leaving out the link-local ones
+// the kernel may add by itself (a configured one stays).
+func (l *linux) linkAddrs() ([]netip.Addr, error) {
+	link, err := l.link()
+	if err != nil {
+		return nil, err
+	}
+	as, err := netlink.AddrList(link, netlink.FAMILY_ALL)
+	if err != nil {
+		return nil, err
+	}
+	out := []netip.Addr{}
+	for _, a := range as {
+		ip, ok := netip.AddrFromSlice(a.IP)
+		if !ok {
+			continue
+		}
+		if ip = ip.Unmap(); !ip.IsLinkLocalUnicast() || configured(l.addrs, ip) {
+			out = append(out, ip)
+		}
+	}
+	return out, nil
 }
 
 // checkName applies the kernel's rules for interface names

@@ -3,15 +3,16 @@
 package tun
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"net"
+	"net/netip"
+	"slices"
 	"sync"
 
 	"golang.org/x/sys/windows"
 	"golang.zx2c4.com/wireguard/conn"
 	wgtun "golang.zx2c4.com/wireguard/tun"
+	"golang.zx2c4.com/wireguard/windows/tunnel/winipcfg"
 
 	"github.com/wgkit/wgkit/internal/netconf"
 	"github.com/wgkit/wgkit/wg"
@@ -39,55 +40,65 @@ func createWintun(name, tunnelType string, guid *windows.GUID, mtu int) (wgtun.D
 	return wgtun.CreateTUNWithRequestedGUID(name, guid, mtu)
 }
 
-// open is Open on Windows: a Wintun adapter configured through the IP
-// helper API (internal/netconf). Windows has no policy routing tables, so
-// the config's Table only matters when it is "off" (no routes); any other
-// value routes every AllowedIPs prefix on the adapter.
+// windowsTun is the platform of Windows: a Wintun adapter configured
+// through the IP helper API (internal/netconf). Windows has no policy
+// routing tables, so the config's Table only matters when it is "off" (no
+// routes); any other value routes every AllowedIPs prefix on the adapter.
 //
 // A default route through the adapter would capture the tunnel's own UDP
 // packets. As wireguard-windows does, the engine's sockets are then bound
 // to the interface holding the host's best other default route. Unlike
 // wireguard-windows, this is done once, at Open: a later change of uplink
 // is not followed.
-func open(ctx context.Context, cfg *wg.Config, opts *Options, a *openArgs) (*Interface, error) {
-	name, log := a.name, a.log
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
+type windowsTun struct {
+	guid     *windows.GUID
+	luid     uint64
+	addrs    []netip.Prefix // the config's addresses
+	defaults map[bool]bool  // is4 -> the tunnel has a default route
+	// bind is the engine's Bind, kept to bind its sockets to the uplink.
+	bind conn.Bind
+}
+
+var _ platform = (*windowsTun)(nil)
+
+func newPlatform() (platform, error) { return &windowsTun{}, nil }
+
+func (w *windowsTun) prepare(s *openState) (*wg.Config, netconf.Plan, error) {
+	cfg := s.cfg
+	w.addrs = slices.Clone(cfg.Interface.Addresses)
 	ts, err := netconf.ParseTable(cfg.Interface.Table, nil)
 	if err != nil {
-		return nil, err
+		return nil, netconf.Plan{}, err
 	}
 	// The GUID, by contrast, is an argument: the package variable
 	// WintunStaticRequestedGUID is neither read nor written.
-	var guid *windows.GUID
-	if opts.GUID != "" {
-		g, err := windows.GUIDFromString(opts.GUID)
+	if s.opts.GUID != "" {
+		g, err := windows.GUIDFromString(s.opts.GUID)
 		if err != nil {
-			return nil, fmt.Errorf("guid %q: %w", opts.GUID, err)
+			return nil, netconf.Plan{}, fmt.Errorf("guid %q: %w", s.opts.GUID, err)
 		}
-		guid = &g
-	}
-	mtu := cfg.Interface.MTU
-	if mtu == 0 {
-		mtu = DefaultMTU
+		w.guid = &g
 	}
 	if ts.Mode == netconf.TableFixed {
-		log.Warn("tun: routing tables do not exist on Windows; routing on the adapter", "table", cfg.Interface.Table)
+		s.log.Warn("tun: routing tables do not exist on Windows; routing on the adapter", "table", cfg.Interface.Table)
 	}
-	routes := netconf.AdapterRoutes(cfg, ts)
-	defaults := map[bool]bool{} // is4 -> has a default route
-	for _, r := range routes {
-		if r.Bits() == 0 {
-			defaults[r.Addr().Is4()] = true
+	plan := netconf.PlanAdapter(cfg, ts)
+	w.defaults = map[bool]bool{}
+	for _, r := range plan.Routes {
+		if r.Dst.Bits() == 0 {
+			w.defaults[r.Dst.Addr().Is4()] = true
 		}
 	}
-	if len(defaults) > 0 && a.bind == nil {
-		// Keep a handle on the default Bind to bind its sockets below.
-		a.bind = conn.NewDefaultBind()
+	if len(w.defaults) > 0 && s.bind == nil {
+		// Keep a handle on the default Bind to bind its sockets in finish.
+		s.bind = conn.NewDefaultBind()
 	}
+	w.bind = s.bind
+	return cfg, plan, nil
+}
 
-	t, err := createWintun(name, opts.TunnelType, guid, mtu)
+func (w *windowsTun) createTUN(s *openState, mtu int) (wgtun.Device, error) {
+	t, err := createWintun(s.name, s.opts.TunnelType, w.guid, mtu)
 	if err != nil {
 		return nil, fmt.Errorf("create wintun adapter: %w", err)
 	}
@@ -96,43 +107,47 @@ func open(ctx context.Context, cfg *wg.Config, opts *Options, a *openArgs) (*Int
 		t.Close()
 		return nil, fmt.Errorf("unexpected tun device %T", t)
 	}
-	luid := nt.LUID()
-	var uapi net.Listener
-	if !opts.DisableUAPI {
-		uapi, err = wg.ListenUAPI("", name)
-		if err != nil {
-			t.Close()
-			return nil, err
+	w.luid = nt.LUID()
+	return t, nil
+}
+
+// configurator returns the IP helper Configurator, which sets the IP MTU
+// of each family too.
+func (w *windowsTun) configurator(s *openState, mtu int) (netconf.Configurator, int, error) {
+	return netconf.NewWindows(w.luid, s.log), mtu, nil
+}
+
+func (w *windowsTun) finish(_ *openState, _ *wg.Device) error {
+	return bindToUplink(w.bind, w.luid, w.defaults)
+}
+
+func (w *windowsTun) linkMTU() (int, error) {
+	l := winipcfg.LUID(w.luid)
+	for _, fam := range []winipcfg.AddressFamily{windows.AF_INET, windows.AF_INET6} {
+		if row, err := l.IPInterface(fam); err == nil {
+			return int(row.NLMTU), nil
 		}
 	}
-	engineBind := a.bind
-	a.bind = nil // NewDevice owns it from here, failing or not.
-	dev, err := wg.NewDeviceContext(ctx, t, cfg, &wg.DeviceOptions{Logger: log, Bind: engineBind, UAPI: uapi})
+	return 0, errors.New("no ip interface")
+}
+
+// linkAddrs lists the adapter's unicast addresses, leaving out the
+// link-local ones Windows adds by itself (a configured one stays).
+func (w *windowsTun) linkAddrs() ([]netip.Addr, error) {
+	rows, err := winipcfg.GetUnicastIPAddressTable(windows.AF_UNSPEC)
 	if err != nil {
-		if uapi != nil {
-			uapi.Close() // in case NewDevice did not; harmless if it did
-		}
 		return nil, err
 	}
-	if err := checkListenPort(dev, cfg.Interface.ListenPort); err != nil {
-		return nil, errors.Join(err, dev.Close())
+	out := []netip.Addr{}
+	for i := range rows {
+		if uint64(rows[i].InterfaceLUID) != w.luid {
+			continue
+		}
+		if a := rows[i].Address.Addr().Unmap(); a.IsValid() && (!a.IsLinkLocalUnicast() || configured(w.addrs, a)) {
+			out = append(out, a)
+		}
 	}
-	undo, err := netconf.ApplyWindows(luid, netconf.WindowsSettings{
-		MTU:        mtu,
-		Addresses:  cfg.Interface.Addresses,
-		Routes:     routes,
-		DNS:        opts.SetDNS,
-		DNSServers: cfg.Interface.DNS,
-		DNSSearch:  cfg.Interface.DNSSearch,
-	}, log)
-	if err != nil {
-		return nil, errors.Join(err, dev.Close())
-	}
-	if err := bindToUplink(engineBind, luid, defaults); err != nil {
-		return nil, errors.Join(err, undo(), dev.Close())
-	}
-	log.Info("tun: interface up", "name", name, "mtu", mtu, "routes", len(routes))
-	return &Interface{name: name, dev: dev, unconfigure: undo}, nil
+	return out, nil
 }
 
 // bindToUplink binds the Bind's sockets of each family with a default

@@ -37,7 +37,8 @@ type Interface struct {
 	DNS []netip.Addr
 	// DNSSearch are the DNS search domains (the non-IP entries of wg-quick's DNS).
 	DNSSearch []string
-	// MTU is the interface MTU in bytes; 0 means the backend's default (1420).
+	// MTU is the interface MTU in bytes; 0 means DefaultMTU (1420). See
+	// CheckMTU for the bounds and EffectiveMTU for the value backends use.
 	MTU int
 	// Table is wg-quick's routing table setting, kept as written: "" (auto),
 	// "off", "auto", "main" or a table number or name.
@@ -67,3 +68,23 @@ type Peer struct {
 	// whole seconds by the engine; 0 means off.
 	PersistentKeepalive time.Duration
 }
+
+// Bounds on a configuration, so that a hostile or broken file or Config
+// costs little memory and time. ParseConfig enforces all of them and
+// Validate the counts. A peer costs the engine about 24 KiB, so MaxPeers
+// peers hold about 1.5 GiB.
+const (
+	// MaxConfigSize is the largest configuration file ParseConfig reads,
+	// in bytes: room for MaxPeers peers with a few allowed IPs each.
+	MaxConfigSize = 16 << 20
+	// MaxConfigLine is the longest line ParseConfig reads, in bytes, not
+	// counting its line ending: room for an AllowedIPs line of 50 000
+	// prefixes or a long hook command. A longer list of allowed IPs can
+	// be split over several AllowedIPs lines.
+	MaxConfigLine = 1 << 20
+	// MaxPeers is the most peers a configuration may have.
+	MaxPeers = 1 << 16
+	// MaxAllowedIPs is the most allowed IPs a configuration may have, all
+	// its peers together.
+	MaxAllowedIPs = 1 << 20
+)

@@ -17,8 +17,8 @@ import (
 //
 // For every Config it accepts, ParseConfig of the output gives back an
 // equal Config. It refuses, with an error, any value that could not come
-// back the same: an invalid prefix or address, a ListenPort, MTU or
-// PersistentKeepalive out of range or a keepalive that is not whole
+// back the same: an invalid prefix or address, a ListenPort or
+// PersistentKeepalive out of range, an MTU CheckMTU refuses or a keepalive that is not whole
 // seconds, a hook command with a line break or surrounding whitespace, a
 // search domain that ParseConfig would not read as one, a Table with
 // whitespace, or an Endpoint not in the form ParseConfig stores.
@@ -68,8 +68,8 @@ func writeInterface(b *strings.Builder, in *Interface) error {
 	if err := writeDNS(b, in.DNS, in.DNSSearch); err != nil {
 		return err
 	}
-	if in.MTU != 0 && (in.MTU < minMTU || in.MTU > maxMTU) {
-		return fmt.Errorf("MTU %d out of range %d..%d", in.MTU, minMTU, maxMTU)
+	if err := checkMTU(in.MTU, in.Addresses); err != nil {
+		return err
 	}
 	if in.MTU != 0 {
 		writeLine(b, "MTU", strconv.Itoa(in.MTU))

@@ -2,6 +2,7 @@ package wg
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"time"
 	"unicode"
+	"unicode/utf8"
 )
 
 // ConfigError is the error ParseConfig returns for a line it cannot accept.
@@ -63,7 +65,8 @@ func (e *ConfigError) Unwrap() error { return e.Err }
 //
 // Deliberately stricter than the tools: ListenPort and the Endpoint port
 // must be numbers, not service names; an Endpoint port must be 1..65535;
-// MTU must be 576..65535 (wg-quick leaves it to ip(8)); Table must not
+// MTU must pass CheckMTU: 576..65535, or 1280..65535 when an Address is
+// IPv6 (wg-quick leaves it to ip(8)); Table must not
 // contain whitespace; a search domain may hold only letters, digits and
 // ".-_~", an endpoint host name and an IPv6 zone only letters, digits and
 // ".-_"; an AllowedIPs entry may not carry wg(8) set's '+'/'-' prefix; a
@@ -72,15 +75,36 @@ func (e *ConfigError) Unwrap() error { return e.Err }
 // ParseConfig does not call Validate: a file wg-quick accepts parses even
 // if a device could not run it (no private key, for instance).
 //
+// Input is bounded, so that a hostile or broken file costs little: at
+// most MaxConfigSize bytes in all, MaxConfigLine bytes per line, MaxPeers
+// peers and MaxAllowedIPs allowed IPs; endpoint host names and search
+// domains of at most 253 bytes (the longest DNS name). ParseConfig stops
+// reading at the first line that breaks a bound. Error messages quote at
+// most the first 40 bytes of a bad value.
+//
 // A problem with a line is returned as a *ConfigError naming the line.
 func ParseConfig(r io.Reader) (*Config, error) {
 	p := &parser{cfg: &Config{}}
-	br := bufio.NewReader(r)
+	// One byte over the cap tells a file of exactly MaxConfigSize bytes
+	// from a longer one.
+	br := bufio.NewReader(io.LimitReader(r, MaxConfigSize+1))
+	var buf []byte
+	size := 0
 	for {
-		line, err := br.ReadString('\n')
-		if line != "" {
+		var err error
+		buf, err = readConfigLine(br, buf[:0])
+		if errors.Is(err, errLineTooLong) {
 			p.line++
-			if perr := p.parseLine(strings.TrimSuffix(line, "\n")); perr != nil {
+			return nil, p.lineError(err)
+		}
+		if len(buf) > 0 {
+			p.line++
+			size += len(buf)
+			if size > MaxConfigSize {
+				return nil, p.lineError(fmt.Errorf("config longer than %d bytes", MaxConfigSize))
+			}
+			line := string(bytes.TrimSuffix(buf, []byte("\n")))
+			if perr := p.parseLine(line); perr != nil {
 				return nil, p.lineError(perr)
 			}
 		}
@@ -94,7 +118,47 @@ func ParseConfig(r io.Reader) (*Config, error) {
 	if err := p.finishPeer(); err != nil {
 		return nil, err
 	}
+	if err := checkMTU(p.cfg.Interface.MTU, p.cfg.Interface.Addresses); err != nil {
+		return nil, &ConfigError{Line: p.mtuLine, Err: err}
+	}
 	return p.cfg, nil
+}
+
+var errLineTooLong = fmt.Errorf("line longer than %d bytes", MaxConfigLine)
+
+// readConfigLine appends the next line of br, with its '\n' if any, to
+// buf. For a line longer than MaxConfigLine (not counting the '\n') it
+// returns errLineTooLong, having read at most one buffer's worth past the
+// cap.
+func readConfigLine(br *bufio.Reader, buf []byte) ([]byte, error) {
+	for {
+		frag, err := br.ReadSlice('\n')
+		if n := len(buf) + len(frag); n > MaxConfigLine+1 ||
+			n == MaxConfigLine+1 && !bytes.HasSuffix(frag, []byte("\n")) {
+			return buf, errLineTooLong
+		}
+		buf = append(buf, frag...)
+		if !errors.Is(err, bufio.ErrBufferFull) {
+			return buf, err
+		}
+	}
+}
+
+// maxQuote is the most of a bad value that an error message quotes.
+const maxQuote = 40
+
+// quote returns s quoted as %q does; a string longer than maxQuote bytes
+// is cut to its first maxQuote (on a character boundary) and followed by
+// "..." after the closing quote.
+func quote(s string) string {
+	if len(s) <= maxQuote {
+		return strconv.Quote(s)
+	}
+	cut := maxQuote
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return strconv.Quote(s[:cut]) + "..."
 }
 
 // section is the part of the file the parser is in.
@@ -125,6 +189,8 @@ type parser struct {
 
 	peerLine   int  // line of the current [Peer] header
 	peerHasKey bool // the current peer had a PublicKey line
+	allowedIPs int  // allowed IPs of all peers so far
+	mtuLine    int  // line of the last MTU line
 }
 
 // valueKind says how a key's raw value is cleaned before its handler sees it.
@@ -212,11 +278,11 @@ func (p *parser) parseLine(raw string) error {
 	keyText, value, ok := strings.Cut(stripped, "=")
 	key := trimSpace(keyText)
 	if !ok {
-		return fmt.Errorf("want \"Key = Value\" or a section header, got %q", stripped)
+		return fmt.Errorf("want \"Key = Value\" or a section header, got %s", quote(stripped))
 	}
 	spec, ok := lookupKey(key)
 	if !ok {
-		return fmt.Errorf("unknown key %q in %v", key, p.section)
+		return fmt.Errorf("unknown key %s in %v", quote(key), p.section)
 	}
 	switch spec.kind {
 	case wgValue:
@@ -238,16 +304,24 @@ func (p *parser) apply(spec keySpec, key, value string) error {
 	var err error
 	switch {
 	case p.section == sectionNone:
-		return fmt.Errorf("key %q outside a section; it belongs in %v", key, spec.section())
+		return fmt.Errorf("key %s outside a section; it belongs in %v", quote(key), spec.section())
 	case p.section == sectionInterface && spec.iface != nil:
 		err = spec.iface(&p.cfg.Interface, value)
+		if spec.name == "MTU" {
+			p.mtuLine = p.line
+		}
 	case p.section == sectionPeer && spec.peer != nil:
+		had := len(p.peer.AllowedIPs)
 		err = spec.peer(p.peer, value)
 		if err == nil && spec.name == "PublicKey" {
 			p.peerHasKey = true
 		}
+		p.allowedIPs += len(p.peer.AllowedIPs) - had
+		if p.allowedIPs > MaxAllowedIPs {
+			return errTooManyAllowedIPs
+		}
 	default:
-		return fmt.Errorf("key %q belongs in %v, not in %v", key, spec.section(), p.section)
+		return fmt.Errorf("key %s belongs in %v, not in %v", quote(key), spec.section(), p.section)
 	}
 	if err != nil {
 		return fmt.Errorf("%s: %w", spec.name, err)
@@ -263,13 +337,16 @@ func (p *parser) parseHeader(h string) error {
 	case strings.EqualFold(h, "[Peer]"):
 		next = sectionPeer
 	default:
-		return fmt.Errorf("unknown section %q; want [Interface] or [Peer]", h)
+		return fmt.Errorf("unknown section %s; want [Interface] or [Peer]", quote(h))
 	}
 	if err := p.finishPeer(); err != nil {
 		return err
 	}
 	p.section = next
 	if next == sectionPeer {
+		if len(p.cfg.Peers) == MaxPeers {
+			return errTooManyPeers
+		}
 		p.cfg.Peers = append(p.cfg.Peers, Peer{})
 		p.peer = &p.cfg.Peers[len(p.cfg.Peers)-1]
 		p.peerLine = p.line
@@ -325,7 +402,7 @@ func parsePresharedKey(p *Peer, v string) error    { return parseKeyValue(&p.Pre
 func parseListenPort(i *Interface, v string) error {
 	n, err := parseDecimal(v, 65535)
 	if err != nil {
-		return fmt.Errorf("bad port %q: want 0..65535", v)
+		return fmt.Errorf("bad port %s: want 0..65535", quote(v))
 	}
 	i.ListenPort = int(n)
 	return nil
@@ -344,7 +421,7 @@ func parseFwMark(i *Interface, v string) error {
 	}
 	n, err := strconv.ParseUint(digits, base, 32)
 	if err != nil {
-		return fmt.Errorf("bad fwmark %q: want off, 0..4294967295 or 0x0..0xffffffff", v)
+		return fmt.Errorf("bad fwmark %s: want off, 0..4294967295 or 0x0..0xffffffff", quote(v))
 	}
 	i.FwMark = uint32(n)
 	return nil
@@ -389,13 +466,13 @@ func parsePrefix(s string) (netip.Prefix, error) {
 	if strings.Contains(s, "/") {
 		pfx, err := netip.ParsePrefix(s)
 		if err != nil {
-			return netip.Prefix{}, fmt.Errorf("bad prefix %q", s)
+			return netip.Prefix{}, fmt.Errorf("bad prefix %s", quote(s))
 		}
 		return pfx, nil
 	}
 	a, err := netip.ParseAddr(s)
 	if err != nil || a.Zone() != "" {
-		return netip.Prefix{}, fmt.Errorf("bad address %q", s)
+		return netip.Prefix{}, fmt.Errorf("bad address %s", quote(s))
 	}
 	return netip.PrefixFrom(a, a.BitLen()), nil
 }
@@ -411,7 +488,7 @@ func parseDNS(i *Interface, v string) error {
 		}
 		a, err := netip.ParseAddr(s)
 		if err != nil || checkZone(a) != nil {
-			return fmt.Errorf("bad DNS server address %q", s)
+			return fmt.Errorf("bad DNS server address %s", quote(s))
 		}
 		i.DNS = append(i.DNS, a)
 	}
@@ -430,33 +507,32 @@ func checkSearchDomain(s string) error {
 	if s == "" {
 		return errors.New("empty DNS search domain")
 	}
+	if len(s) > maxDNSName {
+		return fmt.Errorf("DNS search domain %s is longer than %d bytes", quote(s), maxDNSName)
+	}
 	if looksLikeIP(s) {
-		return fmt.Errorf("DNS search domain %q looks like an IP address", s)
+		return fmt.Errorf("DNS search domain %s looks like an IP address", quote(s))
 	}
 	for _, r := range s {
 		if !unicode.IsLetter(r) && !unicode.IsDigit(r) && !strings.ContainsRune(".-_~", r) {
-			return fmt.Errorf("bad DNS search domain %q: character %q not allowed", s, r)
+			return fmt.Errorf("bad DNS search domain %s: character %q not allowed", quote(s), r)
 		}
 	}
 	return nil
 }
 
-// MTU bounds ParseConfig accepts: 576, the smallest IPv4 datagram every
-// host must accept, and the largest a 16-bit length allows.
-const (
-	minMTU     = 576
-	minMTUIPv6 = 1280
-	maxMTU     = 65535
-)
-
+// parseMTU reads an MTU line. The bound that depends on the addresses
+// (IPv6 needs 1280) is checked once the whole file is read, since Address
+// lines may follow.
 func parseMTU(i *Interface, v string) error {
 	if v == "" { // wg-quick: unset, automatic
 		i.MTU = 0
 		return nil
 	}
-	n, err := parseDecimal(v, maxMTU)
-	if err != nil || n < minMTU {
-		return fmt.Errorf("bad MTU %q: want %d..%d", v, minMTU, maxMTU)
+	lo, hi := mtuRange(nil)
+	n, err := parseDecimal(v, uint64(hi))
+	if err != nil || n < uint64(lo) {
+		return fmt.Errorf("bad MTU %s: want %d..%d", quote(v), lo, hi)
 	}
 	i.MTU = int(n)
 	return nil
@@ -475,7 +551,7 @@ func parseTable(i *Interface, v string) error {
 func checkTable(v string) error {
 	for _, r := range v {
 		if unicode.IsSpace(r) || unicode.IsControl(r) || r == '#' {
-			return fmt.Errorf("bad table %q: character %q not allowed", v, r)
+			return fmt.Errorf("bad table %s: character %q not allowed", quote(v), r)
 		}
 	}
 	return nil
@@ -489,7 +565,7 @@ func parseSaveConfig(i *Interface, v string) error {
 	case strings.EqualFold(v, "false"):
 		i.SaveConfig = false
 	default:
-		return fmt.Errorf("bad boolean %q: want true or false", v)
+		return fmt.Errorf("bad boolean %s: want true or false", quote(v))
 	}
 	return nil
 }
@@ -513,7 +589,7 @@ func parseKeepalive(p *Peer, v string) error {
 	}
 	n, err := parseDecimal(v, 65535)
 	if err != nil {
-		return fmt.Errorf("bad keepalive %q: want off or 0..65535 seconds", v)
+		return fmt.Errorf("bad keepalive %s: want off or 0..65535 seconds", quote(v))
 	}
 	p.PersistentKeepalive = time.Duration(n) * time.Second
 	return nil
@@ -536,26 +612,26 @@ func parseEndpoint(v string) (string, error) {
 	if rest, ok := strings.CutPrefix(v, "["); ok {
 		h, after, ok := strings.Cut(rest, "]")
 		if !ok {
-			return "", fmt.Errorf("bad endpoint %q: no matching ']'", v)
+			return "", fmt.Errorf("bad endpoint %s: no matching ']'", quote(v))
 		}
 		pt, ok := strings.CutPrefix(after, ":")
 		if !ok || pt == "" {
-			return "", fmt.Errorf("bad endpoint %q: no port", v)
+			return "", fmt.Errorf("bad endpoint %s: no port", quote(v))
 		}
 		host, port = h, pt
 	} else {
 		i := strings.LastIndexByte(v, ':')
 		if i < 0 || i == len(v)-1 {
-			return "", fmt.Errorf("bad endpoint %q: no port", v)
+			return "", fmt.Errorf("bad endpoint %s: no port", quote(v))
 		}
 		host, port = v[:i], v[i+1:]
 	}
 	n, err := parseDecimal(port, 65535)
 	if err != nil || n == 0 {
-		return "", fmt.Errorf("bad endpoint %q: port %q is not 1..65535", v, port)
+		return "", fmt.Errorf("bad endpoint %s: port %s is not 1..65535", quote(v), quote(port))
 	}
 	if err := checkEndpointHost(host); err != nil {
-		return "", fmt.Errorf("bad endpoint %q: %w", v, err)
+		return "", fmt.Errorf("bad endpoint %s: %w", quote(v), err)
 	}
 	return joinHostPort(host, n), nil
 }
@@ -577,18 +653,21 @@ func checkEndpointHost(h string) error {
 	if strings.Contains(h, ":") {
 		a, err := netip.ParseAddr(h)
 		if err != nil || checkZone(a) != nil {
-			return fmt.Errorf("bad IPv6 address %q", h)
+			return fmt.Errorf("bad IPv6 address %s", quote(h))
 		}
 		return nil
 	}
 	if looksLikeIP(h) {
 		if _, err := netip.ParseAddr(h); err != nil {
-			return fmt.Errorf("bad IPv4 address %q", h)
+			return fmt.Errorf("bad IPv4 address %s", quote(h))
 		}
 		return nil
 	}
+	if len(h) > maxDNSName {
+		return fmt.Errorf("host name %s is longer than %d bytes", quote(h), maxDNSName)
+	}
 	if !isName(h) {
-		return fmt.Errorf("bad host name %q", h)
+		return fmt.Errorf("bad host name %s", quote(h))
 	}
 	return nil
 }
@@ -597,14 +676,19 @@ func checkEndpointHost(h string) error {
 // letters, digits and ".-_", so that it survives a round trip.
 func checkZone(a netip.Addr) error {
 	if z := a.Zone(); z != "" && !isName(z) {
-		return fmt.Errorf("bad IPv6 zone %q", z)
+		return fmt.Errorf("bad IPv6 zone %s", quote(z))
 	}
 	return nil
 }
 
-// isName reports whether s is a non-empty string of letters, digits and ".-_".
+// maxDNSName is the longest DNS name in text form (RFC 1035's 255 bytes
+// on the wire), the bound on host names, search domains and zones.
+const maxDNSName = 253
+
+// isName reports whether s is a non-empty string of letters, digits and
+// ".-_" of at most maxDNSName bytes.
 func isName(s string) bool {
-	if s == "" {
+	if s == "" || len(s) > maxDNSName {
 		return false
 	}
 	for _, r := range s {

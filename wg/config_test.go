@@ -425,13 +425,17 @@ func TestParseConfigReadError(t *testing.T) {
 }
 
 func TestParseConfigLongLine(t *testing.T) {
-	cmd := strings.Repeat("x", 1<<20)
-	got, err := ParseConfig(strings.NewReader("[Interface]\nPostUp = " + cmd + "\n"))
-	if err != nil {
-		t.Fatalf("ParseConfig: %v", err)
-	}
-	if len(got.Interface.PostUp) != 1 || got.Interface.PostUp[0] != cmd {
-		t.Errorf("long PostUp not kept whole")
+	// A line of exactly MaxConfigLine bytes, with or without its line
+	// ending, is kept whole.
+	cmd := strings.Repeat("x", MaxConfigLine-len("PostUp = "))
+	for _, end := range []string{"\n", ""} {
+		got, err := ParseConfig(strings.NewReader("[Interface]\nPostUp = " + cmd + end))
+		if err != nil {
+			t.Fatalf("ParseConfig: %v", err)
+		}
+		if len(got.Interface.PostUp) != 1 || got.Interface.PostUp[0] != cmd {
+			t.Errorf("long PostUp not kept whole")
+		}
 	}
 }
 

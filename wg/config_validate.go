@@ -10,18 +10,26 @@ import (
 // ErrInvalidConfig is wrapped by the errors Validate returns.
 var ErrInvalidConfig = errors.New("invalid config")
 
+// The errors for a configuration over the bounds, from ParseConfig and
+// Validate alike.
+var (
+	errTooManyPeers      = fmt.Errorf("more than %d peers", MaxPeers)
+	errTooManyAllowedIPs = fmt.Errorf("more than %d allowed IPs in all", MaxAllowedIPs)
+)
+
 // Validate reports the first problem that keeps a device from running c,
 // as an error wrapping ErrInvalidConfig, or nil. It checks:
 //
 //   - the private key is set;
 //   - ListenPort is 0..65535;
-//   - MTU is 0 (the backend's default) or 576..65535, or 1280..65535 when
-//     any address in Addresses is IPv6 (IPv6 needs links of 1280 bytes);
+//   - MTU passes CheckMTU: 0 (DefaultMTU) or 576..65535, or 1280..65535
+//     when any address in Addresses is IPv6 (IPv6 needs links of 1280 bytes);
 //   - every address, DNS server and allowed IP is valid;
 //   - every peer has a non-zero public key, not equal to our own public
 //     key nor to another peer's;
 //   - every Endpoint is "host:port" or "[v6]:port" as ParseConfig reads it;
-//   - every PersistentKeepalive is 0..65535 seconds.
+//   - every PersistentKeepalive is 0..65535 seconds;
+//   - there are at most MaxPeers peers and MaxAllowedIPs allowed IPs in all.
 //
 // Validate does not resolve endpoints and ignores the fields wgkit only
 // carries (Table, hooks, SaveConfig). A nil Config is invalid.
@@ -31,6 +39,16 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Interface.validate(); err != nil {
 		return fmt.Errorf("wg: %w: [Interface]: %w", ErrInvalidConfig, err)
+	}
+	if len(c.Peers) > MaxPeers {
+		return fmt.Errorf("wg: %w: %w", ErrInvalidConfig, errTooManyPeers)
+	}
+	allowed := 0
+	for _, p := range c.Peers {
+		allowed += len(p.AllowedIPs)
+	}
+	if allowed > MaxAllowedIPs {
+		return fmt.Errorf("wg: %w: %w", ErrInvalidConfig, errTooManyAllowedIPs)
 	}
 	own := c.Interface.PrivateKey.PublicKey()
 	seen := make(map[Key]int, len(c.Peers))
@@ -57,14 +75,7 @@ func (in *Interface) validate() error {
 			return errors.New("invalid DNS server address")
 		}
 	}
-	lo := minMTU
-	if slices.ContainsFunc(in.Addresses, func(p netip.Prefix) bool { return p.Addr().Is6() }) {
-		lo = minMTUIPv6
-	}
-	if in.MTU != 0 && (in.MTU < lo || in.MTU > maxMTU) {
-		return fmt.Errorf("MTU %d out of range %d..%d", in.MTU, lo, maxMTU)
-	}
-	return nil
+	return checkMTU(in.MTU, in.Addresses)
 }
 
 func validPrefixes(what string, pfxs []netip.Prefix) error {

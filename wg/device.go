@@ -19,8 +19,13 @@ import (
 // DeviceOptions are the optional settings of NewDevice. A nil *DeviceOptions
 // and every zero field mean the documented default.
 type DeviceOptions struct {
-	// Logger receives the engine's log: its verbose lines at slog.LevelDebug
-	// and its errors at slog.LevelError. nil discards them.
+	// Logger receives the device's log: the events (see OnEvent) at
+	// slog.LevelInfo, failing handshakes from the second failed attempt
+	// at slog.LevelWarn, each with the attributes "peer" (the base64
+	// public key) and "endpoint"; the engine's own lines, errors
+	// included, and routine rekeys (Event.Rekey) at slog.LevelDebug. A
+	// working tunnel logs a few Info lines when it starts, nothing per
+	// packet and nothing per rekey. No line holds a private or preshared key. nil discards it.
 	Logger *slog.Logger
 
 	// Bind is the engine's outer transport. nil means conn.NewDefaultBind(),
@@ -32,11 +37,45 @@ type DeviceOptions struct {
 	// configuration protocol, so that `wg show` and `wg set` work on it
 	// (see ListenUAPI). The device owns the listener: Close closes it and
 	// every connection accepted from it. nil serves nothing.
+	//
+	// No client can hold up the device: each request is read whole, within
+	// 10 s, before the engine sees it (lines of at most 4 KiB, requests of
+	// at most 16 MiB, enough for a `wg setconf` of 10 000 peers), each
+	// reply is written within 10 s, and at most 4 connections are served
+	// at once. A client that breaks a bound is disconnected.
 	UAPI net.Listener
 
-	// Resolver resolves peer endpoint host names. nil means
-	// net.DefaultResolver.
+	// Resolver resolves peer endpoint host names, when the device is
+	// configured and when it re-resolves them (see ReresolveInterval).
+	// nil means net.DefaultResolver.
 	Resolver *net.Resolver
+
+	// OnEvent, when set, is called for every [Event]: handshakes
+	// completed and failing, endpoint changes, peers added, removed and
+	// idle. Calls come one at a time, in order, from one goroutine the
+	// device owns, never while a device lock is held: the callback may
+	// call Device methods (Close included). Each event is also logged
+	// (see Logger), by the same goroutine just before the call, so a
+	// slow callback delays the log lines too, never the tunnel's
+	// traffic. Up to 1024 events wait for delivery; beyond that the
+	// oldest waiting event is discarded, and the next call receives an
+	// [EventsDropped] event with the count before the events that
+	// survived. Events still waiting at Close are discarded; Close does
+	// not wait for a callback that is running. nil: events are only
+	// logged.
+	OnEvent func(Event)
+
+	// ReresolveInterval, when positive, makes the device resolve every
+	// peer's host-name Endpoint again at this interval (in addition to
+	// re-resolving it when no handshake has completed for 135 s while
+	// one is wanted, which it always does), and move the peer to the
+	// name's addresses if its current endpoint is not one of them and no
+	// handshake with it has completed for 135 s: an endpoint the peer
+	// roamed to on its own is kept while handshakes with it succeed.
+	// Zero means no periodic re-resolution.
+	ReresolveInterval time.Duration
+
+	timing *watchTiming // tests only: nil means defaultWatchTiming()
 }
 
 // Device is a running wireguard-go engine on a tun.Device with a typed
@@ -50,12 +89,11 @@ type Device struct {
 	log      *slog.Logger
 	resolver *net.Resolver
 
-	uapi     net.Listener
-	uapiWG   sync.WaitGroup // the accept loop and every UAPI connection handler
-	uapiMu   sync.Mutex
-	uapiConn map[net.Conn]struct{} // guarded by uapiMu; nil once closed
-	uapiDone chan struct{}         // closed by Close; ends the accept loop's back-off
+	events            *eventQueue // OnEvent's goroutine (events.go)
+	watch             *watcher    // follows the engine's state (watch.go)
+	reresolveInterval time.Duration
 
+	uapiState  // wg(8) connections (uapi_serve.go)
 	routeState // PeerFor's table (routes.go)
 
 	mu     sync.Mutex // serializes configuration changes and Close
@@ -63,12 +101,20 @@ type Device struct {
 	// iface holds the Interface fields the engine does not keep (addresses,
 	// DNS, MTU, hooks...). Guarded by mu.
 	iface Interface
+	// ownPub is the public key of ownPriv, a copy of iface.PrivateKey as
+	// last derived (ownPublicKeyLocked): deriving it costs a scalar
+	// multiplication, more than the rest of a SetPeer. Guarded by mu.
+	ownPriv, ownPub Key
 	// endpoints holds each peer's Endpoint as configured, which may be a
 	// host name, so that Config can return it and Reconfigure can tell
 	// whether it changed. Guarded by mu.
 	endpoints map[Key]string
-	// order is the configured order of peers, for stable output. Guarded by mu.
-	order []Key
+	// rank is each configured peer's place in the configured order, for
+	// stable output: a map, so that noting one peer of thousands costs
+	// one lookup. nextRank is the place of the next peer noted. Guarded
+	// by mu.
+	rank     map[Key]int
+	nextRank int
 }
 
 // NewDevice runs the wireguard-go engine on t, applies cfg and brings the
@@ -113,10 +159,11 @@ func NewDeviceContext(ctx context.Context, t tun.Device, cfg *Config, opts *Devi
 		return nil, err // already "wg: invalid config: ..."
 	}
 	d := &Device{
-		log:       opts.Logger,
-		resolver:  opts.Resolver,
-		uapi:      opts.UAPI,
-		endpoints: make(map[Key]string),
+		log:               opts.Logger,
+		resolver:          opts.Resolver,
+		endpoints:         make(map[Key]string),
+		rank:              make(map[Key]int),
+		reresolveInterval: max(opts.ReresolveInterval, 0),
 	}
 	if d.log == nil {
 		d.log = slog.New(slog.DiscardHandler)
@@ -133,8 +180,15 @@ func NewDeviceContext(ctx context.Context, t tun.Device, cfg *Config, opts *Devi
 	if bind == nil {
 		bind = conn.NewDefaultBind()
 	}
+	timing := defaultWatchTiming()
+	if opts.timing != nil {
+		timing = *opts.timing
+	}
+	d.events = newEventQueue(d.log, opts.OnEvent)
+	d.watch = newWatcher(d, d.events, timing)
 	// From here on the engine owns t and bind: closing it closes both.
-	d.engine = device.NewDevice(t, bind, engineLogger(d.log))
+	d.engine = device.NewDevice(t, bind, engineLogger(d.log, d.watch.engineLog))
+	d.watch.engine = d.engine
 	var w uapiWriter
 	w.key("private_key", cfg.Interface.PrivateKey)
 	w.line("listen_port", fmt.Sprint(cfg.Interface.ListenPort))
@@ -146,6 +200,8 @@ func NewDeviceContext(ctx context.Context, t tun.Device, cfg *Config, opts *Devi
 	// failEngine closes the engine, which closes t and bind.
 	failEngine := func(err error) (*Device, error) {
 		d.engine.Close()
+		d.watch.stop()
+		d.events.close()
 		if opts.UAPI != nil {
 			opts.UAPI.Close()
 		}
@@ -169,76 +225,54 @@ func NewDeviceContext(ctx context.Context, t tun.Device, cfg *Config, opts *Devi
 		}
 	}
 	d.iface = cfg.Clone().Interface
-	for _, p := range cfg.Peers {
+	for i, p := range cfg.Peers {
 		d.endpoints[p.PublicKey] = p.Endpoint
-		d.order = append(d.order, p.PublicKey)
+		d.noteRankLocked(p.PublicKey)
+		ap, _ := netip.ParseAddrPort(resolved[i])
+		d.watch.peerSet(p.PublicKey, p.Endpoint, ap)
 	}
-	if d.uapi != nil {
-		d.uapiConn = make(map[net.Conn]struct{})
-		d.uapiDone = make(chan struct{})
-		d.uapiWG.Add(1)
-		go d.serveUAPI()
+	// Key every peer we can reach now rather than at the first packet,
+	// so that the first dial finds a session. The first few here, before
+	// NewDevice returns (as the engine would for a first packet); the
+	// rest from the watcher's goroutine: with many peers they take a
+	// while (about 100 µs each).
+	var reachable []Key
+	for i, p := range cfg.Peers {
+		if resolved[i] != "" {
+			reachable = append(reachable, p.PublicKey)
+		}
 	}
+	now := reachable[:min(len(reachable), syncInitiations)]
+	for _, k := range now {
+		d.watch.startHandshake(k)
+	}
+	d.watch.start(reachable[len(now):])
+	d.log.Info("wg: device up", "public_key", cfg.Interface.PrivateKey.PublicKey().String(),
+		"listen_port", d.boundPort(), "peers", len(cfg.Peers))
+	d.events.start()
+	d.startUAPI(opts.UAPI)
 	return d, nil
 }
 
 // engineLogger adapts an slog.Logger to wireguard-go's printf-style logger,
-// formatting only when the level is enabled.
-func engineLogger(l *slog.Logger) *device.Logger {
+// formatting only when the level is enabled. Every verbose line is first
+// shown to note (the watcher's hook), unformatted. The engine's error
+// lines go to Debug too: the ones that matter (a failed handshake, a
+// changed endpoint) are reported as events at Info and Warn, and the rest
+// (a garbage datagram from the Internet) must not flood a production log.
+func engineLogger(l *slog.Logger, note func(format string, args []any)) *device.Logger {
 	ctx := context.Background()
-	logf := func(level slog.Level) func(string, ...any) {
-		if !l.Enabled(ctx, level) {
-			return device.DiscardLogf
-		}
+	logf := func(watch bool) func(string, ...any) {
 		return func(format string, args ...any) {
-			if l.Enabled(ctx, level) {
-				l.Log(ctx, level, fmt.Sprintf(format, args...))
+			if watch {
+				note(format, args)
+			}
+			if l.Enabled(ctx, slog.LevelDebug) {
+				l.Log(ctx, slog.LevelDebug, fmt.Sprintf(format, args...))
 			}
 		}
 	}
-	return &device.Logger{Verbosef: logf(slog.LevelDebug), Errorf: logf(slog.LevelError)}
-}
-
-// serveUAPI accepts wg(8) connections until the device is closed. A
-// failed Accept (out of file descriptors, an aborted connection) is retried
-// with a growing delay, as net/http's Server does, rather than ending wg(8)
-// support for the life of the device.
-func (d *Device) serveUAPI() {
-	defer d.uapiWG.Done()
-	var delay time.Duration
-	for {
-		c, err := d.uapi.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			d.log.Error("wg: uapi accept", "err", err, "retry", delay)
-			select {
-			case <-time.After(delay):
-				continue
-			case <-d.uapiDone:
-				return
-			}
-		}
-		delay = 0
-		d.uapiMu.Lock()
-		if d.uapiConn == nil {
-			d.uapiMu.Unlock()
-			c.Close()
-			return
-		}
-		d.uapiConn[c] = struct{}{}
-		d.uapiWG.Add(1)
-		d.uapiMu.Unlock()
-		go func() {
-			defer d.uapiWG.Done()
-			d.engine.IpcHandle(&uapiConn{Conn: c, r: &d.routeState}) // closes c when done
-			d.uapiMu.Lock()
-			delete(d.uapiConn, c)
-			d.uapiMu.Unlock()
-		}()
-	}
+	return &device.Logger{Verbosef: logf(true), Errorf: logf(false)}
 }
 
 // resolveAll resolves every peer's endpoint to "ip:port" ("" where none).
@@ -332,6 +366,13 @@ type PeerStatus struct {
 	RxBytes, TxBytes uint64
 	// PersistentKeepalive is the keepalive interval; 0 means off.
 	PersistentKeepalive time.Duration
+	// HandshakeAttempts counts the handshake initiations the device sent
+	// to the peer, HandshakeFailures the ones that got no answer in time
+	// (each an EventHandshakeFailing), and EndpointChanges the times the
+	// peer's endpoint changed (each an EventEndpointChanged), since the
+	// device first saw the peer. They are counted by watching the
+	// engine, so they may lag the other fields by up to a second.
+	HandshakeAttempts, HandshakeFailures, EndpointChanges uint64
 }
 
 // Peers returns the status of every peer, in configured order (peers added
@@ -347,15 +388,14 @@ func (d *Device) Peers() []PeerStatus {
 		d.log.Error("wg: peers", "err", err)
 		return nil
 	}
-	return d.sortLocked(st.peers)
+	ps := d.sortLocked(st.peers)
+	d.watch.counters(ps)
+	return ps
 }
 
 // sortLocked orders peers by configured order, then by key.
 func (d *Device) sortLocked(peers []PeerStatus) []PeerStatus {
-	rank := make(map[Key]int, len(d.order))
-	for i, k := range d.order {
-		rank[k] = i
-	}
+	rank := d.rank
 	slices.SortFunc(peers, func(a, b PeerStatus) int {
 		ra, oka := rank[a.PublicKey]
 		rb, okb := rank[b.PublicKey]
@@ -372,11 +412,34 @@ func (d *Device) sortLocked(peers []PeerStatus) []PeerStatus {
 	return peers
 }
 
-// PublicKey returns the device's public key.
+// PublicKey returns the device's public key, derived from the private key
+// the engine has now (which `wg set private-key` may have changed; the
+// zero Key if it was removed). After Close it returns the public key of
+// the last configured private key.
 func (d *Device) PublicKey() Key {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.iface.PrivateKey.PublicKey()
+	if d.closed {
+		return d.iface.PrivateKey.PublicKey()
+	}
+	st, err := d.state()
+	if err != nil {
+		d.log.Error("wg: public key", "err", err)
+		return d.iface.PrivateKey.PublicKey()
+	}
+	if st.privateKey.IsZero() {
+		return Key{}
+	}
+	return st.privateKey.PublicKey()
+}
+
+// boundPort returns the engine's listen port, 0 if it has none.
+func (d *Device) boundPort() int {
+	st, err := d.state()
+	if err != nil {
+		return 0
+	}
+	return st.listenPort
 }
 
 // ListenPort returns the UDP port the device is bound to, which is the
@@ -396,8 +459,10 @@ func (d *Device) ListenPort() int {
 }
 
 // Config returns a copy of the running configuration: the Interface as
-// last applied (with the bound ListenPort if it was 0) and the peers as the
-// engine has them now, including changes made through wg(8). A peer's
+// last applied, with the private key, port and firewall mark the engine
+// has now (ListenPort is the bound port, also after `wg set listen-port`,
+// unless the Bind has none), and the peers as the engine has them now,
+// including changes made through wg(8). A peer's
 // Endpoint is the configured string (which may name a host), or the
 // engine's current endpoint for a peer configured without one.
 func (d *Device) Config() *Config {
@@ -415,7 +480,7 @@ func (d *Device) Config() *Config {
 	}
 	cfg.Interface.PrivateKey = st.privateKey
 	cfg.Interface.FwMark = st.fwMark
-	if cfg.Interface.ListenPort == 0 {
+	if st.listenPort != 0 {
 		cfg.Interface.ListenPort = st.listenPort
 	}
 	for _, ps := range d.sortLocked(st.peers) {
@@ -437,11 +502,29 @@ func (d *Device) Config() *Config {
 // SetPeer adds p, or updates the peer with p's public key, while traffic to
 // the other peers keeps flowing. An update replaces the peer's allowed IPs,
 // preshared key and keepalive; its endpoint changes only when p.Endpoint is
-// set. Host names in p.Endpoint are resolved here.
+// set. Host names in p.Endpoint are resolved here; use SetPeerContext to
+// bound that in time. A peer with an endpoint and no current session is
+// sent a handshake initiation at once.
 func (d *Device) SetPeer(p Peer) error {
+	return d.SetPeerContext(context.Background(), p)
+}
+
+// ownPublicKeyLocked returns the public key of iface.PrivateKey, derived
+// once per private key.
+func (d *Device) ownPublicKeyLocked() Key {
+	if d.ownPriv != d.iface.PrivateKey || d.ownPub == (Key{}) {
+		d.ownPriv, d.ownPub = d.iface.PrivateKey, d.iface.PrivateKey.PublicKey()
+	}
+	return d.ownPub
+}
+
+// SetPeerContext is SetPeer with a context that bounds the resolution of
+// a host name in p.Endpoint (30 s when ctx has no deadline), not the life
+// of the peer.
+func (d *Device) SetPeerContext(ctx context.Context, p Peer) error {
 	d.mu.Lock()
 	err := d.errClosedLocked("set peer")
-	own := d.iface.PrivateKey.PublicKey()
+	own := d.ownPublicKeyLocked()
 	d.mu.Unlock()
 	if err != nil {
 		return err
@@ -451,10 +534,16 @@ func (d *Device) SetPeer(p Peer) error {
 	}
 	// Resolve without the lock: a slow name server must not stall status
 	// calls, Close or the backends' route checks.
-	ap, err := d.resolve(context.Background(), p.Endpoint)
+	ap, err := d.resolve(ctx, p.Endpoint)
 	if err != nil {
 		return fmt.Errorf("wg: set peer %s: %w", p.PublicKey, err)
 	}
+	kick := false
+	defer func() { // after d.mu is released
+		if kick {
+			d.watch.startHandshakeIfNoSession(p.PublicKey)
+		}
+	}()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if err := d.errClosedLocked("set peer"); err != nil {
@@ -466,12 +555,14 @@ func (d *Device) SetPeer(p Peer) error {
 		endpoint = ap.String()
 	}
 	w.peer(&p, endpoint)
-	err = d.engine.IpcSet(w.String())
-	d.routesChanged()
-	if err != nil {
+	if err := d.engine.IpcSet(w.String()); err != nil {
+		d.routesChanged() // a failed set may have applied part of its lines
 		return fmt.Errorf("wg: set peer %s: %w", p.PublicKey, err)
 	}
+	d.routesSet(p.PublicKey, p.AllowedIPs)
 	d.notePeerLocked(p)
+	d.watch.peerSet(p.PublicKey, p.Endpoint, ap)
+	kick = ap.IsValid()
 	return nil
 }
 
@@ -480,9 +571,7 @@ func (d *Device) notePeerLocked(p Peer) {
 	if p.Endpoint != "" {
 		d.endpoints[p.PublicKey] = p.Endpoint
 	}
-	if !slices.Contains(d.order, p.PublicKey) {
-		d.order = append(d.order, p.PublicKey)
-	}
+	d.noteRankLocked(p.PublicKey)
 }
 
 // RemovePeer removes the peer with the given public key. Removing a peer
@@ -496,18 +585,28 @@ func (d *Device) RemovePeer(pub Key) error {
 	var w uapiWriter
 	w.key("public_key", pub)
 	w.line("remove", "true")
-	err := d.engine.IpcSet(w.String())
-	d.routesChanged()
-	if err != nil {
+	if err := d.engine.IpcSet(w.String()); err != nil {
+		d.routesChanged()
 		return fmt.Errorf("wg: remove peer %s: %w", pub, err)
 	}
+	d.routesRemoved(pub)
 	d.forgetPeerLocked(pub)
+	d.watch.peerRemoved(pub)
 	return nil
 }
 
 func (d *Device) forgetPeerLocked(pub Key) {
 	delete(d.endpoints, pub)
-	d.order = slices.DeleteFunc(d.order, func(k Key) bool { return k == pub })
+	delete(d.rank, pub)
+}
+
+// noteRankLocked gives pub the next place in the configured order, unless
+// it has one.
+func (d *Device) noteRankLocked(pub Key) {
+	if _, ok := d.rank[pub]; !ok {
+		d.rank[pub] = d.nextRank
+		d.nextRank++
+	}
 }
 
 // Reconfigure makes the device run cfg, applying only the differences:
@@ -515,8 +614,16 @@ func (d *Device) forgetPeerLocked(pub Key) {
 // key and listen port are set only when they change, and a ListenPort of 0
 // keeps the port the device is bound to. Interface fields the engine does
 // not use (addresses, DNS, MTU...) are recorded for Config but change
-// nothing on a running backend.
+// nothing on a running backend. Host names are resolved here; use
+// ReconfigureContext to bound that in time.
 func (d *Device) Reconfigure(cfg *Config) error {
+	return d.ReconfigureContext(context.Background(), cfg)
+}
+
+// ReconfigureContext is Reconfigure with a context that bounds the
+// resolution of the peers' endpoint host names (30 s each when ctx has no
+// deadline), not the life of the configuration.
+func (d *Device) ReconfigureContext(ctx context.Context, cfg *Config) error {
 	if cfg == nil {
 		return errors.New("wg: reconfigure: nil config")
 	}
@@ -530,10 +637,16 @@ func (d *Device) Reconfigure(cfg *Config) error {
 		return err
 	}
 	// Resolve without the lock, as SetPeer does.
-	resolved, err := d.resolveAll(context.Background(), cfg.Peers)
+	resolved, err := d.resolveAll(ctx, cfg.Peers)
 	if err != nil {
 		return fmt.Errorf("wg: reconfigure: %w", err)
 	}
+	var kick []Key
+	defer func() { // after d.mu is released
+		for _, k := range kick {
+			d.watch.startHandshakeIfNoSession(k)
+		}
+	}()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if err := d.errClosedLocked("reconfigure"); err != nil {
@@ -559,6 +672,7 @@ func (d *Device) Reconfigure(cfg *Config) error {
 		running[ps.PublicKey] = ps
 	}
 	wanted := make(map[Key]bool, len(cfg.Peers))
+	sent := make(map[Key]string) // endpoints set in the engine, by peer
 	for i := range cfg.Peers {
 		p := &cfg.Peers[i]
 		wanted[p.PublicKey] = true
@@ -575,11 +689,14 @@ func (d *Device) Reconfigure(cfg *Config) error {
 			}
 		}
 		w.peer(p, endpoint)
+		sent[p.PublicKey] = endpoint
 	}
+	var removed []Key
 	for k := range running {
 		if !wanted[k] {
 			w.key("public_key", k)
 			w.line("remove", "true")
+			removed = append(removed, k)
 		}
 	}
 	if body := w.String(); body != "" {
@@ -590,10 +707,19 @@ func (d *Device) Reconfigure(cfg *Config) error {
 		}
 	}
 	d.iface = cfg.Clone().Interface
-	d.order = d.order[:0]
+	clear(d.rank)
+	d.nextRank = 0
 	clear(d.endpoints)
-	for _, p := range cfg.Peers {
+	for _, k := range removed {
+		d.watch.peerRemoved(k)
+	}
+	for i, p := range cfg.Peers {
 		d.notePeerLocked(p)
+		ap, _ := netip.ParseAddrPort(sent[p.PublicKey])
+		d.watch.peerSet(p.PublicKey, p.Endpoint, ap)
+		if _, ok := running[p.PublicKey]; !ok && resolved[i] != "" {
+			kick = append(kick, p.PublicKey)
+		}
 	}
 	return nil
 }
@@ -604,12 +730,14 @@ func (d *Device) Reconfigure(cfg *Config) error {
 // return an error wrapping net.ErrClosed.
 func (d *Device) Close() error {
 	// Order: first stop taking UAPI connections and close those open, so
-	// that nobody reconfigures a closing engine. This takes no d.mu: a
-	// wg(8) client that started a "set" and stalls holds the engine's lock,
-	// and a method holding d.mu may be waiting for that lock. Then close
+	// that nobody reconfigures a closing engine. This takes no d.mu, which
+	// a method may hold while a UAPI request holds the engine's lock (for
+	// no longer than the engine takes to apply it). Then close
 	// the engine (which closes the tun.Device and the Bind and waits for
 	// its workers), then wait for the UAPI handlers, which return once
-	// their connections are closed.
+	// their connections are closed, then the watcher (its resolvers
+	// included) and the events' goroutine, which does not wait for a
+	// callback that is running: the callback may be what calls Close.
 	d.closeUAPI()
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -621,23 +749,7 @@ func (d *Device) Close() error {
 	d.engine.Close()
 	<-d.engine.Wait()
 	d.uapiWG.Wait()
+	d.watch.stop()
+	d.events.close()
 	return nil
-}
-
-// closeUAPI closes the UAPI listener and its connections, once.
-func (d *Device) closeUAPI() {
-	if d.uapi == nil {
-		return
-	}
-	d.uapiMu.Lock()
-	defer d.uapiMu.Unlock()
-	if d.uapiConn == nil {
-		return // closed before
-	}
-	close(d.uapiDone)
-	d.uapi.Close()
-	for c := range d.uapiConn {
-		c.Close()
-	}
-	d.uapiConn = nil
 }

@@ -14,7 +14,8 @@
 // A [Config] mirrors a wg-quick(8) file: an [Interface] and its [Peer]s, with
 // net/netip values and time.Duration instead of strings. [ParseConfig] reads
 // the wg-quick format as permissively as wg-quick does and reports errors as
-// a [*ConfigError] naming the line; [Config.MarshalText] writes it back, and
+// a [*ConfigError] naming the line ([LoadConfig] reads a file and names it
+// too); [Config.MarshalText] writes it back, and
 // parsing what it writes gives an equal Config. [Config.Validate] reports
 // what a device cannot run with.
 //
@@ -28,6 +29,20 @@
 // peer routes an address, for backends that check every connection. With [ListenUAPI] it also serves wg(8)'s configuration
 // protocol, so `wg show` and `wg set` work on it. The protocol's text is an
 // internal detail of this package.
+//
+// # Events and readiness
+//
+// [DeviceOptions.OnEvent] receives an [Event] for each completed and
+// failing handshake, endpoint change and peer added, removed or idle, in
+// order, from one goroutine; the same events are logged through
+// [DeviceOptions.Logger]. [Device.WaitHandshake] waits for a peer to be
+// reachable; [ErrHandshakeTimeout] marks a handshake that did not come.
+// The device watches the engine through its log calls and state, without
+// changing it: a handshake is reported within about 100 ms. It also
+// starts handshakes where the engine would wait (on open, on SetPeer, and
+// when it sends to a peer that stopped answering) and resolves a peer's
+// host-name endpoint again when handshakes with it fail, as
+// wireguard-tools' reresolve-dns.sh does.
 //
 // Every Device method is safe for concurrent use; Close releases every
 // goroutine and socket and, called again, returns an error wrapping

@@ -1,7 +1,6 @@
 package wg
 
 import (
-	"net"
 	"net/netip"
 	"slices"
 	"sync"
@@ -27,15 +26,18 @@ func (d *Device) PeerFor(ip netip.Addr) (Key, bool) {
 	return t.lookup(ip)
 }
 
-// routeState is the part of a Device that PeerFor reads. Its table is
-// rebuilt from the engine's state after any configuration change, which
-// bumps gen: Device methods do so after their IpcSet, and UAPI connections
-// before they write a reply (see uapiConn), so the change is visible to
-// PeerFor by the time the caller or wg(8) learns it is done.
+// routeState is the part of a Device that PeerFor reads. SetPeer and
+// RemovePeer update its table in place (routesSet, routesRemoved); it is
+// rebuilt from the engine's state after any other configuration change,
+// which bumps gen: Reconfigure and failed changes do so after their IpcSet, and UAPI connections
+// after a "set" and before its reply (see serveUAPIConn), so the change is
+// visible to PeerFor by the time the caller or wg(8) learns it is done. A
+// "get" (wg show) changes nothing and leaves the table as it is.
 type routeState struct {
-	routeGen atomic.Uint64              // bumped after every configuration change
-	routes   atomic.Pointer[routeTable] // the last table built; nil before the first
-	routeMu  sync.Mutex                 // serializes rebuilds and the closing of the table
+	routeGen      atomic.Uint64              // bumped after every configuration change
+	routes        atomic.Pointer[routeTable] // the last table built; nil before the first
+	routeMu       sync.Mutex                 // serializes rebuilds and the closing of the table
+	routeRebuilds atomic.Uint64              // tables built from the engine's state, for tests
 }
 
 // routesChanged marks the route table stale; call it after the engine's
@@ -60,7 +62,36 @@ func (d *Device) rebuildRoutes() *routeTable {
 	}
 	t := newRouteTable(gen, st.peers)
 	d.routes.Store(t)
+	d.routeRebuilds.Add(1)
 	return t
+}
+
+// routesSet records that peer now has exactly prefixes, after a SetPeer
+// whose change the engine took. A current table is updated in place; a
+// stale one (or none) is left for PeerFor to rebuild.
+func (d *Device) routesSet(peer Key, prefixes []netip.Prefix) {
+	d.routesUpdate(func(t *routeTable) { t.set(peer, prefixes) })
+}
+
+// routesRemoved records that peer is gone, after a RemovePeer.
+func (d *Device) routesRemoved(peer Key) {
+	d.routesUpdate(func(t *routeTable) { t.remove(peer) })
+}
+
+// routesUpdate applies f to the table if it is current. It holds routeMu,
+// so a rebuild that read the engine's state before the change cannot
+// store its table after f ran; one that read it after includes the
+// change already, and f applied again changes nothing.
+func (d *Device) routesUpdate(f func(*routeTable)) {
+	d.routeMu.Lock()
+	defer d.routeMu.Unlock()
+	t := d.routes.Load()
+	if t == nil || t.closed || t.gen != d.routeGen.Load() {
+		return // the next PeerFor rebuilds from the engine
+	}
+	t.mu.Lock()
+	f(t)
+	t.mu.Unlock()
 }
 
 // closeRoutes makes PeerFor report no peer from now on.
@@ -71,11 +102,16 @@ func (d *Device) closeRoutes() {
 }
 
 // routeTable maps prefixes to peers, grouped by prefix length so that a
-// lookup costs one map access per distinct length, longest first.
+// lookup costs one map access per distinct length, longest first. SetPeer
+// and RemovePeer update a current table in place (see routesSet), so that
+// changing one peer of many costs that peer's prefixes, not a rebuild.
 type routeTable struct {
 	gen    uint64
 	closed bool
-	v4, v6 []routeLevel
+
+	mu     sync.RWMutex           // guards v4, v6 and byPeer
+	v4, v6 []routeLevel           // longest prefixes first; no empty level
+	byPeer map[Key][]netip.Prefix // each peer's prefixes, masked
 }
 
 type routeLevel struct {
@@ -84,35 +120,74 @@ type routeLevel struct {
 }
 
 func newRouteTable(gen uint64, peers []PeerStatus) *routeTable {
-	t := &routeTable{gen: gen}
+	t := &routeTable{gen: gen, byPeer: make(map[Key][]netip.Prefix, len(peers))}
 	for _, p := range peers {
-		for _, pfx := range p.AllowedIPs {
-			if !pfx.IsValid() {
-				continue
-			}
-			pfx = pfx.Masked()
-			levels := &t.v4
-			if pfx.Addr().Is6() {
-				levels = &t.v6
-			}
-			i := slices.IndexFunc(*levels, func(l routeLevel) bool { return l.bits == pfx.Bits() })
-			if i < 0 {
-				*levels = append(*levels, routeLevel{bits: pfx.Bits(), peers: make(map[netip.Prefix]Key)})
-				i = len(*levels) - 1
-			}
-			(*levels)[i].peers[pfx] = p.PublicKey
-		}
-	}
-	for _, levels := range [][]routeLevel{t.v4, t.v6} {
-		slices.SortFunc(levels, func(a, b routeLevel) int { return b.bits - a.bits })
+		t.set(p.PublicKey, p.AllowedIPs)
 	}
 	return t
+}
+
+// levels returns the levels of pfx's family.
+func (t *routeTable) levels(pfx netip.Prefix) *[]routeLevel {
+	if pfx.Addr().Is6() {
+		return &t.v6
+	}
+	return &t.v4
+}
+
+// set makes prefixes (masked, invalid ones skipped) peer's, as the engine
+// does with replace_allowed_ips: the peer loses the prefixes it had, and a
+// prefix another peer had moves to this one. Call with t.mu held for
+// writing, or before t is shared.
+func (t *routeTable) set(peer Key, prefixes []netip.Prefix) {
+	t.remove(peer)
+	own := make([]netip.Prefix, 0, len(prefixes))
+	for _, pfx := range prefixes {
+		if !pfx.IsValid() {
+			continue
+		}
+		pfx = pfx.Masked()
+		levels := t.levels(pfx)
+		i := slices.IndexFunc(*levels, func(l routeLevel) bool { return l.bits == pfx.Bits() })
+		if i < 0 {
+			i, _ = slices.BinarySearchFunc(*levels, pfx.Bits(), func(l routeLevel, bits int) int { return bits - l.bits })
+			*levels = slices.Insert(*levels, i, routeLevel{bits: pfx.Bits(), peers: make(map[netip.Prefix]Key)})
+		}
+		if prev, ok := (*levels)[i].peers[pfx]; ok && prev != peer {
+			t.byPeer[prev] = slices.DeleteFunc(t.byPeer[prev], func(q netip.Prefix) bool { return q == pfx })
+		}
+		(*levels)[i].peers[pfx] = peer
+		if !slices.Contains(own, pfx) {
+			own = append(own, pfx)
+		}
+	}
+	if len(own) > 0 {
+		t.byPeer[peer] = own
+	}
+}
+
+// remove drops peer and its prefixes. Call with t.mu held for writing.
+func (t *routeTable) remove(peer Key) {
+	for _, pfx := range t.byPeer[peer] {
+		levels := t.levels(pfx)
+		i := slices.IndexFunc(*levels, func(l routeLevel) bool { return l.bits == pfx.Bits() })
+		if i < 0 || (*levels)[i].peers[pfx] != peer {
+			continue
+		}
+		delete((*levels)[i].peers, pfx)
+		if len((*levels)[i].peers) == 0 {
+			*levels = slices.Delete(*levels, i, i+1)
+		}
+	}
+	delete(t.byPeer, peer)
 }
 
 func (t *routeTable) lookup(ip netip.Addr) (Key, bool) {
 	if t.closed || !ip.IsValid() || ip.Zone() != "" {
 		return Key{}, false
 	}
+	t.mu.RLock()
+	defer t.mu.RUnlock()
 	levels := t.v4
 	if ip.Is6() {
 		levels = t.v6
@@ -127,17 +202,4 @@ func (t *routeTable) lookup(ip netip.Addr) (Key, bool) {
 		}
 	}
 	return Key{}, false
-}
-
-// uapiConn is a wg(8) connection that marks the route table stale before
-// each reply it writes: the engine writes a reply after every operation,
-// and a "set" may have changed the peers.
-type uapiConn struct {
-	net.Conn
-	r *routeState
-}
-
-func (c *uapiConn) Write(b []byte) (int, error) {
-	c.r.routesChanged()
-	return c.Conn.Write(b)
 }

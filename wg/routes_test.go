@@ -169,3 +169,73 @@ func TestPeerForAllocs(t *testing.T) {
 		t.Errorf("PeerFor allocates %v times per call, want 0", n)
 	}
 }
+
+// TestPeerForInPlace checks that SetPeer and RemovePeer update PeerFor's
+// table in place, without reading the engine's state again (the cost of
+// changing one peer among thousands), and that the table they leave
+// answers as one rebuilt from the engine does: prefixes that move from
+// one peer to another, peers that lose prefixes, removed peers.
+func TestPeerForInPlace(t *testing.T) {
+	checkLeaks(t)
+	a, b, c := mustKey(t).PublicKey(), mustKey(t).PublicKey(), mustKey(t).PublicKey()
+	names := map[Key]string{a: "a", b: "b", c: "c"}
+	pfx := netip.MustParsePrefix
+	cfg := &Config{
+		Interface: Interface{PrivateKey: mustKey(t)},
+		Peers: []Peer{
+			{PublicKey: a, AllowedIPs: []netip.Prefix{pfx("10.0.0.0/8"), pfx("fd00::/64")}},
+			{PublicKey: b, AllowedIPs: []netip.Prefix{pfx("10.1.0.0/16"), pfx("10.1.2.3/32")}},
+			{PublicKey: c, AllowedIPs: []netip.Prefix{pfx("10.2.0.0/16")}},
+		},
+	}
+	d, err := NewDevice(tuntest.NewChannelTUN().TUN(), cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	addrs := []string{"10.9.9.9", "10.1.9.9", "10.1.2.3", "10.2.0.1", "10.3.0.1", "192.168.1.1", "fd00::1", "fd01::1"}
+	peerForAll(d, names, addrs) // builds the table
+	rebuilds := d.routeRebuilds.Load()
+	steps := []struct {
+		name   string
+		change func() error
+		want   map[string]string
+	}{
+		{"move 10.1.0.0/16 from b to c, c drops 10.2.0.0/16", func() error {
+			return d.SetPeer(Peer{PublicKey: c, AllowedIPs: []netip.Prefix{pfx("10.1.0.0/16"), pfx("10.3.0.0/16")}})
+		}, map[string]string{"10.9.9.9": "a", "10.1.9.9": "c", "10.1.2.3": "b", "10.2.0.1": "a", "10.3.0.1": "c", "192.168.1.1": "", "fd00::1": "a", "fd01::1": ""}},
+		{"remove b", func() error { return d.RemovePeer(b) },
+			map[string]string{"10.9.9.9": "a", "10.1.9.9": "c", "10.1.2.3": "c", "10.2.0.1": "a", "10.3.0.1": "c", "192.168.1.1": "", "fd00::1": "a", "fd01::1": ""}},
+		{"a loses its IPv6 prefix and gains a /0", func() error {
+			return d.SetPeer(Peer{PublicKey: a, AllowedIPs: []netip.Prefix{pfx("10.0.0.0/8"), pfx("0.0.0.0/0")}})
+		}, map[string]string{"10.9.9.9": "a", "10.1.9.9": "c", "10.1.2.3": "c", "10.2.0.1": "a", "10.3.0.1": "c", "192.168.1.1": "a", "fd00::1": "", "fd01::1": ""}},
+		{"b comes back with a /32 inside c's /16", func() error {
+			return d.SetPeer(Peer{PublicKey: b, AllowedIPs: []netip.Prefix{pfx("10.1.2.3/32")}})
+		}, map[string]string{"10.9.9.9": "a", "10.1.9.9": "c", "10.1.2.3": "b", "10.2.0.1": "a", "10.3.0.1": "c", "192.168.1.1": "a", "fd00::1": "", "fd01::1": ""}},
+	}
+	for _, st := range steps {
+		if err := st.change(); err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		if diff := cmp.Diff(st.want, peerForAll(d, names, addrs)); diff != "" {
+			t.Errorf("%s: PeerFor (-want +got):\n%s", st.name, diff)
+		}
+		// The table kept in place answers as one built from the engine.
+		es, err := d.state()
+		if err != nil {
+			t.Fatal(err)
+		}
+		fresh := newRouteTable(0, es.peers)
+		for _, a := range addrs {
+			ip := netip.MustParseAddr(a)
+			k1, ok1 := d.PeerFor(ip)
+			k2, ok2 := fresh.lookup(ip)
+			if k1 != k2 || ok1 != ok2 {
+				t.Errorf("%s: %s: in place %s/%v, rebuilt %s/%v", st.name, a, names[k1], ok1, names[k2], ok2)
+			}
+		}
+	}
+	if got := d.routeRebuilds.Load(); got != rebuilds {
+		t.Errorf("SetPeer and RemovePeer rebuilt the table %d times, want 0", got-rebuilds)
+	}
+}

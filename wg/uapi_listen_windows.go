@@ -13,7 +13,7 @@ import (
 // DeviceOptions.UAPI. On Windows it listens on the named pipe that
 // wireguard-go uses for name (`\\.\pipe\ProtectedPrefix\Administrators\WireGuard\NAME`),
 // owned by Administrators, and ignores dir. On Unix systems it creates the
-// socket dir/name.sock with owner-only permissions.
+// socket dir/name.sock in a directory only its owner can enter.
 func ListenUAPI(dir, name string) (net.Listener, error) {
 	l, err := ipc.UAPIListen(name)
 	if err != nil {

@@ -28,6 +28,7 @@ func main() {
 	url := flag.String("url", "", "`URL` to fetch through the tunnel (required)")
 	timeout := flag.Duration("timeout", 30*time.Second, "give up after this long")
 	verbose := flag.Bool("v", false, "log the engine's debug messages to stderr")
+	pcap := flag.String("pcap", "", "write the tunnel's packets to this pcap `file` (tcpdump -r, Wireshark)")
 	flag.Parse()
 	if *config == "" || *url == "" {
 		flag.Usage()
@@ -39,13 +40,13 @@ func main() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	if err := run(ctx, *config, *url, logger); err != nil {
+	if err := run(ctx, *config, *url, *pcap, logger); err != nil {
 		fmt.Fprintln(os.Stderr, "httpclient:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, file, url string, logger *slog.Logger) error {
+func run(ctx context.Context, file, url, pcap string, logger *slog.Logger) (err error) {
 	f, err := os.Open(file)
 	if err != nil {
 		return err
@@ -55,11 +56,31 @@ func run(ctx context.Context, file, url string, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	tnet, err := netstack.Open(ctx, cfg, &netstack.Options{Logger: logger})
+	opts := &netstack.Options{Logger: logger}
+	if pcap != "" {
+		out, err := os.Create(pcap)
+		if err != nil {
+			return err
+		}
+		// Runs after the tunnel's Close, which ends the capture.
+		defer func() {
+			if cerr := out.Close(); err == nil {
+				err = cerr
+			}
+		}()
+		opts.Capture = out
+	}
+	tnet, err := netstack.Open(ctx, cfg, opts)
 	if err != nil {
 		return err
 	}
-	defer tnet.Close()
+	defer func() {
+		tnet.Close()
+		if pcap != "" {
+			st := tnet.Stats()
+			fmt.Fprintf(os.Stderr, "%d packets written to %s, %d lost\n", st.CapturePackets, pcap, st.CaptureDropped)
+		}
+	}()
 
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {

@@ -34,9 +34,15 @@ type Configurator interface {
 	Undo() error
 }
 
+// undo is one recorded change of a Configurator and how to revert it.
+type undo struct {
+	what string
+	do   func() error
+}
+
 // Settings is everything Apply installs.
 type Settings struct {
-	// MTU is set when nonzero.
+	// MTU is set when nonzero, in bytes.
 	MTU int
 	// Addresses are added in order.
 	Addresses []netip.Prefix

@@ -20,6 +20,7 @@ type fakeConf struct {
 	undone []string
 	done   []string // successful changes, oldest first
 	exists map[string]bool
+	listed int // calls of MainRoutes
 }
 
 var _ Configurator = (*fakeConf)(nil)
@@ -39,6 +40,7 @@ func (f *fakeConf) SetMTU(mtu int) error            { return f.change(fmt.Sprint
 func (f *fakeConf) AddAddress(p netip.Prefix) error { return f.change("addr " + p.String()) }
 func (f *fakeConf) SetUp() error                    { return f.change("up") }
 func (f *fakeConf) MainRoutes() ([]netip.Prefix, error) {
+	f.listed++
 	return f.main, nil
 }
 func (f *fakeConf) AddRule(r Rule) (bool, error) {

@@ -32,11 +32,6 @@ type Linux struct {
 	undos []undo
 }
 
-type undo struct {
-	what string
-	do   func() error
-}
-
 // undoTimeout bounds resolvconf when tearing down.
 const undoTimeout = 10 * time.Second
 

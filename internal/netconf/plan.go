@@ -4,8 +4,9 @@
 // fwmark and policy-rule scheme.
 //
 // Planning (Plan) is pure and portable, so it is unit-tested without root.
-// Applying a plan goes through the small Configurator interface; the Linux
-// implementation (netlink) lives in linux.go. Every change a Configurator
+// Applying a plan goes through the small Configurator interface and one
+// sequence, Apply, on every system: the Linux implementation (netlink)
+// lives in linux.go, the Windows one (IP helper API) in windows.go. Every change a Configurator
 // makes is recorded so that Undo restores the host as it was.
 package netconf
 
@@ -307,4 +308,20 @@ func AdapterRoutes(cfg *wg.Config, ts TableSetting) []netip.Prefix {
 		out = append(out, r.Dst)
 	}
 	return out
+}
+
+// TableNone is the Table of the routes of a system without policy routing
+// tables (Windows): they go on the interface itself. Apply never skips
+// such a route as covered (that is for TableMain) and lists no routes.
+const TableNone = 0
+
+// PlanAdapter is PlanRoutes for a system without policy routing tables
+// (Windows): a route in TableNone for each of AdapterRoutes(cfg, ts), no
+// rules and no fwmark.
+func PlanAdapter(cfg *wg.Config, ts TableSetting) Plan {
+	var p Plan
+	for _, dst := range AdapterRoutes(cfg, ts) {
+		p.Routes = append(p.Routes, Route{Dst: dst, Table: TableNone})
+	}
+	return p
 }

@@ -33,7 +33,8 @@
 // # Network
 //
 // [NewNetwork] starts n peers, a full mesh or hub and spoke
-// ([NetworkOptions.Topology]), connected by an in-memory transport instead
+// ([NetworkOptions.Topology]; with [NetworkOptions.Relay] the hub relays
+// between spokes), connected by an in-memory transport instead
 // of UDP sockets, so hundreds of peers fit in one test and no port is
 // taken. [Network.Peer] gives each peer's [Peer.Net], addresses and keys;
 // [Peer.Stop] and [Peer.Restart] stop a peer and start it again with the

@@ -33,8 +33,9 @@ const (
 
 	// HubAndSpoke makes peer 0 the hub: it has every other peer (with
 	// its addresses and switch address), and every spoke has only the
-	// hub, with the whole network's prefixes as AllowedIPs. netstack does
-	// not forward, so spokes reach the hub but not each other.
+	// hub, with the whole network's prefixes as AllowedIPs. Spokes reach
+	// the hub, and each other only if NetworkOptions.Relay makes the hub
+	// relay.
 	HubAndSpoke
 )
 
@@ -131,6 +132,14 @@ type NetworkOptions struct {
 	// Zero means 1.
 	BatchSize int
 
+	// Relay makes the hub of a HubAndSpoke network relay packets between
+	// spokes, as a WireGuard hub does (netstack.ForwardOptions.RelayPeers,
+	// with the hub's TTL decrement and ICMP time-exceeded), so spokes
+	// reach each other through it. The hub forwards nothing else: its
+	// Allow refuses every destination beyond the tunnel. false means
+	// spokes reach only the hub. It is ignored in a FullMesh.
+	Relay bool
+
 	// NoLeakCheck switches off the goroutine leak check after Close;
 	// see ServerOptions.NoLeakCheck for when to set it.
 	NoLeakCheck bool
@@ -164,6 +173,7 @@ type Peer struct {
 	addr6 netip.Addr
 	cfg   *wg.Config
 	log   *slog.Logger
+	fwd   *netstack.ForwardOptions // router mode of the peer's netstack; nil if off
 
 	mu       sync.Mutex
 	net      *netstack.Net  // nil while stopped; guarded by mu
@@ -289,6 +299,12 @@ func newNetwork(t testing.TB, n int, opts *NetworkOptions) (_ *Network, err erro
 					p.cfg.Peers = append(p.cfg.Peers, entry(q))
 				}
 			}
+		}
+	}
+	if opts.Topology == HubAndSpoke && opts.Relay {
+		nw.peers[0].fwd = &netstack.ForwardOptions{
+			RelayPeers: true,
+			Allow:      func(string, netip.AddrPort, netip.AddrPort) bool { return false },
 		}
 	}
 	for _, p := range nw.peers {
@@ -464,7 +480,7 @@ func (p *Peer) start() error {
 		return nil
 	}
 	bind := p.nw.sw.NewBind(p.index, p.endpoint)
-	n, err := openNet(p.cfg, p.log, bind)
+	n, err := openNet(p.cfg, p.log, bind, p.fwd)
 	if err != nil {
 		return fmt.Errorf("wgtest: start peer %d: %w", p.index, err)
 	}

@@ -24,13 +24,13 @@ var (
 	defaultServerPrefix6 = netip.MustParsePrefix("fd00:99::/64")
 )
 
-// openNet opens a netstack peer for cfg on bind, bounding the set-up by
-// 30 seconds (nothing there should block; the bound keeps a test from
-// hanging if something does).
-func openNet(cfg *wg.Config, log *slog.Logger, bind conn.Bind) (*netstack.Net, error) {
+// openNet opens a netstack peer for cfg on bind, in router mode if fwd
+// is not nil, bounding the set-up by 30 seconds (nothing there should
+// block; the bound keeps a test from hanging if something does).
+func openNet(cfg *wg.Config, log *slog.Logger, bind conn.Bind, fwd *netstack.ForwardOptions) (*netstack.Net, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	return netstack.Open(ctx, cfg, &netstack.Options{Logger: log, Bind: bind})
+	return netstack.Open(ctx, cfg, &netstack.Options{Logger: log, Bind: bind, Forward: fwd})
 }
 
 // ServerOptions configures NewServer. A nil *ServerOptions and every zero
@@ -135,7 +135,7 @@ func NewServer(t testing.TB, opts *ServerOptions) *Server {
 		},
 		MTU: s.mtu,
 	}}
-	s.net, err = openNet(cfg, s.log, &loopbackBind{})
+	s.net, err = openNet(cfg, s.log, &loopbackBind{}, nil)
 	if err != nil {
 		t.Fatalf("wgtest: new server: %v", err)
 	}
@@ -242,7 +242,7 @@ func (s *Server) clientConfig() (*wg.Config, error) {
 func (s *Server) Client() *netstack.Net {
 	s.t.Helper()
 	cfg := s.ClientConfig()
-	c, err := openNet(cfg, s.log, &loopbackBind{})
+	c, err := openNet(cfg, s.log, &loopbackBind{}, nil)
 	if err != nil {
 		s.t.Fatalf("wgtest: open client: %v", err)
 	}

@@ -93,7 +93,7 @@ func soakCycle(srv *Server, target string) error {
 	if err != nil {
 		return err
 	}
-	c, err := openNet(cfg, nil, &loopbackBind{})
+	c, err := openNet(cfg, nil, &loopbackBind{}, nil)
 	if err != nil {
 		return err
 	}
