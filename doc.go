@@ -43,11 +43,35 @@
 //     [github.com/wgkit/wgkit/netstack.Options.Forward] it is also a
 //     router: an exit node or subnet router for its peers, and a hub that
 //     relays between them, still without root.
-//   - [github.com/wgkit/wgkit/tun] on Linux: a kernel TUN interface with its
+//   - [github.com/wgkit/wgkit/tun] on Linux: a network interface with its
 //     addresses, MTU, routes and policy rules set up as wg-quick(8) does,
 //     and removed on Close. Needs CAP_NET_ADMIN.
-//   - [github.com/wgkit/wgkit/tun] on Windows: the same through Wintun and
-//     the IP helper API. Needs Administrator rights.
+//   - [github.com/wgkit/wgkit/tun] on Windows: the same through the IP
+//     helper API. Needs Administrator rights.
+//
+// # Engines
+//
+// The netstack backend always runs wireguard-go. The tun backend runs the
+// system's own WireGuard when it is there, as wg-quick does, and
+// wireguard-go otherwise ([github.com/wgkit/wgkit/tun.Options].Engine:
+// EngineAuto, the default; EngineKernel; EngineUserspace):
+//
+//   - Linux: the kernel's WireGuard, a `wireguard` link made through
+//     rtnetlink and configured through generic netlink, when the kernel
+//     can make one (the wireguard module, loaded on demand); else
+//     wireguard-go on a TUN.
+//   - Windows: WireGuardNT when its wireguard.dll (of the program's
+//     architecture, from download.wireguard.com/wireguardnt) is next to
+//     the program or in System32, loads and the driver answers; else
+//     wireguard-go on Wintun (wintun.dll).
+//
+// The [github.com/wgkit/wgkit/wg.Device] and every one of its methods are
+// the same on both, and so is the host's configuration. What differs on a
+// kernel engine: the data path runs in the kernel (faster, no goroutines
+// of the process carry packets); no UAPI socket is served, since wg(8)
+// configures the interface through netlink (Linux) or the driver
+// (Windows); events are read from the engine's state once a second and
+// failing handshakes are not reported; and a Bind cannot be supplied.
 //
 // Every backend's Close is idempotent, releases every goroutine, socket,
 // interface and route, and returns an error wrapping [net.ErrClosed] when
@@ -60,7 +84,7 @@
 // tun package supports Linux and Windows; on other systems its Open returns
 // an error naming the system. The wg(8) configuration socket (UAPI) is
 // served on Unix sockets and on Windows named pipes, so `wg show` works on a
-// wgkit device. The backends' Options name it alike: Name is the name wg(8)
+// wgkit device (on the kernel engines wg(8) needs no socket). The backends' Options name it alike: Name is the name wg(8)
 // sees, UAPIDir the socket's directory ("" is /var/run/wireguard), and one
 // switch turns it on, with the backend's default: netstack serves no
 // socket unless [github.com/wgkit/wgkit/netstack.Options].EnableUAPI is
@@ -69,8 +93,9 @@
 // [github.com/wgkit/wgkit/wg.CheckMTU] and
 // [github.com/wgkit/wgkit/wg.DefaultMTU].
 //
-// Out of scope: the WireGuard protocol itself (wireguard-go implements it),
-// the in-kernel WireGuard module and WireGuardNT (use wgctrl-go to configure
-// those), and running wg-quick's PreUp/PostUp/PreDown/PostDown hooks, which
-// wgkit parses and carries but never executes.
+// Out of scope: the WireGuard protocol itself (wireguard-go and the
+// kernels implement it), configuring WireGuard interfaces that wgkit did
+// not create (use wgctrl-go), and running wg-quick's
+// PreUp/PostUp/PreDown/PostDown hooks, which wgkit parses and carries but
+// never executes.
 package wgkit

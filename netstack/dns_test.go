@@ -273,9 +273,10 @@ func TestLookupHostErrors(t *testing.T) {
 		}
 	})
 	t.Run("server not answering", func(t *testing.T) {
-		c, _ := openPair(t, func(a, b *wg.Config) {
+		c, s := openPair(t, func(a, b *wg.Config) {
 			a.Interface.DNS = []netip.Addr{addrB6}
 		})
+		silentDNS(t, s, addrB6)
 		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 		defer cancel()
 		_, err := c.LookupHost(ctx, "host.example")

@@ -16,10 +16,12 @@ import (
 // (as Net.Close promises for blocked dials), the context's error, and
 // ErrNoRoute for a DNS server no peer routes.
 func TestLookupErrorsUnwrap(t *testing.T) {
-	// B answers no DNS: queries to it wait until their context or Close.
+	// B takes DNS queries and answers none: they wait until their context
+	// or Close.
 	silent := func(a, _ *wg.Config) { a.Interface.DNS = []netip.Addr{addrB4} }
 	t.Run("Close", func(t *testing.T) {
-		a, _ := openPair(t, silent)
+		a, b := openPair(t, silent)
+		silentDNS(t, b, addrB4)
 		errs := make(chan error, 2)
 		go func() { _, err := a.LookupHost(context.Background(), "host.example"); errs <- err }()
 		go func() { _, err := a.Dial("tcp", "host.example:80"); errs <- err }()
@@ -39,7 +41,8 @@ func TestLookupErrorsUnwrap(t *testing.T) {
 		}
 	})
 	t.Run("context", func(t *testing.T) {
-		a, _ := openPair(t, silent)
+		a, b := openPair(t, silent)
+		silentDNS(t, b, addrB4)
 		tests := []struct {
 			name string
 			ctx  func() (context.Context, context.CancelFunc)
@@ -74,4 +77,16 @@ func TestLookupErrorsUnwrap(t *testing.T) {
 			t.Errorf("LookupHost = %v, want a *net.DNSError wrapping ErrNoRoute", err)
 		}
 	})
+}
+
+// silentDNS makes n take DNS queries on addr and answer none. Without a
+// socket on the port, n's stack would refuse them (ICMP port
+// unreachable), and the lookup fail at once with ECONNREFUSED.
+func silentDNS(t *testing.T, n *Net, addr netip.Addr) {
+	t.Helper()
+	pc, err := n.ListenPacket("udp", netip.AddrPortFrom(addr, 53).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
 }

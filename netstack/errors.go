@@ -2,8 +2,6 @@ package netstack
 
 import (
 	"errors"
-	"io"
-	"net"
 	"os"
 	"syscall"
 
@@ -41,8 +39,14 @@ func errnoOf(err tcpip.Error) (errno syscall.Errno, ok bool) {
 		return syscall.ENOBUFS, true
 	case *tcpip.ErrAddressFamilyNotSupported:
 		return syscall.EAFNOSUPPORT, true
-	case *tcpip.ErrNoPortAvailable:
+	case *tcpip.ErrNoPortAvailable, *tcpip.ErrWouldBlock:
 		return syscall.EAGAIN, true
+	case *tcpip.ErrDestinationRequired:
+		return syscall.EDESTADDRREQ, true
+	case *tcpip.ErrInvalidEndpointState, *tcpip.ErrInvalidOptionValue:
+		return syscall.EINVAL, true
+	case *tcpip.ErrBroadcastDisabled:
+		return syscall.EACCES, true
 	}
 	return 0, false
 }
@@ -54,59 +58,4 @@ func convertErr(call string, err tcpip.Error) error {
 		return os.NewSyscallError(call, errno)
 	}
 	return errors.New("netstack: " + err.String())
-}
-
-// tcpipErrors are the gVisor errors whose text gonet passes on in
-// errors.New(err.String()); convertText maps them back.
-func convertText(call string, err error) error {
-	for _, e := range []tcpip.Error{
-		&tcpip.ErrConnectionRefused{}, &tcpip.ErrConnectionReset{},
-		&tcpip.ErrConnectionAborted{}, &tcpip.ErrAborted{},
-		&tcpip.ErrHostUnreachable{}, &tcpip.ErrNetworkUnreachable{},
-		&tcpip.ErrTimeout{}, &tcpip.ErrClosedForSend{},
-		&tcpip.ErrNotConnected{}, &tcpip.ErrMessageTooLong{},
-		&tcpip.ErrNoBufferSpace{},
-	} {
-		if err.Error() == e.String() {
-			return convertErr(call, e)
-		}
-	}
-	return err
-}
-
-// fixConnErr rewrites an error from a gonet UDP conn: after the
-// conn (closedLocally) or the whole Net was closed, it becomes an
-// *net.OpError wrapping net.ErrClosed, as the net package reports use of
-// a closed connection; gVisor's error texts become errnos. Timeouts and
-// io.EOF from an open conn pass unchanged, and deadline
-// timeouts wrap os.ErrDeadlineExceeded.
-func (n *Net) fixConnErr(err error, op string, closedLocally bool) error {
-	if err == nil {
-		return nil
-	}
-	var oe *net.OpError
-	if !errors.As(err, &oe) {
-		oe = &net.OpError{Op: op, Err: err}
-	} else {
-		c := *oe
-		oe = &c
-	}
-	if closedLocally || n.isClosed() {
-		oe.Err = net.ErrClosed
-		return oe
-	}
-	if err == io.EOF {
-		return err
-	}
-	if ne, ok := oe.Err.(net.Error); ok && ne.Timeout() {
-		// As the net package does, so errors.Is(err, os.ErrDeadlineExceeded).
-		oe.Err = os.ErrDeadlineExceeded
-		return oe
-	}
-	call := "read"
-	if op == "write" {
-		call = "write"
-	}
-	oe.Err = convertText(call, oe.Err)
-	return oe
 }

@@ -2,6 +2,7 @@ package netstack
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -94,10 +95,18 @@ func TestForwardCaps(t *testing.T) {
 	closedPort := netip.MustParseAddrPort(ln.Addr().String())
 	ln.Close()
 	mapped := mapDial(map[netip.Addr]netip.AddrPort{testNet2: svc, testNet3: closedPort})
+	// The blackhole's dials wait until the test has looked at the flood
+	// (release), not for DialTimeout: on a loaded machine, or under -race,
+	// the flood can take longer than any DialTimeout short enough for a
+	// test, and dials that time out early free slots the test counts.
+	var release chan struct{}
 	dial := func(ctx context.Context, network string, src, dst netip.AddrPort) (net.Conn, error) {
 		if dst.Addr() == testNet1 {
-			<-ctx.Done() // a blackhole
-			return nil, ctx.Err()
+			select { // a blackhole
+			case <-ctx.Done():
+			case <-release:
+			}
+			return nil, errors.New("blackhole released")
 		}
 		return mapped(ctx, network, src, dst)
 	}
@@ -115,7 +124,8 @@ func TestForwardCaps(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			const maxDials = defaultMaxPendingDials
-			r, p := openRouter(t, &ForwardOptions{Allow: allowAll, Dial: dial, DialTimeout: 2 * time.Second})
+			release = make(chan struct{})
+			r, p := openRouter(t, &ForwardOptions{Allow: allowAll, Dial: dial, DialTimeout: time.Minute})
 			ctx := testContext(t, 30*time.Second)
 			if _, err := httpGet(ctx, p, "http://"+netip.AddrPortFrom(testNet2, svc.Port()).String()+"/"); err != nil {
 				t.Fatalf("warm-up GET: %v", err) // so the handshake and the engine's buffers are not counted
@@ -178,8 +188,9 @@ func TestForwardCaps(t *testing.T) {
 			if s := r.ForwardStats(); tt.name == "syn-flood-blackhole" && (s.Evicted == 0 || s.PendingDials > maxDials) {
 				t.Errorf("after the legitimate GET: %+v, want an eviction and at most %d pending", s, maxDials)
 			}
-			// The blackholed dials end by DialTimeout, each with an ICMP
-			// error, and leave nothing behind.
+			// The blackholed dials end, each with an ICMP error, and leave
+			// nothing behind.
+			close(release)
 			p.HTTPClient().CloseIdleConnections()
 			waitFor(t, 5*time.Second, "pending dials to end", func() bool {
 				s := r.ForwardStats()

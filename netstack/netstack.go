@@ -133,9 +133,10 @@ type Options struct {
 	// MaxTCPBuffer caps the send and receive buffer of each TCP
 	// connection of the Net, in bytes, and so the data a connection keeps
 	// in flight. Under load that is what bounds memory: the engine holds
-	// each in-flight packet in a 64 KiB buffer, about 48 times its size.
+	// each in-flight packet in a 64 KiB buffer, about 48 times its size
+	// (with the default Bind, at most 256 of them on the receiving side).
 	// In the benchmarks one bulk connection between two tunnels peaks
-	// near 90 MiB of heap with the default buffers (1 MiB, the send buffer
+	// near 80 MiB of heap with the default buffers (1 MiB, the send buffer
 	// growing to 4 MiB) and near 20 MiB with 256 KiB. The cost is
 	// throughput on long paths: one connection moves at most MaxTCPBuffer
 	// per round trip (256 KiB at 50 ms is 40 Mbit/s); on short paths it
@@ -372,7 +373,7 @@ func Open(ctx context.Context, cfg *wg.Config, opts *Options) (*Net, error) {
 	t := newTUNDevice(n.ep, mtu, n.name)
 	bind := opts.Bind
 	if bind == nil {
-		bind = defaultBind(batch, n.log)
+		bind = inflightBind{defaultBind(batch, n.log), n.ep.inflight}
 	}
 	// NewDeviceContext owns t, the Bind and the UAPI listener from here:
 	// it closes them if it fails.

@@ -41,8 +41,7 @@ type tcpConn struct {
 	writeEntry waiter.Entry  // guarded by writeMu; registered while a Write waits
 	writable   chan struct{} // capacity 1; writeEntry's notifications
 
-	readDeadline  deadline
-	writeDeadline deadline
+	deadlines
 }
 
 // newTCPConn wraps a connected endpoint and its wait queue.
@@ -63,8 +62,7 @@ func newTCPConn(n *Net, ep tcpip.Endpoint, wq *waiter.Queue) *tcpConn {
 	}
 	c.readEntry.Init(waiter.ChannelNotifier(c.readable), waiter.ReadableEvents)
 	c.writeEntry.Init(waiter.ChannelNotifier(c.writable), waiter.WritableEvents)
-	c.readDeadline.init()
-	c.writeDeadline.init()
+	c.deadlines.init()
 	return c
 }
 
@@ -199,15 +197,24 @@ func (c *tcpConn) write(b []byte) (int, error) {
 // wait waits for a notification on ready; it fails once expired is
 // closed (the deadline passed) or the conn or the Net is closed.
 func (c *tcpConn) wait(op string, ready, expired <-chan struct{}) error {
+	if err := waitReady(ready, expired, c.closing, c.n.done); err != nil {
+		return c.opErr(op, err)
+	}
+	return nil
+}
+
+// waitReady waits for ready. It returns os.ErrDeadlineExceeded once
+// expired is closed and net.ErrClosed once closing or done is.
+func waitReady(ready, expired, closing, done <-chan struct{}) error {
 	select {
 	case <-ready:
 		return nil
 	case <-expired:
-		return c.opErr(op, os.ErrDeadlineExceeded)
-	case <-c.closing:
-		return c.opErr(op, net.ErrClosed)
-	case <-c.n.done:
-		return c.opErr(op, net.ErrClosed)
+		return os.ErrDeadlineExceeded
+	case <-closing:
+		return net.ErrClosed
+	case <-done:
+		return net.ErrClosed
 	}
 }
 
@@ -220,8 +227,7 @@ func (c *tcpConn) Close() error {
 	}
 	close(c.closing)
 	c.ep.Close()
-	c.readDeadline.stop()
-	c.writeDeadline.stop()
+	c.deadlines.stop()
 	return nil
 }
 
@@ -246,24 +252,42 @@ func (c *tcpConn) shutdown(flags tcpip.ShutdownFlags) error {
 	return nil
 }
 
+// deadlines are a conn's read and write deadlines, with the net.Conn
+// methods that set them; they apply to pending calls too.
+type deadlines struct {
+	readDeadline  deadline
+	writeDeadline deadline
+}
+
+func (d *deadlines) init() {
+	d.readDeadline.init()
+	d.writeDeadline.init()
+}
+
+// stop stops both timers for good.
+func (d *deadlines) stop() {
+	d.readDeadline.stop()
+	d.writeDeadline.stop()
+}
+
 // SetDeadline sets the read and write deadlines, like net.Conn.
-func (c *tcpConn) SetDeadline(t time.Time) error {
-	c.readDeadline.set(t)
-	c.writeDeadline.set(t)
+func (d *deadlines) SetDeadline(t time.Time) error {
+	d.readDeadline.set(t)
+	d.writeDeadline.set(t)
 	return nil
 }
 
 // SetReadDeadline sets the read deadline, like net.Conn; it applies to
-// pending Read calls too.
-func (c *tcpConn) SetReadDeadline(t time.Time) error {
-	c.readDeadline.set(t)
+// pending reads too.
+func (d *deadlines) SetReadDeadline(t time.Time) error {
+	d.readDeadline.set(t)
 	return nil
 }
 
 // SetWriteDeadline sets the write deadline, like net.Conn; it applies to
-// pending Write calls too.
-func (c *tcpConn) SetWriteDeadline(t time.Time) error {
-	c.writeDeadline.set(t)
+// pending writes too.
+func (d *deadlines) SetWriteDeadline(t time.Time) error {
+	d.writeDeadline.set(t)
 	return nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"golang.zx2c4.com/wireguard/conn"
 	wgtun "golang.zx2c4.com/wireguard/tun"
 
+	"github.com/wgkit/wgkit/internal/engine"
 	"github.com/wgkit/wgkit/internal/netconf"
 	"github.com/wgkit/wgkit/wg"
 )
@@ -20,8 +21,9 @@ import (
 //     then the platform's own checks and plan (platform.prepare), before
 //     anything on the host changes;
 //  2. the engine: make the interface and run a wg.Device on it
-//     (userspaceEngine: the platform's TUN, the UAPI listener,
-//     wg.NewDeviceContext; a kernel engine would slot in here);
+//     (startEngine picks: kernelEngine, the platform's engine and
+//     wg.NewDeviceEngine; or userspaceEngine, the platform's TUN, the
+//     UAPI listener and wg.NewDeviceContext);
 //  3. configure the host through the platform's netconf.Configurator and
 //     netconf.Apply (addresses, link up, DNS, rules, routes);
 //  4. the platform's last step (platform.finish), then the Interface.
@@ -44,6 +46,11 @@ type platform interface {
 	// s.cl what makes sure the interface is gone once the TUN is closed.
 	// Errors are worded for the user ("create tun: ...").
 	createTUN(s *openState, mtu int) (wgtun.Device, error)
+	// createKernel creates the interface with the system's own engine,
+	// of mtu bytes, pushing onto s.cl what makes sure it is gone once the
+	// engine is closed. The error wraps errors.ErrUnsupported when the
+	// system has no such engine.
+	createKernel(s *openState, mtu int) (engine.Engine, error)
 	// configurator returns the host Configurator of the created interface
 	// and the MTU to set through it (0: the TUN has it already).
 	configurator(s *openState, mtu int) (c netconf.Configurator, setMTU int, err error)
@@ -54,11 +61,6 @@ type platform interface {
 	linkMTU() (int, error)
 	linkAddrs() ([]netip.Addr, error)
 }
-
-// engine makes the interface and runs a wg.Device on it, pushing onto
-// s.cl what undoes both. userspaceEngine (wireguard-go) is the only one
-// today.
-type engine func(ctx context.Context, p platform, s *openState, runCfg *wg.Config, mtu int) (*wg.Device, error)
 
 // openState is what the steps of one Open share.
 type openState struct {
@@ -71,6 +73,11 @@ type openState struct {
 	// otherwise.
 	bind conn.Bind
 	cl   closers
+}
+
+// deviceOptions are the wg.DeviceOptions every engine gets.
+func (s *openState) deviceOptions() *wg.DeviceOptions {
+	return &wg.DeviceOptions{Logger: s.log, OnEvent: s.opts.OnEvent, Resolver: s.opts.Resolver}
 }
 
 // takeBind hands the Bind over to the engine, which owns it from then on.
@@ -121,8 +128,7 @@ func open(ctx context.Context, cfg *wg.Config, p platform, s *openState) (_ *Int
 	if err != nil {
 		return nil, err
 	}
-	var eng engine = userspaceEngine
-	dev, err := eng(ctx, p, s, runCfg, mtu)
+	dev, kind, err := startEngine(ctx, p, s, runCfg, mtu)
 	if err != nil {
 		return nil, err
 	}
@@ -145,9 +151,10 @@ func open(ctx context.Context, cfg *wg.Config, p platform, s *openState) (_ *Int
 	if err := p.finish(s, dev); err != nil {
 		return nil, err
 	}
-	s.log.Info("tun: interface up", "name", s.name, "mtu", mtu, "routes", len(plan.Routes), "rules", len(plan.Rules))
+	s.log.Info("tun: interface up", "name", s.name, "engine", kind.String(), "mtu", mtu, "routes", len(plan.Routes), "rules", len(plan.Rules))
 	ifc := &Interface{
 		name:  s.name,
+		eng:   kind,
 		dev:   dev,
 		plat:  p,
 		mtu:   mtu,
@@ -175,7 +182,9 @@ func userspaceEngine(ctx context.Context, p platform, s *openState, runCfg *wg.C
 			return nil, err
 		}
 	}
-	dev, err := wg.NewDeviceContext(ctx, t, runCfg, &wg.DeviceOptions{Logger: s.log, Bind: s.takeBind(), UAPI: uapi})
+	o := s.deviceOptions()
+	o.Bind, o.UAPI = s.takeBind(), uapi
+	dev, err := wg.NewDeviceContext(ctx, t, runCfg, o)
 	if err != nil {
 		return nil, err
 	}

@@ -58,23 +58,56 @@
 // The host's resolver is left alone unless [Options].SetDNS is set. The
 // config's DNS values stay available through Device().Config().
 //
+// # Engines
+//
+// [Options].Engine chooses what runs WireGuard on the interface:
+//
+//   - [EngineAuto], the default, does as wg-quick does: the system's own
+//     engine when it is there, else wireguard-go. On Linux that is the
+//     kernel's WireGuard when creating a `wireguard` link works (the
+//     kernel loads the wireguard module on demand); on Windows it is
+//     WireGuardNT when wireguard.dll (from
+//     https://download.wireguard.com/wireguardnt/, of the program's
+//     architecture) is next to the program or in System32, loads, and
+//     the driver answers. With [Options].Bind set it is wireguard-go.
+//   - [EngineKernel] runs the system's engine or fails, with an error
+//     wrapping errors.ErrUnsupported that names what is missing.
+//   - [EngineUserspace] runs wireguard-go on a kernel TUN (Linux) or a
+//     Wintun adapter (Windows, wintun.dll next to the program).
+//
+// [Interface.Engine] says which one runs. Addresses, MTU, routes, rules,
+// DNS and their removal are the same with every engine, and so is
+// [Interface.Device]: every [wg.Device] method works. What differs on
+// the system's engine: the data path runs in the kernel; no UAPI socket
+// is served, so [Options].DisableUAPI and [Options].UAPIDir are ignored
+// (wg(8) reaches the interface through netlink on Linux, and through the
+// driver on Windows, as for any kernel WireGuard interface); the device
+// reads the engine's state once a second, so events and WaitHandshake
+// see a handshake up to a second late, no EventHandshakeFailing is
+// reported and the device cannot start handshakes itself (the kernel
+// starts them when traffic needs the peer); a Bind cannot be supplied;
+// and on Windows no socket binding to the uplink is needed (the driver
+// keeps its own packets off the tunnel).
+//
 // # Configuration tools
 //
-// Unless [Options].DisableUAPI is set, the device serves wg(8)'s
-// configuration protocol (a socket NAME.sock in [Options].UAPIDir,
-// /var/run/wireguard by default, readable by its owner only, or a named
-// pipe on Windows), so `wg show NAME` and `wg set NAME ...` work on it as
-// on a kernel WireGuard interface.
+// With wireguard-go, unless [Options].DisableUAPI is set, the device
+// serves wg(8)'s configuration protocol (a socket NAME.sock in
+// [Options].UAPIDir, /var/run/wireguard by default, readable by its
+// owner only, or a named pipe on Windows), so `wg show NAME` and
+// `wg set NAME ...` work on it as on a kernel WireGuard interface. On the
+// kernel engines wg(8) works without it.
 //
 // # Platform support
 //
-// Linux uses wireguard-go's kernel TUN driver with its offloads (TSO, GRO,
-// UDP GSO left on) and rtnetlink. Windows uses Wintun and the IP helper
-// API; it has no routing tables, so any Table but "off" routes the
-// AllowedIPs on the adapter, and with a default route the engine's
-// sockets are bound to the interface of the host's other default route,
-// chosen once at Open (a later change of uplink is not followed). On
-// other systems Open returns an error naming the system.
+// Linux uses the kernel's WireGuard, or wireguard-go's kernel TUN driver
+// with its offloads (TSO, GRO, UDP GSO left on), and rtnetlink. Windows
+// uses WireGuardNT or Wintun, and the IP helper API; it has no routing
+// tables, so any Table but "off" routes the AllowedIPs on the adapter,
+// and with a default route wireguard-go's sockets are bound to the
+// interface of the host's other default route, chosen once at Open (a
+// later change of uplink is not followed). On other systems Open returns
+// an error naming the system.
 package tun
 
 import (
@@ -108,7 +141,9 @@ type Options struct {
 
 	// Bind is the engine's outer transport. nil means wireguard-go's
 	// default, UDP sockets on the config's ListenPort. The interface owns
-	// the Bind: it is closed by Close, and by Open when Open fails.
+	// the Bind: it is closed by Close, and by Open when Open fails. Only
+	// wireguard-go takes a Bind: with one, EngineAuto runs wireguard-go
+	// and EngineKernel fails.
 	Bind conn.Bind
 
 	// SetDNS, when true, points the host's resolver at the config's DNS
@@ -122,32 +157,49 @@ type Options struct {
 	// DisableUAPI, when true, does not serve wg(8)'s configuration
 	// protocol. false (the default) serves it, under Name, so
 	// `wg show NAME` works. (netstack.Options.EnableUAPI is the same
-	// switch with the opposite default.)
+	// switch with the opposite default.) The kernel engines serve no
+	// UAPI (wg(8) reaches them by netlink or the driver) and ignore it.
 	DisableUAPI bool
 
 	// UAPIDir is the directory of the UAPI socket NAME.sock (Unix), as in
 	// wg.ListenUAPI. "" means wg.DefaultUAPIDir, /var/run/wireguard, the
 	// only directory wg(8) searches. Windows uses a named pipe and ignores
-	// it. Setting it together with DisableUAPI is an error.
+	// it, as do the kernel engines. Setting it together with DisableUAPI is
+	// an error.
 	UAPIDir string
 
-	// TunnelType is the Wintun tunnel type of the adapter (Windows only).
-	// "" means wireguard-go's default, "WireGuard". wireguard-go reads the
+	// TunnelType is the tunnel type of the Wintun or WireGuardNT adapter
+	// (Windows only). "" means "WireGuard". wireguard-go reads the
 	// type from a process-wide variable; Open sets it only for the moment
 	// it creates the adapter, under a lock, and restores it, so tunnels
 	// with different types do not interfere.
 	TunnelType string
 
-	// GUID is the requested GUID of the Wintun adapter (Windows only), in
-	// the form "{XXXXXXXX-XXXX-XXXX-XXXX-XXXXXXXXXXXX}". "" lets Wintun
-	// choose one.
+	// GUID is the requested GUID of the Wintun or WireGuardNT adapter
+	// (Windows only), in the form "{XXXXXXXX-XXXX-XXXX-XXXX-XXXXXXXXXXXX}".
+	// "" lets the driver choose one.
 	GUID string
+
+	// Engine selects the WireGuard engine; the zero value is EngineAuto:
+	// the system's own when it is there, else wireguard-go (see the
+	// package documentation). Interface.Engine reports which one runs.
+	Engine Engine
+
+	// OnEvent, when set, receives the device's events, as
+	// wg.DeviceOptions.OnEvent (on the kernel engines a second late at
+	// most, and without failing handshakes). nil: events are only logged.
+	OnEvent func(wg.Event)
+
+	// Resolver resolves the peers' endpoint host names. nil means
+	// net.DefaultResolver.
+	Resolver *net.Resolver
 }
 
 // Interface is an open WireGuard network interface. Create one with Open.
 // Its methods are safe for concurrent use.
 type Interface struct {
 	name  string
+	eng   Engine // EngineKernel or EngineUserspace
 	dev   *wg.Device
 	plat  platform
 	mtu   int          // the MTU Open set, in bytes
@@ -202,6 +254,11 @@ func Open(ctx context.Context, cfg *wg.Config, opts *Options) (*Interface, error
 // Name returns the interface name.
 func (i *Interface) Name() string { return i.name }
 
+// Engine returns the engine that runs: EngineKernel (the kernel's
+// WireGuard on Linux, WireGuardNT on Windows) or EngineUserspace
+// (wireguard-go), never EngineAuto.
+func (i *Interface) Engine() Engine { return i.eng }
+
 // Device returns the engine running on the interface, for status and
 // run-time changes (peers, keys). Peer changes made through it, or through
 // wg(8), change what the engine sends and accepts but not the host's
@@ -235,9 +292,9 @@ func (i *Interface) Addrs() []netip.Addr {
 // Close tears the interface down as `wg-quick down` would. In order (the
 // reverse of Open's): it undoes what Open changed on the host, newest
 // first (on Linux: the routes, the policy rules, the resolver if Open
-// changed it, the link state and the addresses), stops the engine, closes
-// the TUN (and UAPI listener, and Bind) and makes sure the interface is
-// gone. It carries on past failures and returns them joined. A second
+// changed it, the link state and the addresses), stops the engine (with
+// wireguard-go: closes the TUN, the UAPI listener and the Bind; a kernel
+// engine: deletes its interface) and makes sure the interface is gone. It carries on past failures and returns them joined. A second
 // Close returns an error wrapping net.ErrClosed.
 func (i *Interface) Close() error {
 	i.mu.Lock()

@@ -14,6 +14,8 @@ import (
 	"github.com/vishvananda/netlink"
 	wgtun "golang.zx2c4.com/wireguard/tun"
 
+	"github.com/wgkit/wgkit/internal/engine"
+	"github.com/wgkit/wgkit/internal/kernelwg"
 	"github.com/wgkit/wgkit/internal/netconf"
 	"github.com/wgkit/wgkit/wg"
 )
@@ -75,8 +77,21 @@ func (l *linux) createTUN(s *openState, mtu int) (wgtun.Device, error) {
 	return t, nil
 }
 
-// configurator returns the rtnetlink Configurator; CreateTUN has set the
-// MTU already.
+// createKernel creates the kernel's `wireguard` link with its MTU; once
+// the engine is closed, which deletes it, the link must be gone
+// (removeLink catches an engine that did not).
+func (l *linux) createKernel(s *openState, mtu int) (engine.Engine, error) {
+	d, err := kernelwg.Create(l.name, &kernelwg.Options{MTU: mtu})
+	if err != nil {
+		return nil, err // already "kernelwg: create link ...", ErrUnsupported when absent
+	}
+	l.index = d.Index()
+	s.cl.push(func() error { return removeLink(l.name, l.index) })
+	return d, nil
+}
+
+// configurator returns the rtnetlink Configurator; CreateTUN and
+// createKernel have set the MTU already.
 func (l *linux) configurator(s *openState, _ int) (netconf.Configurator, int, error) {
 	nc, err := netconf.NewLinux(l.name, s.log)
 	return nc, 0, err

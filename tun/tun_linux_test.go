@@ -171,6 +171,12 @@ func snapshot(t *testing.T, ns string) nsState {
 		t.Fatalf("netlink handle in %s: %v", ns, err)
 	}
 	defer h.Close()
+	return snapshotOf(t, h)
+}
+
+// snapshotOf reads the namespace of h as snapshot does.
+func snapshotOf(t *testing.T, h *netlink.Handle) nsState {
+	t.Helper()
 	var s nsState
 	links, err := h.LinkList()
 	if err != nil {

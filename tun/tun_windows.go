@@ -14,7 +14,9 @@ import (
 	wgtun "golang.zx2c4.com/wireguard/tun"
 	"golang.zx2c4.com/wireguard/windows/tunnel/winipcfg"
 
+	"github.com/wgkit/wgkit/internal/engine"
 	"github.com/wgkit/wgkit/internal/netconf"
+	"github.com/wgkit/wgkit/internal/wgnt"
 	"github.com/wgkit/wgkit/wg"
 )
 
@@ -89,15 +91,17 @@ func (w *windowsTun) prepare(s *openState) (*wg.Config, netconf.Plan, error) {
 			w.defaults[r.Dst.Addr().Is4()] = true
 		}
 	}
-	if len(w.defaults) > 0 && s.bind == nil {
-		// Keep a handle on the default Bind to bind its sockets in finish.
-		s.bind = conn.NewDefaultBind()
-	}
-	w.bind = s.bind
 	return cfg, plan, nil
 }
 
 func (w *windowsTun) createTUN(s *openState, mtu int) (wgtun.Device, error) {
+	if len(w.defaults) > 0 && s.bind == nil {
+		// Keep a handle on the default Bind to bind its sockets in
+		// finish. (WireGuardNT binds its own sockets: only wireguard-go
+		// needs this.)
+		s.bind = conn.NewDefaultBind()
+	}
+	w.bind = s.bind
 	t, err := createWintun(s.name, s.opts.TunnelType, w.guid, mtu)
 	if err != nil {
 		return nil, fmt.Errorf("create wintun adapter: %w", err)
@@ -111,13 +115,34 @@ func (w *windowsTun) createTUN(s *openState, mtu int) (wgtun.Device, error) {
 	return t, nil
 }
 
+// createKernel creates a WireGuardNT adapter when the driver is there
+// (wgnt.Available); its Close removes it. The adapter has no MTU of its
+// own: configurator sets the IP MTU of each family.
+func (w *windowsTun) createKernel(s *openState, _ int) (engine.Engine, error) {
+	if !wgnt.Available() {
+		return nil, fmt.Errorf("WireGuardNT not available (wireguard.dll next to the program, Administrator rights): %w", errors.ErrUnsupported)
+	}
+	d, err := wgnt.Create(s.name, &wgnt.Options{GUID: s.opts.GUID, TunnelType: s.opts.TunnelType})
+	if err != nil {
+		return nil, err
+	}
+	w.luid = d.LUID()
+	return d, nil
+}
+
 // configurator returns the IP helper Configurator, which sets the IP MTU
 // of each family too.
 func (w *windowsTun) configurator(s *openState, mtu int) (netconf.Configurator, int, error) {
 	return netconf.NewWindows(w.luid, s.log), mtu, nil
 }
 
+// finish binds wireguard-go's sockets to the uplink; with WireGuardNT
+// (no Bind) there is nothing to do: the driver keeps its own sockets off
+// the tunnel.
 func (w *windowsTun) finish(_ *openState, _ *wg.Device) error {
+	if w.bind == nil {
+		return nil
+	}
 	return bindToUplink(w.bind, w.luid, w.defaults)
 }
 

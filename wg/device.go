@@ -14,6 +14,8 @@ import (
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/tun"
+
+	"github.com/wgkit/wgkit/internal/engine"
 )
 
 // DeviceOptions are the optional settings of NewDevice. A nil *DeviceOptions
@@ -43,6 +45,9 @@ type DeviceOptions struct {
 	// at most 16 MiB, enough for a `wg setconf` of 10 000 peers), each
 	// reply is written within 10 s, and at most 4 connections are served
 	// at once. A client that breaks a bound is disconnected.
+	//
+	// Only the wireguard-go engine serves UAPI: with NewDeviceEngine a
+	// non-nil UAPI is an error.
 	UAPI net.Listener
 
 	// Resolver resolves peer endpoint host names, when the device is
@@ -78,14 +83,19 @@ type DeviceOptions struct {
 	timing *watchTiming // tests only: nil means defaultWatchTiming()
 }
 
-// Device is a running wireguard-go engine on a tun.Device with a typed
-// configuration. Create one with NewDevice; backends such as netstack and
-// tun create theirs and hand it out for status and run-time changes.
+// Device is a running WireGuard engine with a typed configuration:
+// wireguard-go on a tun.Device (NewDevice), or one of wgkit's kernel
+// engines (NewDeviceEngine, used by the tun backend). Create one with
+// NewDevice; backends such as netstack and tun create theirs and hand it
+// out for status and run-time changes. Every method works on every
+// engine.
 //
 // All methods are safe for concurrent use. After Close, every method that
 // changes the device returns an error wrapping net.ErrClosed.
 type Device struct {
-	engine   *device.Device
+	eng      engine.Engine // the engine; closed by Close
+	wgo      *userspace    // eng when it is wireguard-go; nil otherwise
+	routeTTL time.Duration // PeerFor's table expiry; 0: none (routes.go)
 	log      *slog.Logger
 	resolver *net.Resolver
 
@@ -134,28 +144,89 @@ func NewDeviceContext(ctx context.Context, t tun.Device, cfg *Config, opts *Devi
 	if opts == nil {
 		opts = &DeviceOptions{}
 	}
-	// release frees what the caller handed over, before the engine owns it.
-	release := func() {
-		if t != nil {
-			t.Close()
-		}
-		if opts.Bind != nil {
-			opts.Bind.Close()
-		}
-		if opts.UAPI != nil {
-			opts.UAPI.Close()
-		}
-	}
 	if t == nil {
-		release()
+		releaseOptions(opts)
 		return nil, errors.New("wg: new device: nil tun.Device")
 	}
+	d, err := newDevice(cfg, opts)
+	if err != nil {
+		t.Close()
+		releaseOptions(opts)
+		return nil, err
+	}
+	bind := opts.Bind
+	if bind == nil {
+		bind = conn.NewDefaultBind()
+	}
+	// From here on the engine owns t and bind: closing it closes both.
+	u := &userspace{dev: device.NewDevice(t, bind, engineLogger(d.log, d.watch.engineLog))}
+	d.wgo = u
+	d.watch.engine = u.dev
+	return d.run(ctx, u, cfg, opts)
+}
+
+// NewDeviceEngine runs a Device on e, one of wgkit's own engines (the
+// kernel's WireGuard on Linux, WireGuardNT on Windows): it is how wgkit's
+// backends put those engines behind the same Device API; its parameter
+// type is internal, so only wgkit calls it. It applies cfg, brings e up
+// and takes ownership of e and opts.UAPI, closing them if it fails.
+//
+// opts.Bind must be nil (the engine has its own sockets), and opts.UAPI
+// too: such an engine serves no UAPI (wg(8) reaches a kernel engine
+// through netlink or the driver). On such an engine the device learns
+// what happens by reading the engine's state once a second (see
+// [Device.WaitHandshake]), and PeerFor's table is read again when a
+// second old, since wg(8)'s changes come with no notification.
+func NewDeviceEngine(ctx context.Context, e engine.Engine, cfg *Config, opts *DeviceOptions) (*Device, error) {
+	if opts == nil {
+		opts = &DeviceOptions{}
+	}
+	fail := func(err error) (*Device, error) {
+		if e != nil {
+			e.Close()
+		}
+		releaseOptions(opts)
+		return nil, fmt.Errorf("wg: new device: %w", err)
+	}
+	switch {
+	case e == nil:
+		return fail(errors.New("nil engine"))
+	case opts.Bind != nil:
+		return fail(errors.New("a Bind needs the wireguard-go engine"))
+	case opts.UAPI != nil:
+		return fail(errors.New("the engine serves no UAPI (wg(8) reaches it by its own means)"))
+	}
+	d, err := newDevice(cfg, opts)
+	if err != nil {
+		e.Close()
+		return nil, err
+	}
+	d.routeTTL = engineRouteTTL
+	return d.run(ctx, e, cfg, opts)
+}
+
+// engineRouteTTL is how long PeerFor trusts its table on an engine that
+// does not serve UAPI: wg(8) changes such an engine with no word to the
+// Device.
+const engineRouteTTL = time.Second
+
+// releaseOptions closes what the caller handed over in opts.
+func releaseOptions(opts *DeviceOptions) {
+	if opts.Bind != nil {
+		opts.Bind.Close()
+	}
+	if opts.UAPI != nil {
+		opts.UAPI.Close()
+	}
+}
+
+// newDevice validates cfg and builds a Device without an engine. It takes
+// nothing from opts that needs closing.
+func newDevice(cfg *Config, opts *DeviceOptions) (*Device, error) {
 	if cfg == nil {
-		release()
 		return nil, errors.New("wg: new device: nil config")
 	}
 	if err := cfg.Validate(); err != nil {
-		release()
 		return nil, err // already "wg: invalid config: ..."
 	}
 	d := &Device{
@@ -171,35 +242,23 @@ func NewDeviceContext(ctx context.Context, t tun.Device, cfg *Config, opts *Devi
 	if d.resolver == nil {
 		d.resolver = net.DefaultResolver
 	}
-	resolved, err := d.resolveAll(ctx, cfg.Peers)
-	if err != nil {
-		release()
-		return nil, fmt.Errorf("wg: new device: %w", err)
-	}
-	bind := opts.Bind
-	if bind == nil {
-		bind = conn.NewDefaultBind()
-	}
 	timing := defaultWatchTiming()
 	if opts.timing != nil {
 		timing = *opts.timing
 	}
 	d.events = newEventQueue(d.log, opts.OnEvent)
 	d.watch = newWatcher(d, d.events, timing)
-	// From here on the engine owns t and bind: closing it closes both.
-	d.engine = device.NewDevice(t, bind, engineLogger(d.log, d.watch.engineLog))
-	d.watch.engine = d.engine
-	var w uapiWriter
-	w.key("private_key", cfg.Interface.PrivateKey)
-	w.line("listen_port", fmt.Sprint(cfg.Interface.ListenPort))
-	w.line("fwmark", fmt.Sprint(cfg.Interface.FwMark))
-	w.line("replace_peers", "true")
-	for i := range cfg.Peers {
-		w.peer(&cfg.Peers[i], resolved[i])
-	}
-	// failEngine closes the engine, which closes t and bind.
-	failEngine := func(err error) (*Device, error) {
-		d.engine.Close()
+	return d, nil
+}
+
+// run is the rest of NewDevice on engine e, which it owns: it resolves
+// the endpoints, applies cfg, brings e up and starts the watcher, the
+// events and the UAPI server.
+func (d *Device) run(ctx context.Context, e engine.Engine, cfg *Config, opts *DeviceOptions) (*Device, error) {
+	d.eng = e
+	// fail closes the engine (which closes the TUN and Bind it owns).
+	fail := func(err error) (*Device, error) {
+		d.eng.Close()
 		d.watch.stop()
 		d.events.close()
 		if opts.UAPI != nil {
@@ -207,11 +266,26 @@ func NewDeviceContext(ctx context.Context, t tun.Device, cfg *Config, opts *Devi
 		}
 		return nil, fmt.Errorf("wg: new device: %w", err)
 	}
-	if err := d.engine.IpcSet(w.String()); err != nil {
-		return failEngine(fmt.Errorf("apply config: %w", err))
+	resolved, err := d.resolveAll(ctx, cfg.Peers)
+	if err != nil {
+		return fail(err)
 	}
-	if err := d.engine.Up(); err != nil {
-		return failEngine(fmt.Errorf("up: %w", err))
+	priv := engine.Key(cfg.Interface.PrivateKey)
+	port := cfg.Interface.ListenPort
+	mark := cfg.Interface.FwMark
+	ec := &engine.Config{PrivateKey: &priv, ListenPort: &port, ReplacePeers: true}
+	if mark != 0 || d.wgo != nil {
+		// Other engines than Linux's reject a mark; 0 is theirs already.
+		ec.FwMark = &mark
+	}
+	for i := range cfg.Peers {
+		ec.Peers = append(ec.Peers, peerConfig(&cfg.Peers[i], resolved[i]))
+	}
+	if err := d.eng.Configure(ec); err != nil {
+		return fail(fmt.Errorf("apply config: %w", err))
+	}
+	if err := d.eng.Up(); err != nil {
+		return fail(fmt.Errorf("up: %w", err))
 	}
 	// The tun.Device's own EventUp may bring the engine up before the
 	// config is applied, and wireguard-go falls back to a random port
@@ -219,26 +293,25 @@ func NewDeviceContext(ctx context.Context, t tun.Device, cfg *Config, opts *Devi
 	// than asked for is an error, not a surprise.
 	if want := cfg.Interface.ListenPort; want != 0 {
 		if st, err := d.state(); err != nil {
-			return failEngine(err)
+			return fail(err)
 		} else if st.listenPort != want {
-			return failEngine(fmt.Errorf("listen port %d: bound port %d instead (is the port in use?)", want, st.listenPort))
+			return fail(fmt.Errorf("listen port %d: bound port %d instead (is the port in use?)", want, st.listenPort))
 		}
 	}
 	d.iface = cfg.Clone().Interface
 	for i, p := range cfg.Peers {
 		d.endpoints[p.PublicKey] = p.Endpoint
 		d.noteRankLocked(p.PublicKey)
-		ap, _ := netip.ParseAddrPort(resolved[i])
-		d.watch.peerSet(p.PublicKey, p.Endpoint, ap)
+		d.watch.peerSet(p.PublicKey, p.Endpoint, resolved[i])
 	}
 	// Key every peer we can reach now rather than at the first packet,
 	// so that the first dial finds a session. The first few here, before
 	// NewDevice returns (as the engine would for a first packet); the
 	// rest from the watcher's goroutine: with many peers they take a
-	// while (about 100 µs each).
+	// while (about 100 µs each). (Only wireguard-go takes such requests.)
 	var reachable []Key
 	for i, p := range cfg.Peers {
-		if resolved[i] != "" {
+		if resolved[i].IsValid() {
 			reachable = append(reachable, p.PublicKey)
 		}
 	}
@@ -275,17 +348,15 @@ func engineLogger(l *slog.Logger, note func(format string, args []any)) *device.
 	return &device.Logger{Verbosef: logf(true), Errorf: logf(false)}
 }
 
-// resolveAll resolves every peer's endpoint to "ip:port" ("" where none).
-func (d *Device) resolveAll(ctx context.Context, peers []Peer) ([]string, error) {
-	out := make([]string, len(peers))
+// resolveAll resolves every peer's endpoint (the zero AddrPort where none).
+func (d *Device) resolveAll(ctx context.Context, peers []Peer) ([]netip.AddrPort, error) {
+	out := make([]netip.AddrPort, len(peers))
 	for i, p := range peers {
 		ap, err := d.resolve(ctx, p.Endpoint)
 		if err != nil {
 			return nil, fmt.Errorf("peer %s: %w", p.PublicKey, err)
 		}
-		if ap.IsValid() {
-			out[i] = ap.String()
-		}
+		out[i] = ap
 	}
 	return out, nil
 }
@@ -333,11 +404,14 @@ func (d *Device) resolve(ctx context.Context, endpoint string) (netip.AddrPort, 
 
 // state reads the engine's current state.
 func (d *Device) state() (*engineState, error) {
-	text, err := d.engine.IpcGet()
+	if d.wgo != nil {
+		return d.wgo.uapiState() // no detour through engine.State
+	}
+	st, err := d.eng.State()
 	if err != nil {
 		return nil, fmt.Errorf("wg: read engine state: %w", err)
 	}
-	return parseUAPIGet(text)
+	return fromEngineState(st), nil
 }
 
 // errClosedLocked returns the error for a call after Close, or nil.
@@ -371,7 +445,9 @@ type PeerStatus struct {
 	// (each an EventHandshakeFailing), and EndpointChanges the times the
 	// peer's endpoint changed (each an EventEndpointChanged), since the
 	// device first saw the peer. They are counted by watching the
-	// engine, so they may lag the other fields by up to a second.
+	// engine, so they may lag the other fields by up to a second. A
+	// kernel engine (NewDeviceEngine) does not tell of its initiations:
+	// there HandshakeAttempts and HandshakeFailures stay 0.
 	HandshakeAttempts, HandshakeFailures, EndpointChanges uint64
 }
 
@@ -549,13 +625,7 @@ func (d *Device) SetPeerContext(ctx context.Context, p Peer) error {
 	if err := d.errClosedLocked("set peer"); err != nil {
 		return err
 	}
-	var w uapiWriter
-	endpoint := ""
-	if ap.IsValid() {
-		endpoint = ap.String()
-	}
-	w.peer(&p, endpoint)
-	if err := d.engine.IpcSet(w.String()); err != nil {
+	if err := d.eng.Configure(&engine.Config{Peers: []engine.PeerConfig{peerConfig(&p, ap)}}); err != nil {
 		d.routesChanged() // a failed set may have applied part of its lines
 		return fmt.Errorf("wg: set peer %s: %w", p.PublicKey, err)
 	}
@@ -582,10 +652,7 @@ func (d *Device) RemovePeer(pub Key) error {
 	if err := d.errClosedLocked("remove peer"); err != nil {
 		return err
 	}
-	var w uapiWriter
-	w.key("public_key", pub)
-	w.line("remove", "true")
-	if err := d.engine.IpcSet(w.String()); err != nil {
+	if err := d.eng.Configure(&engine.Config{Peers: []engine.PeerConfig{{PublicKey: engine.Key(pub), Remove: true}}}); err != nil {
 		d.routesChanged()
 		return fmt.Errorf("wg: remove peer %s: %w", pub, err)
 	}
@@ -656,23 +723,24 @@ func (d *Device) ReconfigureContext(ctx context.Context, cfg *Config) error {
 	if err != nil {
 		return fmt.Errorf("wg: reconfigure: %w", err)
 	}
-	var w uapiWriter
+	var ec engine.Config
 	in := cfg.Interface
 	if in.PrivateKey != st.privateKey {
-		w.key("private_key", in.PrivateKey)
+		k := engine.Key(in.PrivateKey)
+		ec.PrivateKey = &k
 	}
 	if in.ListenPort != 0 && in.ListenPort != st.listenPort {
-		w.line("listen_port", fmt.Sprint(in.ListenPort))
+		ec.ListenPort = &in.ListenPort
 	}
 	if in.FwMark != st.fwMark {
-		w.line("fwmark", fmt.Sprint(in.FwMark))
+		ec.FwMark = &in.FwMark
 	}
 	running := make(map[Key]PeerStatus, len(st.peers))
 	for _, ps := range st.peers {
 		running[ps.PublicKey] = ps
 	}
 	wanted := make(map[Key]bool, len(cfg.Peers))
-	sent := make(map[Key]string) // endpoints set in the engine, by peer
+	sent := make(map[Key]netip.AddrPort) // endpoints set in the engine, by peer
 	for i := range cfg.Peers {
 		p := &cfg.Peers[i]
 		wanted[p.PublicKey] = true
@@ -680,27 +748,26 @@ func (d *Device) ReconfigureContext(ctx context.Context, cfg *Config) error {
 		endpoint := resolved[i]
 		if ok {
 			if p.Endpoint == d.endpoints[p.PublicKey] {
-				endpoint = "" // unchanged: keep what the engine learned
+				endpoint = netip.AddrPort{} // unchanged: keep what the engine learned
 			}
-			if endpoint == "" && st.psk[p.PublicKey] == p.PresharedKey &&
+			if !endpoint.IsValid() && st.psk[p.PublicKey] == p.PresharedKey &&
 				cur.PersistentKeepalive == p.PersistentKeepalive.Truncate(time.Second) &&
 				prefixesEqual(cur.AllowedIPs, p.AllowedIPs) {
 				continue
 			}
 		}
-		w.peer(p, endpoint)
+		ec.Peers = append(ec.Peers, peerConfig(p, endpoint))
 		sent[p.PublicKey] = endpoint
 	}
 	var removed []Key
 	for k := range running {
 		if !wanted[k] {
-			w.key("public_key", k)
-			w.line("remove", "true")
+			ec.Peers = append(ec.Peers, engine.PeerConfig{PublicKey: engine.Key(k), Remove: true})
 			removed = append(removed, k)
 		}
 	}
-	if body := w.String(); body != "" {
-		err := d.engine.IpcSet(body)
+	if ec.PrivateKey != nil || ec.ListenPort != nil || ec.FwMark != nil || len(ec.Peers) > 0 {
+		err := d.eng.Configure(&ec)
 		d.routesChanged()
 		if err != nil {
 			return fmt.Errorf("wg: reconfigure: %w", err)
@@ -715,9 +782,8 @@ func (d *Device) ReconfigureContext(ctx context.Context, cfg *Config) error {
 	}
 	for i, p := range cfg.Peers {
 		d.notePeerLocked(p)
-		ap, _ := netip.ParseAddrPort(sent[p.PublicKey])
-		d.watch.peerSet(p.PublicKey, p.Endpoint, ap)
-		if _, ok := running[p.PublicKey]; !ok && resolved[i] != "" {
+		d.watch.peerSet(p.PublicKey, p.Endpoint, sent[p.PublicKey])
+		if _, ok := running[p.PublicKey]; !ok && resolved[i].IsValid() {
 			kick = append(kick, p.PublicKey)
 		}
 	}
@@ -726,7 +792,8 @@ func (d *Device) ReconfigureContext(ctx context.Context, cfg *Config) error {
 
 // Close stops the engine and releases everything the device holds: its
 // goroutines, the Bind's sockets, the tun.Device and the UAPI listener with
-// its connections. It is safe to call more than once; calls after the first
+// its connections (a kernel engine: its interface). An engine that fails
+// to close is reported, after everything else is released. It is safe to call more than once; calls after the first
 // return an error wrapping net.ErrClosed.
 func (d *Device) Close() error {
 	// Order: first stop taking UAPI connections and close those open, so
@@ -745,11 +812,14 @@ func (d *Device) Close() error {
 		return err
 	}
 	d.closed = true
-	d.closeRoutes() // PeerFor reports no peer from now on
-	d.engine.Close()
-	<-d.engine.Wait()
+	d.closeRoutes()      // PeerFor reports no peer from now on
+	err := d.eng.Close() // waits for wireguard-go's goroutines
 	d.uapiWG.Wait()
 	d.watch.stop()
 	d.events.close()
+	if err != nil {
+		// A kernel engine that could not remove its interface, say.
+		return fmt.Errorf("wg: close: %w", err)
+	}
 	return nil
 }

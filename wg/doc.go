@@ -22,7 +22,9 @@
 // # Devices
 //
 // [NewDevice] runs the engine on any tun.Device with a Config, resolves peer
-// endpoint names and brings the device up. A [Device] reports typed
+// endpoint names and brings the device up. ([NewDeviceEngine] runs the same
+// Device on the kernel engines of the tun backend: the Linux kernel's
+// WireGuard and WireGuardNT.) A [Device] reports typed
 // [PeerStatus] values and takes run-time changes ([Device.SetPeer],
 // [Device.RemovePeer], [Device.Reconfigure]) while traffic to other peers
 // keeps flowing; [Device.PeerFor] tells, without formatting anything, which

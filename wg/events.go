@@ -21,7 +21,10 @@ const (
 	// got no answer within wireguard-go's RekeyTimeout (5 s). Attempt
 	// counts the failed attempts since the last completed handshake,
 	// from 1; Err wraps [ErrHandshakeTimeout]. The engine retries for
-	// 90 s, then waits for traffic to need the peer again.
+	// 90 s, then waits for traffic to need the peer again. Only
+	// wireguard-go reports failing attempts: a kernel engine (see
+	// [NewDeviceEngine]) never has this event, and its other events come
+	// from reading its state once a second, so up to a second late.
 	EventHandshakeFailing
 
 	// EventEndpointChanged: Peer's endpoint changed, because it sent an

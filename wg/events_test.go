@@ -551,7 +551,7 @@ func TestWaitHandshakeInitiates(t *testing.T) {
 	var u uapiWriter
 	u.key("public_key", bk)
 	u.line("endpoint", b.bind.Addr().String())
-	if err := a.dev.engine.IpcSet(u.String()); err != nil {
+	if err := a.dev.wgo.dev.IpcSet(u.String()); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(200 * time.Millisecond)

@@ -38,7 +38,10 @@ func sessionCurrent(t, now time.Time) bool {
 // (it is less than 3 minutes old); otherwise it asks the engine to
 // initiate one, unless one is under way, and waits for the first one
 // that completes, whoever initiated it. A handshake is seen within about
-// 100 ms of the engine completing it.
+// 100 ms of the engine completing it. On a kernel engine (NewDeviceEngine)
+// the device cannot ask for an initiation (the kernel initiates when
+// traffic or a persistent keepalive needs the peer) and sees a handshake
+// only at its next read of the engine's state, up to a second later.
 //
 // It fails when ctx ends, with an error wrapping ctx.Err() (and
 // [ErrHandshakeTimeout] too if ctx's deadline passed), when the peer is
@@ -164,7 +167,9 @@ func (d *Device) LastReceive(peer Key) (time.Time, error) {
 //
 // The device itself starts a handshake when it is opened and on SetPeer
 // for each peer with an endpoint, and when it has sent to a peer for a second
-// without hearing back.
+// without hearing back. On a kernel engine (NewDeviceEngine) there is no
+// way to ask for an initiation: StartHandshake checks the peer and does
+// nothing else.
 func (d *Device) StartHandshake(peer Key) error {
 	w := d.watch
 	w.mu.RLock()

@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"slices"
 	"time"
+
+	"github.com/wgkit/wgkit/internal/engine"
 )
 
 // Endpoint re-resolution (dynamic DNS), as wireguard-tools'
@@ -186,11 +188,8 @@ func (w *watcher) resolve(j resolveJob) {
 // moveTo sets the engine's endpoint of peer to addr, unless the peer is
 // gone, and initiates a handshake there.
 func (w *watcher) moveTo(peer Key, addr netip.AddrPort) {
-	var u uapiWriter
-	u.key("public_key", peer)
-	u.line("update_only", "true")
-	u.line("endpoint", addr.String())
-	if err := w.engine.IpcSet(u.String()); err != nil {
+	c := &engine.Config{Peers: []engine.PeerConfig{{PublicKey: engine.Key(peer), UpdateOnly: true, Endpoint: addr}}}
+	if err := w.d.eng.Configure(c); err != nil {
 		w.d.log.Warn("wg: re-resolve endpoint: set", "peer", peer.String(), "endpoint", addr.String(), "err", err)
 		return
 	}

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // PeerFor returns the public key of the peer whose AllowedIPs route ip,
@@ -14,16 +15,32 @@ import (
 // IPv4-mapped IPv6 address only IPv6 ones, and an address with a zone none.
 //
 // It follows every change of peers, whether made through SetPeer,
-// RemovePeer, Reconfigure or wg(8). Unlike Peers it formats nothing: it
+// RemovePeer, Reconfigure or wg(8). On a kernel engine (see
+// [NewDeviceEngine]) wg(8)'s changes reach the engine through netlink or
+// the driver, unseen by the device: PeerFor follows them within a second
+// (its table is read again when older). Unlike Peers it formats nothing: it
 // reads a table rebuilt only after the peers change, so it is cheap enough
 // to call for every connection a backend opens. It is safe for concurrent
 // use.
 func (d *Device) PeerFor(ip netip.Addr) (Key, bool) {
 	t := d.routes.Load()
-	if t == nil || !t.closed && t.gen != d.routeGen.Load() {
+	if d.staleRoutes(t, d.routeGen.Load()) {
 		t = d.rebuildRoutes()
 	}
 	return t.lookup(ip)
+}
+
+// staleRoutes reports whether t needs rebuilding at configuration
+// generation gen: none built yet, the configuration changed since, or
+// older than routeTTL.
+func (d *Device) staleRoutes(t *routeTable, gen uint64) bool {
+	switch {
+	case t == nil:
+		return true
+	case t.closed:
+		return false
+	}
+	return t.gen != gen || d.routeTTL > 0 && time.Since(t.built) >= d.routeTTL
 }
 
 // routeState is the part of a Device that PeerFor reads. SetPeer and
@@ -52,7 +69,7 @@ func (d *Device) rebuildRoutes() *routeTable {
 	// Read gen before the engine's state: a change after this point bumps
 	// gen again and makes the table stale, never wrongly fresh.
 	gen := d.routeGen.Load()
-	if t := d.routes.Load(); t != nil && (t.closed || t.gen == gen) {
+	if t := d.routes.Load(); !d.staleRoutes(t, gen) {
 		return t
 	}
 	st, err := d.state()
@@ -61,6 +78,7 @@ func (d *Device) rebuildRoutes() *routeTable {
 		return &routeTable{} // not stored: the next call tries again
 	}
 	t := newRouteTable(gen, st.peers)
+	t.built = time.Now()
 	d.routes.Store(t)
 	d.routeRebuilds.Add(1)
 	return t
@@ -107,6 +125,7 @@ func (d *Device) closeRoutes() {
 // changing one peer of many costs that peer's prefixes, not a rebuild.
 type routeTable struct {
 	gen    uint64
+	built  time.Time // when read from the engine, for routeTTL
 	closed bool
 
 	mu     sync.RWMutex           // guards v4, v6 and byPeer

@@ -36,21 +36,6 @@ func (w *uapiWriter) line(name, value string) {
 
 func (w *uapiWriter) String() string { return w.b.String() }
 
-// peer writes a full peer section. endpoint is the resolved "ip:port" or ""
-// to leave the engine's endpoint as it is.
-func (w *uapiWriter) peer(p *Peer, endpoint string) {
-	w.key("public_key", p.PublicKey)
-	w.key("preshared_key", p.PresharedKey)
-	if endpoint != "" {
-		w.line("endpoint", endpoint)
-	}
-	w.line("persistent_keepalive_interval", strconv.Itoa(int(p.PersistentKeepalive/time.Second)))
-	w.line("replace_allowed_ips", "true")
-	for _, pfx := range p.AllowedIPs {
-		w.line("allowed_ip", pfx.Masked().String())
-	}
-}
-
 // engineState is what the engine reports through a UAPI "get".
 type engineState struct {
 	privateKey Key

@@ -153,7 +153,7 @@ func (d *Device) serveUAPIConn(c net.Conn) {
 			return
 		}
 		reply.Reset()
-		d.engine.IpcHandle(&memConn{r: bytes.NewReader(req), w: &reply})
+		d.wgo.dev.IpcHandle(&memConn{r: bytes.NewReader(req), w: &reply})
 		if op == uapiSet {
 			// Before the reply, so that by the time wg(8) learns the
 			// change is done, PeerFor sees it. A failed set may have

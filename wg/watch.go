@@ -27,6 +27,10 @@ import (
 //     every watchTiming.poll, for roaming, idle peers, counters and
 //     re-resolution.
 //
+// On an engine other than wireguard-go there are no notes: the state is
+// read every watchTiming.poll only, so handshakes are seen up to that late,
+// and failing handshakes (known only from the notes) are not reported.
+//
 // It emits Events, answers WaitHandshake and LastHandshake, starts
 // handshakes for peers that stopped answering, and re-resolves host
 // names (reresolve.go). It never takes Device.mu; Device methods holding
@@ -106,7 +110,7 @@ type peerWatch struct {
 
 type watcher struct {
 	d      *Device
-	engine *device.Device
+	engine *device.Device // wireguard-go, for its peers and initiations; nil on other engines
 	events *eventQueue
 	timing watchTiming
 
@@ -376,6 +380,9 @@ func (w *watcher) poll() {
 	// Look the engine's peers up before taking w.mu, to hold it briefly.
 	ptrs := make(map[*device.Peer]Key, len(st.peers))
 	for _, ps := range st.peers {
+		if w.engine == nil {
+			break // an engine without handshake notes
+		}
 		if ep := w.engine.LookupPeer(device.NoisePublicKey(ps.PublicKey)); ep != nil {
 			ptrs[ep] = ps.PublicKey
 		}
@@ -535,8 +542,10 @@ func (w *watcher) peerSet(k Key, configured string, ep netip.AddrPort) {
 			w.endpointLocked(k, p, ep, now)
 		}
 	}
-	if ptr := w.engine.LookupPeer(device.NoisePublicKey(k)); ptr != nil {
-		w.setPtrLocked(k, ptr)
+	if w.engine != nil {
+		if ptr := w.engine.LookupPeer(device.NoisePublicKey(k)); ptr != nil {
+			w.setPtrLocked(k, ptr)
+		}
 	}
 	w.poke()
 }
@@ -584,8 +593,15 @@ func (w *watcher) initiationPendingLocked(p *peerWatch, now time.Time) bool {
 }
 
 // startHandshake asks the engine for an initiation to k unless one is
-// pending (initiationPendingLocked). It reports whether k is a peer.
+// pending (initiationPendingLocked). It reports whether k is a peer. Only
+// wireguard-go takes such a request: on other engines it does nothing
+// (they initiate when traffic or a keepalive needs the peer).
 func (w *watcher) startHandshake(k Key) bool {
+	if w.engine == nil {
+		w.mu.RLock()
+		defer w.mu.RUnlock()
+		return w.peers[k] != nil
+	}
 	ep := w.engine.LookupPeer(device.NoisePublicKey(k))
 	if ep == nil {
 		return false

@@ -15,7 +15,6 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -31,6 +30,7 @@ import (
 	"github.com/wgkit/wgkit/internal/netconf"
 	"github.com/wgkit/wgkit/internal/nettest"
 	"github.com/wgkit/wgkit/internal/vmtest"
+	"github.com/wgkit/wgkit/internal/wgdump"
 	"github.com/wgkit/wgkit/netstack"
 	"github.com/wgkit/wgkit/wg"
 )
@@ -311,25 +311,25 @@ func TestGuestKernelEngine(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if diff := cmp.Diff(show.iface, ifaceOf(st)); diff != "" {
+		if diff := cmp.Diff(ifaceOf(show), ifaceOf(st)); diff != "" {
 			t.Errorf("State's interface vs wg show (-wg +State):\n%s", diff)
 		}
 		if st.PublicKey != kPub || st.PrivateKey != kp || st.ListenPort != port {
 			t.Errorf("State keys or port: %v", ifaceOf(st))
 		}
-		if len(st.Peers) != 1 || len(show.peers) != 1 {
-			t.Fatalf("State has %d peers, wg show %d, want 1", len(st.Peers), len(show.peers))
+		if len(st.Peers) != 1 || len(show.Peers) != 1 {
+			t.Fatalf("State has %d peers, wg show %d, want 1", len(st.Peers), len(show.Peers))
 		}
-		p, w := st.Peers[0], show.peers[0]
+		p, w := st.Peers[0], show.Peers[0]
 		// wg show ran first: its counters may be lower, its handshake older.
-		if diff := cmp.Diff(w.static, staticOf(p), cmpNet); diff != "" {
+		if diff := cmp.Diff(staticOf(w), staticOf(p), cmpNet); diff != "" {
 			t.Errorf("State's peer vs wg show (-wg +State):\n%s", diff)
 		}
-		if w.handshake == 0 || p.LastHandshake.IsZero() || p.LastHandshake.Unix() < w.handshake {
-			t.Errorf("handshake: wg show %d, State %v", w.handshake, p.LastHandshake)
+		if w.LastHandshake.IsZero() || p.LastHandshake.IsZero() || p.LastHandshake.Unix() < w.LastHandshake.Unix() {
+			t.Errorf("handshake: wg show %v, State %v", w.LastHandshake, p.LastHandshake)
 		}
-		if w.rx == 0 || w.tx == 0 || p.RxBytes < w.rx || p.TxBytes < w.tx || p.RxBytes < 8<<20 {
-			t.Errorf("transfer: wg show rx %d tx %d, State rx %d tx %d", w.rx, w.tx, p.RxBytes, p.TxBytes)
+		if w.RxBytes == 0 || w.TxBytes == 0 || p.RxBytes < w.RxBytes || p.TxBytes < w.TxBytes || p.RxBytes < 8<<20 {
+			t.Errorf("transfer: wg show rx %d tx %d, State rx %d tx %d", w.RxBytes, w.TxBytes, p.RxBytes, p.TxBytes)
 		}
 		if p.PublicKey != nPub || p.Endpoint != netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(n.Device().ListenPort())) {
 			t.Errorf("peer %x at %v, want the netstack tunnel at port %d", p.PublicKey[:4], p.Endpoint, n.Device().ListenPort())
@@ -400,14 +400,14 @@ func TestGuestKernelEngine(t *testing.T) {
 			}
 			show := wgShow(ctx, t)
 			fromWG := map[Key]staticPeer{}
-			for _, p := range show.peers {
-				fromWG[p.static.PublicKey] = p.static
+			for _, p := range show.Peers {
+				fromWG[p.PublicKey] = staticOf(p)
 			}
 			if diff := cmp.Diff(wantPeers, fromWG, cmpNet); diff != "" {
 				t.Errorf("%s: wg show's peers (-want +got):\n%s", step, diff)
 			}
-			if st.FwMark != wantMark || show.iface.FwMark != wantMark {
-				t.Errorf("%s: fwmark: State %#x, wg show %#x, want %#x", step, st.FwMark, show.iface.FwMark, wantMark)
+			if st.FwMark != wantMark || show.FwMark != wantMark {
+				t.Errorf("%s: fwmark: State %#x, wg show %#x, want %#x", step, st.FwMark, show.FwMark, wantMark)
 			}
 		}
 		stackStatic := func(allowed ...netip.Prefix) staticPeer {
@@ -641,94 +641,16 @@ func staticOf(p PeerState) staticPeer {
 	return staticPeer{p.PublicKey, p.PresharedKey, p.Endpoint, p.AllowedIPs, p.PersistentKeepalive}
 }
 
-type shownPeer struct {
-	static    staticPeer
-	handshake int64 // Unix seconds; 0 is never
-	rx, tx    uint64
-}
-
-type shown struct {
-	iface ifaceState
-	peers []shownPeer
-}
-
-// wgShow runs `wg show wgk0 dump` and parses it (wg(8), "dump": one
-// tab-separated line for the interface, then one per peer).
-func wgShow(ctx context.Context, t *testing.T) shown {
+// wgShow runs `wg show wgk0 dump` and parses it.
+func wgShow(ctx context.Context, t *testing.T) *State {
 	t.Helper()
 	out, err := exec.CommandContext(ctx, "wg", "show", guestLink, "dump").CombinedOutput()
 	if err != nil {
 		t.Fatalf("wg show: %v\n%s", err, out)
 	}
-	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	var s shown
-	fail := func(line string, err error) {
-		t.Helper()
-		t.Fatalf("wg show: line %q: %v", line, err)
+	st, err := wgdump.Parse(string(out))
+	if err != nil {
+		t.Fatal(err)
 	}
-	f := strings.Split(lines[0], "\t")
-	if len(f) != 4 {
-		fail(lines[0], errors.New("want 4 fields"))
-	}
-	var errs []error
-	s.iface = ifaceState{
-		PrivateKey: parseKey(f[0], &errs), PublicKey: parseKey(f[1], &errs),
-		ListenPort: int(parseUint(f[2], &errs)), FwMark: uint32(parseUint(f[3], &errs)),
-	}
-	if err := errors.Join(errs...); err != nil {
-		fail(lines[0], err)
-	}
-	for _, line := range lines[1:] {
-		errs = errs[:0]
-		f := strings.Split(line, "\t")
-		if len(f) != 8 {
-			fail(line, errors.New("want 8 fields"))
-		}
-		var p shownPeer
-		p.static.PublicKey = parseKey(f[0], &errs)
-		p.static.PresharedKey = parseKey(f[1], &errs)
-		if f[2] != "(none)" {
-			ap, err := netip.ParseAddrPort(f[2])
-			errs = append(errs, err)
-			p.static.Endpoint = ap
-		}
-		if f[3] != "(none)" {
-			for _, s := range strings.Split(f[3], ",") {
-				pfx, err := netip.ParsePrefix(s)
-				errs = append(errs, err)
-				p.static.AllowedIPs = append(p.static.AllowedIPs, pfx)
-			}
-		}
-		p.handshake = int64(parseUint(f[4], &errs))
-		p.rx, p.tx = parseUint(f[5], &errs), parseUint(f[6], &errs)
-		if f[7] != "off" {
-			p.static.PersistentKeepalive = time.Duration(parseUint(f[7], &errs)) * time.Second
-		}
-		if err := errors.Join(errs...); err != nil {
-			fail(line, err)
-		}
-		s.peers = append(s.peers, p)
-	}
-	return s
-}
-
-// parseKey parses wg(8)'s base64 key, "(none)" being the zero key.
-func parseKey(s string, errs *[]error) Key {
-	if s == "(none)" {
-		return Key{}
-	}
-	k, err := wg.ParseKey(s)
-	*errs = append(*errs, err)
-	return Key(k)
-}
-
-// parseUint parses a decimal or 0x-prefixed number (wg prints the fwmark
-// in hex, "off" for 0).
-func parseUint(s string, errs *[]error) uint64 {
-	if s == "off" {
-		return 0
-	}
-	v, err := strconv.ParseUint(s, 0, 64)
-	*errs = append(*errs, err)
-	return v
+	return st
 }
