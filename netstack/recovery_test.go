@@ -30,10 +30,11 @@ import (
 // "Recovery after an outage").
 //
 // WGKIT_RECOVERY_SWEEP=1 runs the long sweep instead of the short CI set:
-// partitions of 1, 5, 10, 20, 30 and 60 s, three trials each (about eight
-// minutes):
+// the other outages and partitions of 1, 5, 10, 20, 30 and 60 s, three
+// trials each (about ten minutes; WGKIT_RECOVERY_DURS, _TRIALS and
+// _TUNINGS narrow or vary it, see TestRecoverySweep and namedTuning):
 //
-//	WGKIT_RECOVERY_SWEEP=1 go test -run TestRecoverySweep -v ./netstack/
+//	WGKIT_RECOVERY_SWEEP=1 go test -run TestRecoverySweep -timeout 30m -v ./netstack/
 
 // bulk is a TCP stream that sends as fast as it can from one Net to a
 // listener on another and counts the bytes that arrive.
