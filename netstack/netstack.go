@@ -63,7 +63,7 @@
 // within about a second of the path returning, after an outage of any
 // length; an unacknowledged connection is aborted after about 15 minutes
 // of retries, as on Linux. A closed connection stays in TIME_WAIT for 5 s
-// (not 60), holding about 5 to 8 KiB: the memory of closed connections is
+// (not 60), holding about 8 KiB: the memory of closed connections is
 // at most about 5 s times the closing rate times 8 KiB (40 MiB at 1000
 // connections a second). Dials in progress are not capped: each packet in
 // flight in the engine sits in a 64 KiB buffer, so 5000 dials at once to
@@ -523,9 +523,9 @@ const (
 	tcpMaxRetries = 900
 
 	// tcpTimeWait is how long a closed connection stays in TIME_WAIT,
-	// holding about 5 KiB (gVisor's default is 60 s). At 1000
-	// connections closed per second that is about 25 MiB instead of
-	// 300. Old duplicates it guards against outlive it only on paths
+	// holding about 8 KiB (gVisor's default is 60 s). At 1000
+	// connections closed per second that is about 40 MiB instead of
+	// 500. Old duplicates it guards against outlive it only on paths
 	// that delay packets by seconds, which WireGuard's replay window
 	// and TCP's timestamps and random initial sequence numbers cover.
 	tcpTimeWait = 5 * time.Second
