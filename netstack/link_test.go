@@ -38,7 +38,7 @@ var (
 
 // newLinkTest returns a stack with the link's local addresses and its
 // tun.Device, both closed at cleanup.
-func newLinkTest(t *testing.T) (*Net, *tunDevice) {
+func newLinkTest(t testing.TB) (*Net, *tunDevice) {
 	t.Helper()
 	n := &Net{ep: newEndpoint(1420), done: make(chan struct{})}
 	st, err := n.newStack([]netip.Prefix{

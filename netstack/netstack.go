@@ -54,6 +54,21 @@
 // reports them. With RelayPeers the Net is a WireGuard hub: packets from
 // one peer to another's AllowedIPs are relayed, TTL decremented, without
 // reaching the stack.
+//
+// # TCP after an outage, and the memory of closed connections
+//
+// The stack's TCP is tuned for a tunnel whose path may vanish for a while
+// (a partition, a roam, a peer re-set): loss detection without RACK, and a
+// retransmission timeout capped at 1 s, so a stream is back to speed
+// within about a second of the path returning, after an outage of any
+// length; an unacknowledged connection is aborted after about 15 minutes
+// of retries, as on Linux. A closed connection stays in TIME_WAIT for 5 s
+// (not 60), holding about 8 KiB: the memory of closed connections is
+// at most about 5 s times the closing rate times 8 KiB (40 MiB at 1000
+// connections a second). Dials in progress are not capped: each packet in
+// flight in the engine sits in a 64 KiB buffer, so 5000 dials at once to
+// a listener that never accepts peak near 200 MiB, within wireguard-go's
+// per-peer queue bounds. BENCHMARKS.md has the figures.
 package netstack
 
 import (
@@ -382,6 +397,11 @@ func Open(ctx context.Context, cfg *wg.Config, opts *Options) (*Net, error) {
 	if n.capture != nil {
 		n.capture.start()
 	}
+	if !t.setOnClose(n.deviceClosed) {
+		// The engine stopped already; do not hand out a half-open Net.
+		n.Close()
+		return nil, fmt.Errorf("netstack: open: %w", net.ErrClosed)
+	}
 	n.log.Debug("netstack: tunnel up", "name", n.name, "addrs", n.addrs, "mtu", mtu)
 	return n, nil
 }
@@ -416,6 +436,9 @@ func (n *Net) newStack(prefixes []netip.Prefix) (*stack.Stack, error) {
 	sack := tcpip.TCPSACKEnabled(true)
 	if terr := st.SetTransportProtocolOption(tcp.ProtocolNumber, &sack); terr != nil {
 		return fail(fmt.Errorf("enable TCP SACK: %s", terr))
+	}
+	if err := setTCPRecovery(st); err != nil {
+		return fail(err)
 	}
 	if limit := n.maxTCPBuffer; limit > 0 {
 		// Min stays gVisor's; Default is clamped to Max, as gVisor
@@ -483,8 +506,61 @@ func (n *Net) newStack(prefixes []netip.Prefix) (*stack.Stack, error) {
 	return st, nil
 }
 
+// The stack's TCP loss recovery and connection lifetime, chosen from the
+// measurements in BENCHMARKS.md ("Recovery after an outage").
+const (
+	// tcpMaxRTO caps the retransmission timeout (gVisor's default is
+	// 120 s, and it doubles on every retry): after an outage of any
+	// length a connection retransmits within a second of the path
+	// returning, instead of after up to twice the outage.
+	tcpMaxRTO = time.Second
+
+	// tcpMaxRetries is how often an unacknowledged segment is resent
+	// before the connection is aborted: at one retry a second once the
+	// RTO reaches tcpMaxRTO, about 15 minutes, as Linux's default
+	// tcp_retries2 of 15 gives with its 120 s RTO cap. gVisor's own 15
+	// would end a connection after 14 s of outage at this RTO cap.
+	tcpMaxRetries = 900
+
+	// tcpTimeWait is how long a closed connection stays in TIME_WAIT,
+	// holding about 8 KiB (gVisor's default is 60 s). At 1000
+	// connections closed per second that is about 40 MiB instead of
+	// 500. Old duplicates it guards against outlive it only on paths
+	// that delay packets by seconds, which WireGuard's replay window
+	// and TCP's timestamps and random initial sequence numbers cover.
+	tcpTimeWait = 5 * time.Second
+)
+
+// setTCPRecovery sets the TCP options above and turns RACK loss
+// detection off. With RACK (gVisor's default), a stream that lost a
+// window of packets to an outage often stayed at a few KB/s for tens of
+// seconds after the path returned (in 2 of 5 trials of a 6 s partition
+// here, and every RACK variant gVisor offers did it in 20 to 40 % of
+// trials; Tailscale saw the same, tailscale#9707 and #20893); without
+// it, recovery uses SACK and duplicate ACKs, as Linux before RACK did.
+// The cost is loss recovery on randomly lossy paths: a 16 MiB transfer
+// under 1 % loss with reordering takes about twice as long.
+func setTCPRecovery(st *stack.Stack) error {
+	recovery := tcpip.TCPRecovery(0)
+	maxRTO := tcpip.TCPMaxRTOOption(tcpMaxRTO)
+	retries := tcpip.TCPMaxRetriesOption(tcpMaxRetries)
+	timeWait := tcpip.TCPTimeWaitTimeoutOption(tcpTimeWait)
+	for _, o := range []tcpip.SettableTransportProtocolOption{&recovery, &maxRTO, &retries, &timeWait} {
+		if terr := st.SetTransportProtocolOption(tcp.ProtocolNumber, o); terr != nil {
+			return fmt.Errorf("set TCP option %T: %s", o, terr)
+		}
+	}
+	return nil
+}
+
 // Device returns the WireGuard device of the tunnel, for peer status and
 // run-time changes. It stays valid (and closed) after Close.
+//
+// Closing the Device closes the Net as a whole, as Close does: the
+// engine's link to the stack is gone, so Dial, Listen, Ping and lookups
+// then fail with errors wrapping net.ErrClosed, open connections and
+// listeners are shut down, and a later Close returns an error wrapping
+// net.ErrClosed.
 func (n *Net) Device() *wg.Device { return n.dev }
 
 // Addrs returns the tunnel's own addresses, in configuration order.
@@ -502,23 +578,43 @@ func (n *Net) MTU() int { return n.mtu }
 // shuts down the Net's listeners, then closes the
 // gVisor stack, which aborts every connection, and waits for the stack's
 // goroutines to exit. Blocked Read, Write, Accept and dial calls return
-// errors wrapping net.ErrClosed. A second Close returns such an error too.
+// errors wrapping net.ErrClosed. A second Close returns such an error too,
+// and so does a Close after the Device was closed directly (see Device):
+// the Net was closed then.
 func (n *Net) Close() error {
 	if n.done == nil {
 		return fmt.Errorf("netstack: close: the Net was not made by Open: %w", net.ErrClosed)
 	}
-	n.mu.Lock()
-	if n.closed {
-		n.mu.Unlock()
+	listeners, ok := n.markClosed()
+	if !ok {
 		return fmt.Errorf("netstack: close: %w", net.ErrClosed)
+	}
+	err := n.dev.Close()
+	n.closeStack(listeners)
+	if err != nil {
+		return fmt.Errorf("netstack: close: %w", err)
+	}
+	return nil
+}
+
+// markClosed marks the Net closed, waking every wait on n.done, and
+// returns the listeners to shut down; ok is false if it was closed before.
+func (n *Net) markClosed() (listeners map[*tcpListener]struct{}, ok bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return nil, false
 	}
 	n.closed = true
 	close(n.done)
-	listeners := n.listeners
+	listeners = n.listeners
 	n.listeners = nil
-	n.mu.Unlock()
+	return listeners, true
+}
 
-	err := n.dev.Close()
+// closeStack ends the capture, shuts down listeners and forwarded flows
+// and closes the stack, once the engine no longer delivers to it.
+func (n *Net) closeStack(listeners map[*tcpListener]struct{}) {
 	if n.capture != nil {
 		n.capture.stop() // the engine is stopped: nothing more is recorded
 	}
@@ -537,10 +633,22 @@ func (n *Net) Close() error {
 	if n.fwd != nil {
 		n.fwd.wait()
 	}
-	if err != nil {
-		return fmt.Errorf("netstack: close: %w", err)
+}
+
+// deviceClosed is the tun device's close hook (tunDevice.setOnClose): the
+// engine closes the tun device whenever the wg.Device closes. When Close
+// did it, there is nothing more to do; when someone closed Net.Device()
+// directly (or the engine stopped on its own), the rest of the Net is
+// closed here, so it is never left half-open. It runs inside the engine's
+// Close with the engine's locks held and so must not call the engine; the
+// stack no longer hears from it (the link is stopped).
+func (n *Net) deviceClosed() {
+	listeners, ok := n.markClosed()
+	if !ok {
+		return
 	}
-	return nil
+	n.log.Debug("netstack: the device was closed; closing the Net", "name", n.name)
+	n.closeStack(listeners)
 }
 
 // isClosed reports whether Close has started.

@@ -18,7 +18,16 @@ type tunDevice struct {
 	name   string
 	events chan tun.Event
 
-	closeOnce sync.Once
+	mu      sync.Mutex
+	closed  bool   // guarded by mu
+	onClose func() // guarded by mu; see setOnClose
+
+	// wmu is held shared by Write while it delivers to the stack and
+	// exclusively by Close to set stopped, so that once Close has the
+	// lock no delivery is in progress or starts: the close hook may then
+	// close the stack under the engine's feet.
+	wmu     sync.RWMutex
+	stopped bool // guarded by wmu
 }
 
 var _ tun.Device = (*tunDevice)(nil)
@@ -42,6 +51,11 @@ func (t *tunDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 
 // Write implements tun.Device, delivering a batch of packets to the stack.
 func (t *tunDevice) Write(bufs [][]byte, offset int) (int, error) {
+	t.wmu.RLock()
+	defer t.wmu.RUnlock()
+	if t.stopped {
+		return 0, os.ErrClosed
+	}
 	return t.ep.deliverBatch(bufs, offset)
 }
 
@@ -57,18 +71,43 @@ func (t *tunDevice) Events() <-chan tun.Event { return t.events }
 // BatchSize implements tun.Device.
 func (t *tunDevice) BatchSize() int { return t.ep.batch }
 
-// Close implements tun.Device. It stops the link in both directions and
-// closes the event channel; the gVisor stack itself is closed by Net.Close.
-// A second call returns an error wrapping net.ErrClosed.
+// setOnClose makes Close call f once the link is stopped. The engine
+// closes its tun.Device whenever the wg.Device closes, also when the user
+// closes Net.Device() directly; f is how the Net learns of it. It reports
+// false, and keeps nothing, if the device is closed already.
+func (t *tunDevice) setOnClose(f func()) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return false
+	}
+	t.onClose = f
+	return true
+}
+
+// Close implements tun.Device. It stops the link in both directions,
+// waits for a delivery to the stack in progress, closes the event channel
+// and then calls the hook set by setOnClose. The engine calls it while
+// closing, with its own locks held, so the hook must not call into the
+// engine. A second call returns an error wrapping net.ErrClosed.
 func (t *tunDevice) Close() error {
-	closed := false
-	t.closeOnce.Do(func() {
-		closed = true
-		t.ep.closeQueue()
-		close(t.events)
-	})
-	if !closed {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
 		return fmt.Errorf("netstack: tun device: %w", net.ErrClosed)
+	}
+	t.closed = true
+	onClose := t.onClose
+	t.onClose = nil
+	t.mu.Unlock()
+
+	t.ep.closeQueue()
+	t.wmu.Lock()
+	t.stopped = true
+	t.wmu.Unlock()
+	close(t.events)
+	if onClose != nil {
+		onClose()
 	}
 	return nil
 }

@@ -1,0 +1,194 @@
+package netstack
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"runtime/pprof"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// The tests in this file hold the memory bounds the package documents
+// (Options, "Memory" in the package doc): closed connections release
+// their state after tcpTimeWait, and a burst of dials to a listener that
+// never accepts costs what the engine's queues bound, not more.
+
+// heapAfterGC returns the live heap in bytes after a full collection.
+func heapAfterGC() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
+}
+
+// heapPeak samples the heap in use every millisecond until stop is closed
+// and returns the highest sample.
+func heapPeak(stop <-chan struct{}) <-chan uint64 {
+	out := make(chan uint64, 1)
+	go func() {
+		var peak uint64
+		var ms runtime.MemStats
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for {
+			runtime.ReadMemStats(&ms)
+			peak = max(peak, ms.HeapAlloc)
+			select {
+			case <-stop:
+				out <- peak
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return out
+}
+
+const mib = 1 << 20
+
+// TestTimeWaitMemoryReleased opens and closes connections as fast as it
+// can and checks that their TIME_WAIT state is gone tcpTimeWait later.
+// With gVisor's 60 s TIME_WAIT every closed connection held 3.5 to 5.6
+// KiB for a minute: 238 MiB at 1100 connections per second.
+func TestTimeWaitMemoryReleased(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits out TIME_WAIT (6 s); skipped with -short")
+	}
+	const conns = 3000
+	a, b := openPair(t, nil)
+	ctx := testContext(t, 60*time.Second)
+	ln, err := a.Listen("tcp", ":9300")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				c.Read(make([]byte, 1))
+				c.Close()
+			}()
+		}
+	}()
+	addr := netip.AddrPortFrom(addrA4, 9300).String()
+	base := heapAfterGC()
+	start := time.Now()
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	next := make(chan struct{})
+	for range 8 {
+		wg.Go(func() {
+			for range next {
+				c, err := b.DialContext(ctx, "tcp", addr)
+				if err != nil {
+					failed.Add(1)
+					continue
+				}
+				// The dialer writes and closes first, so its side of
+				// every connection goes through TIME_WAIT.
+				c.Write([]byte{1})
+				c.Close()
+			}
+		})
+	}
+	for range conns {
+		next <- struct{}{}
+	}
+	close(next)
+	wg.Wait()
+	churn := time.Since(start)
+	if n := failed.Load(); n > 0 {
+		t.Fatalf("%d of %d dials failed", n, conns)
+	}
+	held := heapAfterGC()
+	time.Sleep(tcpTimeWait + time.Second)
+	after := heapAfterGC()
+	t.Logf("%d connections in %v: heap %.1f MiB before, %.1f MiB just after, %.1f MiB %v later",
+		conns, churn.Round(time.Millisecond), float64(base)/mib, float64(held)/mib, float64(after)/mib, tcpTimeWait+time.Second)
+	// 3000 connections in TIME_WAIT hold 10 to 17 MiB; once they expire
+	// the heap is back near where it started. 4 MiB of margin covers the
+	// pools and caches the churn grew.
+	if after > base+4*mib {
+		t.Errorf("heap %.1f MiB after TIME_WAIT expired, want at most %.1f (the start plus 4 MiB)", float64(after)/mib, float64(base+4*mib)/mib)
+	}
+}
+
+// TestDialBurstMemory dials a listener that never accepts 5000 times at
+// once and checks the heap's peak: 148 to 200 MiB, 83% of it in
+// wireguard-go's 64 KiB message buffers (SYNs and SYN-ACKs queued in the
+// engine on both sides), the rest gVisor endpoints and port
+// reservations. Limiting the dials in flight bounds it: at most 256 at
+// once peaked at 45 MiB, 64 at 21 MiB (WGKIT_DIAL_CONCURRENCY=n limits
+// the test's own dials, to measure that). The test is skipped until the
+// dial path has such a cap; WGKIT_DIAL_BURST=1 runs it anyway.
+func TestDialBurstMemory(t *testing.T) {
+	if os.Getenv("WGKIT_DIAL_BURST") == "" && os.Getenv("WGKIT_DIAL_CONCURRENCY") == "" {
+		t.Skip("no cap on concurrent half-open dials yet (issue 9): 5000 dials at once still peak near 200 MiB; set WGKIT_DIAL_BURST=1 to run")
+	}
+	const dials = 5000
+	a, b := openPair(t, nil)
+	ln, err := a.Listen("tcp", ":9301")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	addr := netip.AddrPortFrom(addrA4, 9301).String()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	base := heapAfterGC()
+	stop := make(chan struct{})
+	peak := heapPeak(stop)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	sem := make(chan struct{}, dials)
+	if s := os.Getenv("WGKIT_DIAL_CONCURRENCY"); s != "" {
+		n, _ := strconv.Atoi(s)
+		sem = make(chan struct{}, n)
+	}
+	for range dials {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			c, err := b.DialContext(ctx, "tcp", addr)
+			if err == nil {
+				mu.Lock()
+				conns = append(conns, c)
+				mu.Unlock()
+			}
+		})
+	}
+	if p := os.Getenv("WGKIT_HEAP_PROFILE"); p != "" {
+		time.Sleep(300 * time.Millisecond)
+		f, err := os.Create(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		runtime.GC()
+		pprof.Lookup("heap").WriteTo(f, 0)
+		f.Close()
+	}
+	wg.Wait()
+	close(stop)
+	p := <-peak
+	for _, c := range conns {
+		c.Close()
+	}
+	t.Logf("%d dials (%d connected): heap %.1f MiB before, peak %.1f MiB", dials, len(conns), float64(base)/mib, float64(p)/mib)
+	if p > base+dialBurstCeiling {
+		t.Errorf("heap peaked %.1f MiB above the start, want at most %d MiB", float64(p-base)/mib, dialBurstCeiling/mib)
+	}
+}
+
+const dialBurstCeiling = 64 * mib
