@@ -77,12 +77,6 @@ type endpoint struct {
 	// (Options.Capture); set before the stack is built and start called.
 	capture *capture
 
-	// started, if not nil, holds deliverBatch back until start or
-	// closeQueue closes it: Open brings the engine up before it builds
-	// the stack. Set by hold before the device starts.
-	started   chan struct{}
-	startOnce sync.Once
-
 	// dropped counts outbound packets dropped because the queue was full
 	// or a packet did not fit the reader's buffer, and inbound packets that
 	// were not IPv4 or IPv6.
@@ -110,8 +104,14 @@ type endpoint struct {
 
 	// inbound, if set, sees each inbound packet before the stack and
 	// reports whether it took it (router mode, forward_icmp.go). Set
-	// before the device starts.
+	// before start (the engine may run already: see started).
 	inbound func(pkt []byte) bool
+
+	// started, if not nil, holds deliverBatch back until start or
+	// closeQueue closes it: Open brings the engine up before it builds
+	// the stack. Set by hold before the device starts.
+	started   chan struct{}
+	startOnce sync.Once
 
 	// gmu serializes deliveries: the engine writes from one goroutine per
 	// peer, and GRO state is per NIC.
