@@ -77,7 +77,7 @@ type endpoint struct {
 	batch int
 
 	// capture, if not nil, records the packets passed in both directions
-	// (Options.Capture); set before the device starts.
+	// (Options.Capture); set before the stack is built and start called.
 	capture *capture
 
 	// dropped counts outbound packets dropped (or, for UDP, refused)
@@ -111,8 +111,14 @@ type endpoint struct {
 
 	// inbound, if set, sees each inbound packet before the stack and
 	// reports whether it took it (router mode, forward_icmp.go). Set
-	// before the device starts.
+	// before start (the engine may run already: see started).
 	inbound func(pkt []byte) bool
+
+	// started, if not nil, holds deliverBatch back until start or
+	// closeQueue closes it: Open brings the engine up before it builds
+	// the stack. Set by hold before the device starts.
+	started   chan struct{}
+	startOnce sync.Once
 
 	// gmu serializes deliveries: the engine writes from one goroutine per
 	// peer, and GRO state is per NIC.
@@ -135,6 +141,21 @@ func newEndpoint(mtu uint32) *endpoint {
 	e.mtu.Store(mtu)
 	e.gro.Init(true)
 	return e
+}
+
+// hold makes deliverBatch wait for start, for an endpoint whose engine
+// runs before its stack is attached and set up. Call it before the
+// device starts.
+func (e *endpoint) hold() { e.started = make(chan struct{}) }
+
+// start ends hold: deliverBatch hands packets to the stack from now on.
+// It is idempotent, and a no-op without hold.
+func (e *endpoint) start() {
+	e.startOnce.Do(func() {
+		if e.started != nil {
+			close(e.started)
+		}
+	})
 }
 
 func (e *endpoint) signal() {
@@ -440,9 +461,12 @@ func copyPacket(dst []byte, pkt *stack.PacketBuffer) (int, bool) {
 // deliverBatch hands the IP packets bufs[i][offset:] to the stack,
 // through GRO: consecutive TCP segments of one flow are merged, so the
 // stack processes one packet where the peer sent several. Empty buffers
-// and packets that are neither IPv4 nor IPv6 are dropped. After close it
-// returns os.ErrClosed.
+// and packets that are neither IPv4 nor IPv6 are dropped. After hold it
+// waits for start. After close it returns os.ErrClosed.
 func (e *endpoint) deliverBatch(bufs [][]byte, offset int) (int, error) {
+	if e.started != nil {
+		<-e.started // until Open has built the stack, or the endpoint closes
+	}
 	e.mu.Lock()
 	d := e.dispatcher
 	e.mu.Unlock()
@@ -528,6 +552,7 @@ func (e *endpoint) closeQueue() bool {
 	}
 	// Closed is sticky, so one signal wakes the reader for good.
 	e.signal()
+	e.start() // a deliverBatch waiting for the stack fails now
 	return true
 }
 

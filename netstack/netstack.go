@@ -138,8 +138,11 @@ type Options struct {
 	// In the benchmarks one bulk connection between two tunnels peaks
 	// near 80 MiB of heap with the default buffers (1 MiB, the send buffer
 	// growing to 4 MiB) and near 20 MiB with 256 KiB. The cost is
-	// throughput on long paths: one connection moves at most MaxTCPBuffer
-	// per round trip (256 KiB at 50 ms is 40 Mbit/s); on short paths it
+	// throughput on long paths: gVisor offers half the receive buffer as
+	// its window, and one connection moved about a quarter of
+	// MaxTCPBuffer per round trip in the benchmarks (at 50 ms, 10 Mbit/s
+	// with 256 KiB and 37 with 1 MiB, against 170 with the defaults, whose
+	// buffers grow to 4 MiB); on short paths it
 	// costs nothing measurable (see BENCHMARKS.md). 0 means gVisor's
 	// defaults; values below 4096 are an error.
 	MaxTCPBuffer int
@@ -289,10 +292,10 @@ func Open(ctx context.Context, cfg *wg.Config, opts *Options) (*Net, error) {
 	if err := ctx.Err(); err != nil {
 		return fail(err)
 	}
-	// Validate before building anything; the MTU rule is wg.CheckMTU's.
-	if err := cfg.Validate(); err != nil {
-		return fail(err)
-	}
+	// wg.NewDeviceContext validates cfg (the MTU rule is wg.CheckMTU's)
+	// before it starts anything; what comes before it here holds no
+	// resource but the UAPI socket, so only that waits for a validation
+	// of its own. (Each validation costs an X25519 operation, 60 µs.)
 	if len(cfg.Interface.Addresses) == 0 {
 		// The stack would have no address to send from or listen on.
 		return fail(errors.New("the config's interface has no Address"))
@@ -340,6 +343,7 @@ func Open(ctx context.Context, cfg *wg.Config, opts *Options) (*Net, error) {
 	}
 	n.ep = newEndpoint(uint32(mtu))
 	n.ep.batch = batch
+	n.ep.hold() // the engine starts first; see below
 	if opts.Forward != nil {
 		f, err := newForwarder(n, opts.Forward, cfg.Interface.Addresses)
 		if err != nil {
@@ -347,28 +351,17 @@ func Open(ctx context.Context, cfg *wg.Config, opts *Options) (*Net, error) {
 		}
 		n.fwd = f
 	}
-	st, err := n.newStack(cfg.Interface.Addresses)
-	if err != nil {
-		return fail(err)
-	}
-	n.stack = st
-	// From here on a failure must also close the stack.
-	closeStack := func() {
-		st.Close()
-		st.Wait()
-	}
 	var uapi net.Listener
 	if opts.EnableUAPI {
-		uapi, err = wg.ListenUAPI(opts.UAPIDir, n.name)
-		if err != nil {
-			closeStack()
+		// Nothing is created for a config that NewDeviceContext rejects.
+		if err := cfg.Validate(); err != nil {
 			return fail(err)
 		}
-	}
-	if opts.Capture != nil {
-		// Started once the device is up; until then packets wait queued.
-		n.capture = newCapture(opts.Capture, mtu, n.log)
-		n.ep.capture = n.capture
+		var err error
+		uapi, err = wg.ListenUAPI(opts.UAPIDir, n.name)
+		if err != nil {
+			return fail(err)
+		}
 	}
 	t := newTUNDevice(n.ep, mtu, n.name)
 	bind := opts.Bind
@@ -385,15 +378,33 @@ func Open(ctx context.Context, cfg *wg.Config, opts *Options) (*Net, error) {
 		OnEvent:  opts.OnEvent,
 	})
 	if err != nil {
-		closeStack()
 		return nil, fmt.Errorf("netstack: open: %w", err)
 	}
 	n.dev = dev
+	if opts.Capture != nil {
+		// Set before the stack exists, so before any packet passes (the
+		// config and so the MTU are valid now); started once the device
+		// is up, until then packets wait queued.
+		n.capture = newCapture(opts.Capture, mtu, n.log)
+		n.ep.capture = n.capture
+	}
+	// The stack comes after the device, which has sent its first
+	// handshake initiations when NewDeviceContext returns: the stack is
+	// built while they travel, rather than before they leave (a first
+	// dial waits for the handshake anyway). Until ep.start, packets from
+	// the engine wait in deliverBatch.
+	st, err := n.newStack(cfg.Interface.Addresses)
+	if err != nil {
+		dev.Close()
+		return nil, fmt.Errorf("netstack: open: %w", err)
+	}
+	n.stack = st
 	if n.fwd != nil {
 		n.fwd.start(dev)
 	}
 	n.client = n.newHTTPClient()
 	n.res = n.newResolver()
+	n.ep.start()
 	if n.capture != nil {
 		n.capture.start()
 	}

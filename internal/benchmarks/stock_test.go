@@ -26,13 +26,22 @@ type stockTunnel struct {
 
 func openStock(tb testing.TB, cfg *wg.Config) tunnel {
 	tb.Helper()
+	return openStockOn(tb, cfg, conn.NewDefaultBind())
+}
+
+// openStockOn is openStock on bind instead of the default Bind.
+func openStockOn(tb testing.TB, cfg *wg.Config, bind conn.Bind) tunnel {
+	tb.Helper()
 	var addrs []netip.Addr
 	for _, p := range cfg.Interface.Addresses {
 		addrs = append(addrs, p.Addr())
 	}
 	tdev, tnet, err := netstack.CreateNetTUN(addrs, nil, 1420)
-	mustNoErr(tb, err, "stock: create netstack TUN")
-	dev := device.NewDevice(tdev, conn.NewDefaultBind(), device.NewLogger(device.LogLevelSilent, ""))
+	if err != nil {
+		bind.Close()
+		tb.Fatalf("stock: create netstack TUN: %v", err)
+	}
+	dev := device.NewDevice(tdev, bind, device.NewLogger(device.LogLevelSilent, ""))
 	if err := dev.IpcSet(stockUAPI(cfg)); err != nil {
 		dev.Close()
 		tb.Fatalf("stock: configure: %v", err)
