@@ -259,6 +259,8 @@ type Net struct {
 	mu        sync.Mutex
 	closed    bool                      // guarded by mu
 	listeners map[*tcpListener]struct{} // guarded by mu; shut down by Close
+
+	dialSlots chan struct{} // TCP dials in their handshake; capacity MaxHalfOpenDials
 }
 
 // Open starts a tunnel for cfg: a gVisor stack with cfg.Interface's
@@ -320,6 +322,7 @@ func Open(ctx context.Context, cfg *wg.Config, opts *Options) (*Net, error) {
 		search:    slices.Clone(cfg.Interface.DNSSearch),
 		done:      make(chan struct{}),
 		listeners: make(map[*tcpListener]struct{}),
+		dialSlots: make(chan struct{}, MaxHalfOpenDials),
 
 		maxTCPBuffer:     opts.MaxTCPBuffer,
 		handshakeTimeout: opts.HandshakeTimeout,
