@@ -34,6 +34,17 @@
 // tests, [github.com/wgkit/wgkit/wg/wgtest] runs real WireGuard peers in the
 // test process, the way net/http/httptest runs HTTP servers.
 //
+// To know whether a tunnel works:
+// [github.com/wgkit/wgkit/wg.Device.WaitHandshake] waits for a handshake
+// with a peer; [github.com/wgkit/wgkit/wg.DeviceOptions].OnEvent (and the
+// same field of both backends' Options) receives typed events for
+// handshakes completed and failing, endpoint changes and peer changes,
+// which are also logged through the configured *slog.Logger;
+// [github.com/wgkit/wgkit/wg/wgprom] exports every device to Prometheus
+// under wireguard_exporter's metric names; and
+// [github.com/wgkit/wgkit/netstack.Options].Capture writes a tunnel's
+// packets as pcap for tcpdump or Wireshark.
+//
 // # Backends
 //
 //   - [github.com/wgkit/wgkit/netstack]: a gVisor TCP/IP stack inside the
@@ -84,9 +95,9 @@
 // tun package supports Linux and Windows; on other systems its Open returns
 // an error naming the system. The wg(8) configuration socket (UAPI) is
 // served on Unix sockets and on Windows named pipes, so `wg show` works on a
-// wgkit device (on the kernel engines wg(8) needs no socket). The backends' Options name it alike: Name is the name wg(8)
-// sees, UAPIDir the socket's directory ("" is /var/run/wireguard), and one
-// switch turns it on, with the backend's default: netstack serves no
+// wgkit device (on the kernel engines wg(8) needs no socket). The
+// backends' Options name it alike: Name is the name wg(8) sees, UAPIDir the
+// socket's directory ("" is /var/run/wireguard), and one switch turns it on, with the backend's default: netstack serves no
 // socket unless [github.com/wgkit/wgkit/netstack.Options].EnableUAPI is
 // set, tun serves one unless [github.com/wgkit/wgkit/tun.Options].DisableUAPI
 // is set. Both backends take the MTU rule and default of
