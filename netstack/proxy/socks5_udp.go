@@ -33,8 +33,8 @@ const (
 type association struct {
 	s      *SOCKS5Server
 	ctx    context.Context // ends with the control connection or Close
-	relay  net.PacketConn // the client's side, bound to the address it connected to
-	tunnel net.PacketConn // in the tunnel, sends to any destination
+	relay  net.PacketConn  // the client's side, bound to the address it connected to
+	tunnel net.PacketConn  // in the tunnel, sends to any destination
 	log    *slog.Logger
 
 	clientIP   netip.Addr
