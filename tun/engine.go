@@ -73,11 +73,11 @@ func startEngine(ctx context.Context, p platform, s *openState, runCfg *wg.Confi
 			dev, err := userspaceEngine(ctx, p, s, runCfg, mtu)
 			return dev, EngineUserspace, err
 		}
-		return nil, 0, fmt.Errorf("kernel engine: %w", err)
+		return nil, 0, &prefixError{"kernel engine: ", err}
 	}
 	dev, err := kernelEngine(ctx, s, e, runCfg)
 	if err != nil {
-		return nil, 0, fmt.Errorf("kernel engine: %w", err)
+		return nil, 0, &prefixError{"kernel engine: ", err}
 	}
 	return dev, EngineKernel, nil
 }

@@ -13,7 +13,7 @@ import (
 
 // hostHasWireGuard reports whether the running kernel has the wireguard
 // module loaded. The hosts these tests run on have none; the kernel
-// engine is tested in a VM (internal/tunvm).
+// engine is tested in a VM (TestKernelEngineVM in vm_linux_test.go).
 func hostHasWireGuard() bool {
 	_, err := os.Stat("/sys/module/wireguard")
 	return err == nil
@@ -25,7 +25,7 @@ func hostHasWireGuard() bool {
 func TestEngineAutoWithoutModule(t *testing.T) {
 	requireRoot(t)
 	if hostHasWireGuard() {
-		t.Skip("the host kernel has WireGuard: EngineAuto picks it (covered by the VM test in internal/tunvm)")
+		t.Skip("the host kernel has WireGuard: EngineAuto picks it (covered by TestKernelEngineVM in vm_linux_test.go)")
 	}
 	cfg, _ := pairConfigs(t)
 	for _, e := range []Engine{EngineAuto, EngineUserspace} {
@@ -46,7 +46,7 @@ func TestEngineAutoWithoutModule(t *testing.T) {
 func TestEngineKernelWithoutModule(t *testing.T) {
 	requireRoot(t)
 	if hostHasWireGuard() {
-		t.Skip("the host kernel has WireGuard: EngineKernel works here (covered by the VM test in internal/tunvm)")
+		t.Skip("the host kernel has WireGuard: EngineKernel works here (covered by TestKernelEngineVM in vm_linux_test.go)")
 	}
 	ns := newNetns(t)
 	before := snapshot(t, ns)

@@ -246,7 +246,7 @@ func Open(ctx context.Context, cfg *wg.Config, opts *Options) (*Interface, error
 		if s.bind != nil {
 			s.bind.Close()
 		}
-		return nil, fmt.Errorf("tun: open %s: %w", s.name, err)
+		return nil, &prefixError{"tun: open " + s.name + ": ", err}
 	}
 	return ifc, nil
 }
@@ -294,8 +294,9 @@ func (i *Interface) Addrs() []netip.Addr {
 // first (on Linux: the routes, the policy rules, the resolver if Open
 // changed it, the link state and the addresses), stops the engine (with
 // wireguard-go: closes the TUN, the UAPI listener and the Bind; a kernel
-// engine: deletes its interface) and makes sure the interface is gone. It carries on past failures and returns them joined. A second
-// Close returns an error wrapping net.ErrClosed.
+// engine: deletes its interface) and makes sure the interface is gone.
+// It carries on past failures and returns them joined. A second Close
+// returns an error wrapping net.ErrClosed.
 func (i *Interface) Close() error {
 	i.mu.Lock()
 	defer i.mu.Unlock()
@@ -303,5 +304,5 @@ func (i *Interface) Close() error {
 		return fmt.Errorf("tun: close %s: %w", i.name, net.ErrClosed)
 	}
 	i.closed = true
-	return i.cl.run(func(err error) error { return fmt.Errorf("tun: close %s: %w", i.name, err) })
+	return i.cl.run(func(err error) error { return &prefixError{"tun: close " + i.name + ": ", err} })
 }

@@ -48,4 +48,13 @@ func TestOpenArguments(t *testing.T) {
 			t.Errorf("Bind closed %d times, want 1", n)
 		}
 	})
+	t.Run("one prefix", func(t *testing.T) {
+		_, err := Open(context.Background(), &wg.Config{}, &Options{Name: "wgkinvalid"})
+		if !errors.Is(err, wg.ErrInvalidConfig) {
+			t.Fatalf("Open with no private key = %v, want wg.ErrInvalidConfig", err)
+		}
+		if msg := err.Error(); !strings.HasPrefix(msg, "tun: open wgkinvalid: invalid config") {
+			t.Errorf("Open with no private key = %q, want one prefix: \"tun: open wgkinvalid: invalid config...\"", msg)
+		}
+	})
 }

@@ -324,11 +324,7 @@ func staticOfState(p engine.PeerState) staticPeer {
 // guestShow runs `wg show wgk0 dump` and parses it.
 func guestShow(ctx context.Context, t *testing.T) *engine.State {
 	t.Helper()
-	out, err := exec.CommandContext(ctx, "wg", "show", guestName, "dump").CombinedOutput()
-	if err != nil {
-		t.Fatalf("wg show: %v\n%s", err, out)
-	}
-	st, err := wgdump.Parse(string(out))
+	st, err := wgdump.Show(ctx, guestName)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -44,7 +44,7 @@ func run(config, listen string, once bool) error {
 	defer stop()
 	c := wgprom.New(nil)
 	if config != "" {
-		cfg, err := loadConfig(config)
+		cfg, err := wg.LoadConfig(config)
 		if err != nil {
 			return err
 		}
@@ -86,15 +86,6 @@ func run(config, listen string, once bool) error {
 		return err
 	}
 	return nil
-}
-
-func loadConfig(path string) (*wg.Config, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	return wg.ParseConfig(f)
 }
 
 // demo opens a server and a client tunnel on 127.0.0.1, adds both to c

@@ -32,7 +32,7 @@ func main() {
 	allow := flag.String("allow", "", "comma-separated `prefixes` peers may reach; empty means the default policy (anything but the host's own and loopback, link-local and multicast addresses)")
 	relay := flag.Bool("relay", false, "relay packets between peers (a WireGuard hub)")
 	every := flag.Duration("stats", 30*time.Second, "how often to log the router's counters; 0 means never")
-	verbose := flag.Bool("v", false, "log the engine's debug messages")
+	verbose := flag.Bool("v", false, "log the engine's debug messages, and each flow -allow refuses")
 	flag.Parse()
 	if *config == "" {
 		flag.Usage()
@@ -73,12 +73,7 @@ func main() {
 }
 
 func run(ctx context.Context, file string, fo *netstack.ForwardOptions, every time.Duration, logger *slog.Logger) error {
-	f, err := os.Open(file)
-	if err != nil {
-		return err
-	}
-	cfg, err := wg.ParseConfig(f)
-	f.Close()
+	cfg, err := wg.LoadConfig(file)
 	if err != nil {
 		return err
 	}

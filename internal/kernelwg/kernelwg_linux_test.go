@@ -644,11 +644,7 @@ func staticOf(p PeerState) staticPeer {
 // wgShow runs `wg show wgk0 dump` and parses it.
 func wgShow(ctx context.Context, t *testing.T) *State {
 	t.Helper()
-	out, err := exec.CommandContext(ctx, "wg", "show", guestLink, "dump").CombinedOutput()
-	if err != nil {
-		t.Fatalf("wg show: %v\n%s", err, out)
-	}
-	st, err := wgdump.Parse(string(out))
+	st, err := wgdump.Show(ctx, guestLink)
 	if err != nil {
 		t.Fatal(err)
 	}

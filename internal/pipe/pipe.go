@@ -13,16 +13,25 @@ import (
 	"sync/atomic"
 )
 
-// BufferSize is the size in bytes of each copy buffer: the most one Read
-// asks for and one Write passes on. A Join holds two, one per direction,
-// taken from a pool shared by every Join in the process and returned when
-// the Join ends.
+// BufferSize is the size in bytes of each large copy buffer: the most
+// one Read asks for and one Write passes on. A direction holds one only
+// while data moves (see [Join]); buffers come from a pool shared by every
+// Join in the process.
 const BufferSize = 64 << 10
 
-// bufPool holds *[BufferSize]byte. It is the package's only shared value
-// and holds nothing observable: a cache of free buffers (a pointer to an
-// array, so that Put does not allocate a slice header).
-var bufPool = sync.Pool{New: func() any { return new([BufferSize]byte) }}
+// IdleBufferSize is the size in bytes of the small buffer a direction
+// reads into while no data moves, so an idle joined pair holds two of
+// these (4 KiB) rather than two of [BufferSize] (128 KiB).
+const IdleBufferSize = 2 << 10
+
+// bigPool and smallPool hold *[BufferSize]byte and *[IdleBufferSize]byte.
+// They are the package's only shared values and hold nothing observable:
+// caches of free buffers (pointers to arrays, so that Put does not
+// allocate a slice header).
+var (
+	bigPool   = sync.Pool{New: func() any { return new([BufferSize]byte) }}
+	smallPool = sync.Pool{New: func() any { return new([IdleBufferSize]byte) }}
+)
 
 // closeWriter is the half-close of *net.TCPConn, *net.UnixConn,
 // *tls.Conn and netstack's TCP conns.
@@ -43,6 +52,13 @@ type closeWriter interface {
 // which ends the other direction; errors that only report this close
 // (net.ErrClosed) are not returned. err is nil when both directions ended
 // with io.EOF.
+//
+// Each direction reads into a small buffer ([IdleBufferSize]) while the
+// data comes in small pieces or not at all, and takes a large one
+// ([BufferSize]) from the pool when a read fills the small one; it gives
+// the large one back after a read that does not fill it (the source had
+// no more queued). So a flow that waits, as most do, holds 4 KiB, and a
+// bulk transfer still moves up to 64 KiB per Read and Write.
 //
 // Join blocks until both copies are done; close either conn to end it
 // early (the other direction's error is then net.ErrClosed, which Join
@@ -82,11 +98,21 @@ func Join(a, b net.Conn) (aToB, bToA int64, err error) {
 // closes it, setting closed first). On any other error it calls fail,
 // which closes both conns. It returns the bytes written to dst.
 func copyHalf(dst, src net.Conn, closed *atomic.Bool, fail func(error)) int64 {
-	buf := bufPool.Get().(*[BufferSize]byte)
-	defer bufPool.Put(buf)
+	small := smallPool.Get().(*[IdleBufferSize]byte)
+	defer smallPool.Put(small)
+	var big *[BufferSize]byte // non-nil while data moves
+	defer func() {
+		if big != nil {
+			bigPool.Put(big)
+		}
+	}()
 	var written int64
 	for {
-		nr, rerr := src.Read(buf[:])
+		buf := small[:]
+		if big != nil {
+			buf = big[:]
+		}
+		nr, rerr := src.Read(buf)
 		if nr > 0 {
 			nw, werr := dst.Write(buf[:nr])
 			written += int64(nw)
@@ -97,6 +123,16 @@ func copyHalf(dst, src net.Conn, closed *atomic.Bool, fail func(error)) int64 {
 				fail(werr)
 				return written
 			}
+		}
+		// A full buffer means more is likely queued: read the rest in
+		// large pieces. A short read drained the source: the next Read
+		// may wait for long, so do not hold the large buffer through it.
+		switch {
+		case big == nil && nr == len(small):
+			big = bigPool.Get().(*[BufferSize]byte)
+		case big != nil && nr < len(big):
+			bigPool.Put(big)
+			big = nil
 		}
 		if rerr == io.EOF {
 			if cw, ok := dst.(closeWriter); ok {

@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"runtime"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -284,4 +286,111 @@ func TestJoinAllocs(t *testing.T) {
 	if large > small+100 {
 		t.Errorf("moving 32 MiB more took %d more allocations; want at most 100 (no allocation per buffer)", large-small)
 	}
+}
+
+// readSizes is a conn that records the size of the buffer each Read is
+// given and counts the bytes its Reads return.
+type readSizes struct {
+	net.Conn
+	mu    sync.Mutex
+	sizes []int // guarded by mu
+	n     int64 // guarded by mu
+}
+
+func (c *readSizes) Read(p []byte) (int, error) {
+	c.mu.Lock()
+	c.sizes = append(c.sizes, len(p))
+	c.mu.Unlock()
+	n, err := c.Conn.Read(p)
+	c.mu.Lock()
+	c.n += int64(n)
+	c.mu.Unlock()
+	return n, err
+}
+
+// TestJoinIdleHoldsSmallBuffer: a direction waits for data with the
+// small buffer, reads bulk data with the large one, and waits with the
+// small one again once the data has passed, so an idle flow does not
+// hold BufferSize bytes per direction.
+func TestJoinIdleHoldsSmallBuffer(t *testing.T) {
+	const size = 1 << 20
+	client, a := net.Pipe()
+	b, server := net.Pipe()
+	ra := &readSizes{Conn: a}
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := Join(ra, b)
+		done <- err
+	}()
+	defer func() {
+		client.Close()
+		server.Close()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Error("Join did not return")
+		}
+	}()
+	// pending waits until the Reads have returned want bytes in all and
+	// the Read after them (the one that waits) has started with the
+	// small buffer, and returns the size of the last Read's buffer.
+	pending := func(want int64) int {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			ra.mu.Lock()
+			n, last := ra.n, 0
+			if len(ra.sizes) > 0 {
+				last = ra.sizes[len(ra.sizes)-1]
+			}
+			ra.mu.Unlock()
+			if n == want && last == IdleBufferSize {
+				return last
+			}
+			if time.Now().After(deadline) {
+				if n != want {
+					t.Fatalf("the Reads returned %d bytes; want %d", n, want)
+				}
+				return last
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	if got := pending(0); got != IdleBufferSize {
+		t.Errorf("a new Join waits for data with a %d-byte buffer; want %d", got, IdleBufferSize)
+	}
+	go func() {
+		client.Write(make([]byte, size))
+	}()
+	if n, err := io.ReadFull(server, make([]byte, size)); err != nil {
+		t.Fatalf("server read %d bytes: %v", n, err)
+	}
+	if got := pending(size); got != IdleBufferSize {
+		t.Errorf("after a bulk transfer Join waits with a %d-byte buffer; want %d", got, IdleBufferSize)
+	}
+	ra.mu.Lock()
+	biggest := slices.Max(ra.sizes)
+	ra.mu.Unlock()
+	if biggest != BufferSize {
+		t.Errorf("the bulk transfer read into at most %d bytes at once; want %d", biggest, BufferSize)
+	}
+}
+
+// BenchmarkJoin moves bulk data one way through a Join between two
+// loopback TCP connections.
+func BenchmarkJoin(b *testing.B) {
+	j := startJoin(b)
+	go io.Copy(io.Discard, j.server)
+	src := make([]byte, 128<<10)
+	b.SetBytes(int64(len(src)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if _, err := j.client.Write(src); err != nil {
+			b.Fatal(err)
+		}
+	}
+	j.client.CloseWrite()
+	j.server.CloseWrite()
+	j.wait(b)
 }

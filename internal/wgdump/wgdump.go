@@ -13,9 +13,11 @@
 package wgdump
 
 import (
+	"context"
 	"encoding/base64"
 	"fmt"
 	"net/netip"
+	"os/exec"
 	"strconv"
 	"strings"
 	"time"
@@ -52,6 +54,17 @@ func Parse(text string) (*engine.State, error) {
 		}
 	}
 	return st, nil
+}
+
+// Show runs `wg show iface dump` (wg(8) on PATH) and parses its output.
+// ctx bounds the run: when it ends, wg is killed. An error from wg
+// carries its output.
+func Show(ctx context.Context, iface string) (*engine.State, error) {
+	out, err := exec.CommandContext(ctx, "wg", "show", iface, "dump").CombinedOutput()
+	if err != nil {
+		return nil, fmt.Errorf("wgdump: wg show %s dump: %w\n%s", iface, err, out)
+	}
+	return Parse(string(out))
 }
 
 func parseInterface(st *engine.State, line string) error {

@@ -62,18 +62,24 @@ func serveTransfers(t *testing.T, ln net.Listener, n int64) <-chan transferResul
 // runForward runs ForwardTCP until the test ends and checks that it
 // returns ctx's error then.
 func runForward(t *testing.T, ln net.Listener, dial func(context.Context) (net.Conn, error)) {
+	runUntilCleanup(t, "ForwardTCP", func(ctx context.Context) error { return proxy.ForwardTCP(ctx, ln, dial) })
+}
+
+// runUntilCleanup runs serve until the test ends, then cancels its
+// context and checks that it returns context.Canceled within 20 s.
+func runUntilCleanup(t *testing.T, name string, serve func(context.Context) error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- proxy.ForwardTCP(ctx, ln, dial) }()
+	go func() { done <- serve(ctx) }()
 	t.Cleanup(func() {
 		cancel()
 		select {
 		case err := <-done:
 			if !errors.Is(err, context.Canceled) {
-				t.Errorf("ForwardTCP = %v; want context.Canceled", err)
+				t.Errorf("%s = %v; want context.Canceled", name, err)
 			}
 		case <-time.After(20 * time.Second):
-			t.Error("ForwardTCP did not return after its context ended")
+			t.Errorf("%s did not return after its context ended", name)
 		}
 	})
 }
@@ -224,23 +230,10 @@ func TestForwardTCPListenerClosed(t *testing.T) {
 	}
 }
 
-// runForwardUDP runs ForwardUDP on a new socket on 127.0.0.1 until the
-// test ends.
+// runForwardUDP runs ForwardUDP on pc until the test ends and checks
+// that it returns ctx's error then.
 func runForwardUDP(t *testing.T, pc net.PacketConn, dial func(context.Context) (net.Conn, error), opts *proxy.UDPOptions) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- proxy.ForwardUDP(ctx, pc, dial, opts) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if !errors.Is(err, context.Canceled) {
-				t.Errorf("ForwardUDP = %v; want context.Canceled", err)
-			}
-		case <-time.After(20 * time.Second):
-			t.Error("ForwardUDP did not return after its context ended")
-		}
-	})
+	runUntilCleanup(t, "ForwardUDP", func(ctx context.Context) error { return proxy.ForwardUDP(ctx, pc, dial, opts) })
 }
 
 // udpBulk sends n bytes in numbered datagrams through c to an echo

@@ -71,7 +71,7 @@ func FuzzUDPDatagram(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		s := NewSOCKS5(nopNetwork{}, nil)
 		defer s.Close()
-		a := &association{s: s, log: s.log, names: map[string]nameEntry{}}
+		a := &association{s: s, ctx: context.Background(), log: s.log, names: map[string]nameEntry{}}
 		dst, payload, ok := a.parse(b)
 		if !ok {
 			return

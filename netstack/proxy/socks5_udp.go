@@ -32,8 +32,9 @@ const (
 // connection.
 type association struct {
 	s      *SOCKS5Server
-	relay  net.PacketConn // the client's side, bound to the address it connected to
-	tunnel net.PacketConn // in the tunnel, sends to any destination
+	ctx    context.Context // ends with the control connection or Close
+	relay  net.PacketConn  // the client's side, bound to the address it connected to
+	tunnel net.PacketConn  // in the tunnel, sends to any destination
 	log    *slog.Logger
 
 	clientIP   netip.Addr
@@ -72,8 +73,10 @@ func (s *SOCKS5Server) associate(c net.Conn, req request, log *slog.Logger) {
 		return
 	}
 	defer tunnel.Close()
+	ctx, cancel := context.WithCancel(s.t.ctx)
+	defer cancel()
 	a := &association{
-		s: s, relay: relay, tunnel: tunnel, log: log,
+		s: s, ctx: ctx, relay: relay, tunnel: tunnel, log: log,
 		clientIP: remote.Addr().Unmap(),
 		names:    make(map[string]nameEntry),
 	}
@@ -99,6 +102,7 @@ func (s *SOCKS5Server) associate(c net.Conn, req request, log *slog.Logger) {
 	// RFC 1928: the association ends when the TCP connection does. What
 	// the client sends on it meanwhile means nothing.
 	io.Copy(io.Discard, c)
+	cancel() // ends a lookup in progress
 	relay.Close()
 	tunnel.Close()
 	wg.Wait()
@@ -171,7 +175,7 @@ func (a *association) parse(b []byte) (dst netip.AddrPort, payload []byte, ok bo
 }
 
 // resolve looks name up with the tunnel's DNS, remembering answers for a
-// minute.
+// minute. The lookup ends with the association, or after DialTimeout.
 func (a *association) resolve(name string) (netip.Addr, bool) {
 	if e, ok := a.names[name]; ok && time.Now().Before(e.until) {
 		return e.addr, true
@@ -179,7 +183,7 @@ func (a *association) resolve(name string) (netip.Addr, bool) {
 	if checkDomain(name) != nil {
 		return netip.Addr{}, false
 	}
-	ctx, cancel := context.WithTimeout(a.s.t.ctx, a.s.dialTO)
+	ctx, cancel := context.WithTimeout(a.ctx, a.s.dialTO)
 	defer cancel()
 	addrs, err := a.s.n.LookupHost(ctx, name)
 	if err != nil {

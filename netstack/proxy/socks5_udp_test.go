@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"context"
 	"encoding/binary"
 	"io"
 	"net"
@@ -176,5 +177,56 @@ func TestSOCKS5UDPAssociateClose(t *testing.T) {
 	a.control.SetDeadline(time.Now().Add(10 * time.Second))
 	if _, err := a.control.Read(make([]byte, 1)); err == nil || !isClosedOrEOF(err) {
 		t.Errorf("control read after Close: %v; want EOF", err)
+	}
+}
+
+// stuckDNS is a Network whose LookupHost waits for its context to end,
+// telling when it starts and when it ends.
+type stuckDNS struct {
+	proxy.Network
+	started, ended chan struct{}
+}
+
+func (n *stuckDNS) LookupHost(ctx context.Context, host string) ([]string, error) {
+	n.started <- struct{}{}
+	<-ctx.Done()
+	close(n.ended)
+	return nil, ctx.Err()
+}
+
+// TestSOCKS5UDPAssociateEndsLookup: closing the control connection ends
+// a name lookup of the association in progress, rather than leaving it
+// to run out DialTimeout.
+func TestSOCKS5UDPAssociateEndsLookup(t *testing.T) {
+	e := newEnv(t)
+	n := &stuckDNS{Network: e.tnet, started: make(chan struct{}, 1), ended: make(chan struct{})}
+	ln := listenLocal(t)
+	s := proxy.NewSOCKS5(n, &proxy.SOCKS5Options{DialTimeout: 10 * time.Minute})
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ln) }()
+	t.Cleanup(func() {
+		s.Close()
+		<-done
+	})
+	a := associate(t, ln.Addr().String())
+	c, err := net.DialUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}, net.UDPAddrFromAddrPort(a.relay))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	name := "stuck.wgkit.tunnel-test"
+	if _, err := c.Write(datagram(0, 3, append([]byte{byte(len(name))}, name...), 53, []byte("query"))); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-n.started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the association did not look the name up")
+	}
+	a.control.Close()
+	select {
+	case <-n.ended:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the lookup still runs 10 s after the control connection closed")
 	}
 }

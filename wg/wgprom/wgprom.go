@@ -179,7 +179,8 @@ func New(opts *Options) *Collector {
 }
 
 // Add reports d under the given device name (the device label), such as
-// the tunnel's interface name. A name may be added once; add a device
+// the tunnel's interface name. A name may be added once (errors quote at
+// most its first 40 bytes); add a device
 // again under the same name after Remove. A closed device reports its
 // wireguard_device_info line and no peers.
 func (c *Collector) Add(name string, d *wg.Device) error {
@@ -198,12 +199,12 @@ func (c *Collector) add(name string, s *source) error {
 		return errors.New("wgprom: add: empty device name")
 	}
 	if s.dev == nil {
-		return fmt.Errorf("wgprom: add %q: nil device", name)
+		return fmt.Errorf("wgprom: add %.40q: nil device", name)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if _, ok := c.devices[name]; ok {
-		return fmt.Errorf("wgprom: add %q: device name already in use", name)
+		return fmt.Errorf("wgprom: add %.40q: device name already in use", name)
 	}
 	c.devices[name] = s
 	return nil

@@ -183,6 +183,15 @@ func TestCollectorAddRemove(t *testing.T) {
 	if err := c.Add("wk0", dev); err != nil {
 		t.Errorf("Add after Remove: %v", err)
 	}
+	long := strings.Repeat("n", 10000)
+	if err := c.Add(long, dev); err != nil {
+		t.Fatalf("Add of a long name: %v", err)
+	}
+	if err := c.Add(long, dev); err == nil {
+		t.Error("Add of a long name again: no error")
+	} else if len(err.Error()) > 100 {
+		t.Errorf("Add of a long name again: %d-byte error %.100q...; want one quoting a short prefix", len(err.Error()), err)
+	}
 }
 
 // gather returns the values of the named metric by public_key label.
