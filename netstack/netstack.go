@@ -369,7 +369,8 @@ func Open(ctx context.Context, cfg *wg.Config, opts *Options) (*Net, error) {
 	t := newTUNDevice(n.ep, mtu, n.name)
 	bind := opts.Bind
 	if bind == nil {
-		bind = inflightBind{defaultBind(batch, n.log), n.ep.inflight}
+		n.ep.outflight = newInflight(maxOutflightPackets)
+		bind = inflightBind{defaultBind(batch, n.log), n.ep.inflight, n.ep.outflight}
 	}
 	// NewDeviceContext owns t, the Bind and the UAPI listener from here:
 	// it closes them if it fails.

@@ -362,6 +362,18 @@ func namedTuning(name string) (tuning, error) {
 	case "nosack":
 		return tuning{name: name, opts: []tcpip.SettableTransportProtocolOption{&nosack}}, nil
 	}
+	// "minrto=D": the package defaults with a minimum RTO of D (gVisor's
+	// is 200 ms); "rack-minrto=D": the same with RACK on.
+	for prefix, opts := range map[string][]tcpip.SettableTransportProtocolOption{"minrto=": nil, "rack-minrto=": {&rack}} {
+		if s, ok := strings.CutPrefix(name, prefix); ok {
+			d, err := time.ParseDuration(s)
+			if err != nil {
+				return tuning{}, err
+			}
+			minRTO := tcpip.TCPMinRTOOption(d)
+			return tuning{name: name, opts: append(opts, &minRTO)}, nil
+		}
+	}
 	return tuning{}, errors.New("unknown tuning " + name)
 }
 
