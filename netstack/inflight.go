@@ -19,12 +19,13 @@ const (
 	// and an unpaced UDP sender fills it outright. With the bound the
 	// backlog waits in the kernel's socket buffer, which counts its real
 	// size, and what exceeds that is lost there as on any link, so TCP
-	// backs off. 256 packets are 16 MiB of engine buffers. In the
-	// benchmarks it cut the peak heap of a TCP bulk stream from 180 to
-	// 77 MiB (and its CPU per byte by a fifth) and of an unpaced UDP flow
-	// from 1.7 GiB to 139 MiB, with no loss of throughput (see
-	// BENCHMARKS.md).
-	maxInflightPackets = 256
+	// backs off. 128 packets are 8 MiB of engine buffers. In the
+	// benchmarks a bound of 256 cut the peak heap of a TCP bulk stream
+	// from 180 to 77 MiB (and its CPU per byte by a fifth) and of an
+	// unpaced UDP flow from 1.7 GiB to 139 MiB, with no loss of
+	// throughput; 128 on both sides (with maxOutflightPackets) brings
+	// the stream to 28 MiB (see BENCHMARKS.md).
+	maxInflightPackets = 128
 
 	// maxOutflightPackets bounds the data packets between the tun.Device
 	// and the Bind on the sending side: read from the stack, not yet
@@ -36,8 +37,11 @@ const (
 	// With the bound the tun.Device's Read waits, the link's queue holds
 	// the stack's own packets (references to what TCP keeps for
 	// retransmission anyway), and a full queue drops as a NIC's would.
-	// 256 packets are 16 MiB of engine buffers.
-	maxOutflightPackets = 256
+	// 128 packets are 8 MiB of engine buffers. In the benchmarks a bound
+	// of 256 cut the peak heap of a TCP bulk stream from 127 to 45 MiB,
+	// of 4 streams from 240 to 56, and 128 on both sides to 28 and 40,
+	// with no loss of throughput (see BENCHMARKS.md).
+	maxOutflightPackets = 128
 
 	// inflightLeakTimeout is how long a receive waits for the stack to
 	// take a packet before it concludes that the packets it counts were

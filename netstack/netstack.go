@@ -134,10 +134,12 @@ type Options struct {
 	// connection of the Net, in bytes, and so the data a connection keeps
 	// in flight. Under load that is what bounds memory: the engine holds
 	// each in-flight packet in a 64 KiB buffer, about 48 times its size
-	// (with the default Bind, at most 256 of them on the receiving side).
-	// In the benchmarks one bulk connection between two tunnels peaks
-	// near 80 MiB of heap with the default buffers (1 MiB, the send buffer
-	// growing to 4 MiB) and near 20 MiB with 256 KiB. The cost is
+	// (with the default Bind, at most 128 of them on the receiving side
+	// and 128 on the sending side, whatever the buffers). In the
+	// benchmarks one bulk connection between two tunnels peaks near
+	// 28 MiB of heap with the default buffers (1 MiB, the send buffer
+	// growing to 4 MiB) and near 20 MiB with 256 KiB; with a Bind of the
+	// caller's the engine's share is bounded by the buffers alone. The cost is
 	// throughput on long paths: gVisor offers half the receive buffer as
 	// its window, and one connection moved about a quarter of
 	// MaxTCPBuffer per round trip in the benchmarks (at 50 ms, 10 Mbit/s
