@@ -335,6 +335,7 @@ func namedTuning(name string) (tuning, error) {
 	norack := tcpip.TCPRecovery(0)
 	maxRTO120 := tcpip.TCPMaxRTOOption(120 * time.Second)
 	retries15 := tcpip.TCPMaxRetriesOption(15)
+	minRTO200 := tcpip.TCPMinRTOOption(200 * time.Millisecond)
 	reno := tcpip.CongestionControlOption("reno")
 	cubic := tcpip.CongestionControlOption("cubic")
 	nosack := tcpip.TCPSACKEnabled(false)
@@ -346,9 +347,9 @@ func namedTuning(name string) (tuning, error) {
 	case "norack":
 		return tuning{name: name, opts: []tcpip.SettableTransportProtocolOption{&norack}}, nil
 	case "gvisor":
-		return tuning{name: name, opts: []tcpip.SettableTransportProtocolOption{&rack, &maxRTO120, &retries15}}, nil
+		return tuning{name: name, opts: []tcpip.SettableTransportProtocolOption{&rack, &minRTO200, &maxRTO120, &retries15}}, nil
 	case "gvisor-norack":
-		return tuning{name: name, opts: []tcpip.SettableTransportProtocolOption{&norack, &maxRTO120, &retries15}}, nil
+		return tuning{name: name, opts: []tcpip.SettableTransportProtocolOption{&norack, &minRTO200, &maxRTO120, &retries15}}, nil
 	case "rack-static":
 		v := tcpip.TCPRACKLossDetection | tcpip.TCPRACKStaticReoWnd
 		return tuning{name: name, opts: []tcpip.SettableTransportProtocolOption{&v}}, nil
