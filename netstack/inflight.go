@@ -40,7 +40,11 @@ const (
 	// 128 packets are 8 MiB of engine buffers. In the benchmarks a bound
 	// of 256 cut the peak heap of a TCP bulk stream from 127 to 45 MiB,
 	// of 4 streams from 240 to 56, and 128 on both sides to 28 and 40,
-	// with no loss of throughput (see BENCHMARKS.md).
+	// with no loss of throughput (see BENCHMARKS.md). Packets the engine
+	// drops after Read counted them (no peer's AllowedIPs cover the
+	// destination, a handshake's staged queue overflowed) stay counted
+	// until a Read has waited inflightLeakTimeout with nothing sent; while
+	// other packets flow they narrow the bound by their number.
 	maxOutflightPackets = 128
 
 	// inflightLeakTimeout is how long a receive waits for the stack to
