@@ -19,12 +19,33 @@ const (
 	// and an unpaced UDP sender fills it outright. With the bound the
 	// backlog waits in the kernel's socket buffer, which counts its real
 	// size, and what exceeds that is lost there as on any link, so TCP
-	// backs off. 256 packets are 16 MiB of engine buffers. In the
-	// benchmarks it cut the peak heap of a TCP bulk stream from 180 to
-	// 77 MiB (and its CPU per byte by a fifth) and of an unpaced UDP flow
-	// from 1.7 GiB to 139 MiB, with no loss of throughput (see
-	// BENCHMARKS.md).
-	maxInflightPackets = 256
+	// backs off. 128 packets are 8 MiB of engine buffers. In the
+	// benchmarks a bound of 256 cut the peak heap of a TCP bulk stream
+	// from 180 to 77 MiB (and its CPU per byte by a fifth) and of an
+	// unpaced UDP flow from 1.7 GiB to 139 MiB, with no loss of
+	// throughput; 128 on both sides (with maxOutflightPackets) brings
+	// the stream to 28 MiB (see BENCHMARKS.md).
+	maxInflightPackets = 128
+
+	// maxOutflightPackets bounds the data packets between the tun.Device
+	// and the Bind on the sending side: read from the stack, not yet
+	// encrypted and handed to the Bind's Send. The engine holds each in a
+	// 64 KiB buffer and queues up to 1024 batches of them (wireguard-go's
+	// QueueOutboundSize), so without a bound a TCP sender fills the
+	// engine with its whole window, one MTU-sized segment per 64 KiB
+	// buffer: a 4 MiB send buffer is up to 190 MiB of engine buffers.
+	// With the bound the tun.Device's Read waits, the link's queue holds
+	// the stack's own packets (references to what TCP keeps for
+	// retransmission anyway), and a full queue drops as a NIC's would.
+	// 128 packets are 8 MiB of engine buffers. In the benchmarks a bound
+	// of 256 cut the peak heap of a TCP bulk stream from 127 to 45 MiB,
+	// of 4 streams from 240 to 56, and 128 on both sides to 28 and 40,
+	// with no loss of throughput (see BENCHMARKS.md). Packets the engine
+	// drops after Read counted them (no peer's AllowedIPs cover the
+	// destination, a handshake's staged queue overflowed) stay counted
+	// until a Read has waited inflightLeakTimeout with nothing sent; while
+	// other packets flow they narrow the bound by their number.
+	maxOutflightPackets = 128
 
 	// inflightLeakTimeout is how long a receive waits for the stack to
 	// take a packet before it concludes that the packets it counts were
@@ -41,6 +62,7 @@ const (
 // releases one per packet the engine delivers. It is safe for concurrent
 // use.
 type inflight struct {
+	max     int // the bound; set by newInflight
 	mu      sync.Mutex
 	used    int           // guarded by mu
 	counted int           // guarded by mu; data packets counted in all, for tests
@@ -50,12 +72,12 @@ type inflight struct {
 	wake chan struct{}
 }
 
-func newInflight() *inflight {
-	return &inflight{stop: make(chan struct{}), wake: make(chan struct{}, 1)}
+func newInflight(bound int) *inflight {
+	return &inflight{max: bound, stop: make(chan struct{}), wake: make(chan struct{}, 1)}
 }
 
 // acquire counts n data packets, waiting while that would exceed
-// maxInflightPackets, until the Bind closes, or until no packet has been
+// the bound, until the Bind closes, or until no packet has been
 // delivered for inflightLeakTimeout. timer is the caller's own, stopped.
 func (f *inflight) acquire(n int, timer *time.Timer) {
 	if n == 0 {
@@ -64,7 +86,7 @@ func (f *inflight) acquire(n int, timer *time.Timer) {
 	for {
 		f.mu.Lock()
 		// A batch larger than the bound goes through alone.
-		if f.used == 0 || f.used+n <= maxInflightPackets {
+		if f.used == 0 || f.used+n <= f.max {
 			f.used += n
 			f.counted += n
 			f.mu.Unlock()
@@ -122,11 +144,13 @@ func (f *inflight) close() {
 }
 
 // inflightBind is a Bind whose receive functions count data packets in
-// an inflight and wait for it. The Net wraps its default Bind in one; a
+// an inflight and wait for it, and whose Send uncounts the data packets
+// the tun.Device's Read counted in another. The Net wraps its default Bind in one; a
 // Bind of the caller's is left as it is.
 type inflightBind struct {
 	conn.Bind
-	f *inflight
+	f   *inflight // the receiving side's count
+	out *inflight // the sending side's count
 }
 
 // Open implements conn.Bind.
@@ -136,6 +160,7 @@ func (b inflightBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 		return fns, actual, err
 	}
 	b.f.open()
+	b.out.open()
 	wrapped := make([]conn.ReceiveFunc, len(fns))
 	for i, fn := range fns {
 		// Each receive function runs on one goroutine of the engine, so
@@ -146,9 +171,7 @@ func (b inflightBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 			k, err := fn(bufs, sizes, eps)
 			data := 0
 			for j := range k {
-				// Transport messages longer than a keepalive carry a
-				// packet for the stack; handshakes and keepalives do not.
-				if sizes[j] > device.MessageKeepaliveSize && bufs[j][0] == device.MessageTransportType {
+				if isData(bufs[j][:sizes[j]]) {
 					data++
 				}
 			}
@@ -159,9 +182,31 @@ func (b inflightBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 	return wrapped, actual, nil
 }
 
-// Close implements conn.Bind. It ends waiting receives first, so that
-// the engine's receive goroutines can exit.
+// Send implements conn.Bind, releasing the data packets of bufs from
+// out, the sending side's count (see maxOutflightPackets).
+func (b inflightBind) Send(bufs [][]byte, ep conn.Endpoint) error {
+	err := b.Bind.Send(bufs, ep)
+	data := 0
+	for _, buf := range bufs {
+		if isData(buf) {
+			data++
+		}
+	}
+	b.out.release(data)
+	return err
+}
+
+// isData reports whether the WireGuard message msg carries a packet
+// from or for the stack: a transport message longer than a keepalive;
+// handshakes and keepalives do not.
+func isData(msg []byte) bool {
+	return len(msg) > device.MessageKeepaliveSize && msg[0] == device.MessageTransportType
+}
+
+// Close implements conn.Bind. It ends waiting receives and tun.Device
+// Reads first, so that the engine's goroutines can exit.
 func (b inflightBind) Close() error {
 	b.f.close()
+	b.out.close()
 	return b.Bind.Close()
 }

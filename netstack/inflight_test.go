@@ -41,7 +41,7 @@ func TestInflight(t *testing.T) {
 	}
 
 	t.Run("waits at the bound until a release", func(t *testing.T) {
-		f := newInflight()
+		f := newInflight(maxInflightPackets)
 		f.acquire(maxInflightPackets, timer)
 		done := acquireAsync(f, 1)
 		if !waits(done) {
@@ -51,7 +51,7 @@ func TestInflight(t *testing.T) {
 		gets(t, done, "after a release")
 	})
 	t.Run("a batch larger than the bound passes alone", func(t *testing.T) {
-		f := newInflight()
+		f := newInflight(maxInflightPackets)
 		gets(t, acquireAsync(f, 2*maxInflightPackets), "an empty count")
 		done := acquireAsync(f, 1)
 		if !waits(done) {
@@ -61,7 +61,7 @@ func TestInflight(t *testing.T) {
 		gets(t, done, "after the release")
 	})
 	t.Run("close ends the wait, open counts afresh", func(t *testing.T) {
-		f := newInflight()
+		f := newInflight(maxInflightPackets)
 		f.acquire(maxInflightPackets, timer)
 		done := acquireAsync(f, 1)
 		if !waits(done) {
@@ -73,7 +73,7 @@ func TestInflight(t *testing.T) {
 		gets(t, acquireAsync(f, maxInflightPackets), "after open")
 	})
 	t.Run("lost counts cost a pause", func(t *testing.T) {
-		f := newInflight()
+		f := newInflight(maxInflightPackets)
 		f.acquire(maxInflightPackets, timer) // never released: lost in the engine
 		start := time.Now()
 		gets(t, acquireAsync(f, 1), "after the leak timeout")
@@ -85,8 +85,9 @@ func TestInflight(t *testing.T) {
 
 // TestInflightCountsBalance sends datagrams through two Nets on their
 // default Binds (over loopback) and checks that what the receiving Bind
-// counted the stack took: a count that drifted (a keepalive or handshake
-// counted as data, a packet uncounted) would shrink or lift the bound.
+// counted the stack took, and that what the sender's tun.Device counted
+// its Bind sent: a count that drifted (a keepalive or handshake counted
+// as data, a packet uncounted) would shrink or lift the bound.
 func TestInflightCountsBalance(t *testing.T) {
 	if testing.Short() {
 		t.Skip("opens two tunnels")
@@ -129,20 +130,28 @@ func TestInflightCountsBalance(t *testing.T) {
 	}
 	// The stack has taken every packet the engine delivered once reads
 	// stop; give the engine a moment to finish its last batch.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		b.ep.inflight.mu.Lock()
-		used, counted := b.ep.inflight.used, b.ep.inflight.counted
-		b.ep.inflight.mu.Unlock()
-		if used == 0 {
-			if counted < got {
-				t.Errorf("the receiving Bind counted %d data packets, fewer than the %d datagrams that arrived: is the default Bind wrapped?", counted, got)
+	for _, side := range []struct {
+		name string
+		f    *inflight
+	}{{"receiving", b.ep.inflight}, {"sending", a.ep.outflight}} {
+		if side.f == nil {
+			t.Fatalf("the %s side counts nothing: is the default Bind wrapped?", side.name)
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			side.f.mu.Lock()
+			used, counted := side.f.used, side.f.counted
+			side.f.mu.Unlock()
+			if used == 0 {
+				if counted < got {
+					t.Errorf("the %s side counted %d data packets, fewer than the %d datagrams that arrived: is the default Bind wrapped?", side.name, counted, got)
+				}
+				break
 			}
-			break
+			if time.Now().After(deadline) {
+				t.Fatalf("%d packets still counted inside the %s engine after %d of %d datagrams arrived", used, side.name, got, n)
+			}
+			time.Sleep(10 * time.Millisecond)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d packets still counted inside the receiving engine after %d of %d datagrams arrived", used, got, n)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }

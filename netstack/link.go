@@ -129,6 +129,12 @@ type endpoint struct {
 	// the Net's default Bind (see maxInflightPackets); deliverBatch
 	// releases them.
 	inflight *inflight
+
+	// outflight, if not nil, counts the data packets inside the sending
+	// engine (see maxOutflightPackets): the tun.Device's Read counts what
+	// it returns, the Net's default Bind uncounts what it sends. Set
+	// before the device starts.
+	outflight *inflight
 }
 
 var (
@@ -137,7 +143,7 @@ var (
 )
 
 func newEndpoint(mtu uint32) *endpoint {
-	e := &endpoint{ready: make(chan struct{}, 1), batch: defaultBatchSize, inflight: newInflight()}
+	e := &endpoint{ready: make(chan struct{}, 1), batch: defaultBatchSize, inflight: newInflight(maxInflightPackets)}
 	e.mtu.Store(mtu)
 	e.gro.Init(true)
 	return e

@@ -335,6 +335,7 @@ func namedTuning(name string) (tuning, error) {
 	norack := tcpip.TCPRecovery(0)
 	maxRTO120 := tcpip.TCPMaxRTOOption(120 * time.Second)
 	retries15 := tcpip.TCPMaxRetriesOption(15)
+	minRTO200 := tcpip.TCPMinRTOOption(200 * time.Millisecond)
 	reno := tcpip.CongestionControlOption("reno")
 	cubic := tcpip.CongestionControlOption("cubic")
 	nosack := tcpip.TCPSACKEnabled(false)
@@ -346,9 +347,9 @@ func namedTuning(name string) (tuning, error) {
 	case "norack":
 		return tuning{name: name, opts: []tcpip.SettableTransportProtocolOption{&norack}}, nil
 	case "gvisor":
-		return tuning{name: name, opts: []tcpip.SettableTransportProtocolOption{&rack, &maxRTO120, &retries15}}, nil
+		return tuning{name: name, opts: []tcpip.SettableTransportProtocolOption{&rack, &minRTO200, &maxRTO120, &retries15}}, nil
 	case "gvisor-norack":
-		return tuning{name: name, opts: []tcpip.SettableTransportProtocolOption{&norack, &maxRTO120, &retries15}}, nil
+		return tuning{name: name, opts: []tcpip.SettableTransportProtocolOption{&norack, &minRTO200, &maxRTO120, &retries15}}, nil
 	case "rack-static":
 		v := tcpip.TCPRACKLossDetection | tcpip.TCPRACKStaticReoWnd
 		return tuning{name: name, opts: []tcpip.SettableTransportProtocolOption{&v}}, nil
@@ -361,6 +362,18 @@ func namedTuning(name string) (tuning, error) {
 		return tuning{name: name, opts: []tcpip.SettableTransportProtocolOption{&cubic}}, nil
 	case "nosack":
 		return tuning{name: name, opts: []tcpip.SettableTransportProtocolOption{&nosack}}, nil
+	}
+	// "minrto=D": the package defaults with a minimum RTO of D (gVisor's
+	// is 200 ms); "rack-minrto=D": the same with RACK on.
+	for prefix, opts := range map[string][]tcpip.SettableTransportProtocolOption{"minrto=": nil, "rack-minrto=": {&rack}} {
+		if s, ok := strings.CutPrefix(name, prefix); ok {
+			d, err := time.ParseDuration(s)
+			if err != nil {
+				return tuning{}, err
+			}
+			minRTO := tcpip.TCPMinRTOOption(d)
+			return tuning{name: name, opts: append(opts, &minRTO)}, nil
+		}
 	}
 	return tuning{}, errors.New("unknown tuning " + name)
 }

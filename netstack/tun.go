@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"time"
 
 	"golang.zx2c4.com/wireguard/tun"
 )
@@ -28,6 +29,10 @@ type tunDevice struct {
 	// close the stack under the engine's feet.
 	wmu     sync.RWMutex
 	stopped bool // guarded by wmu
+
+	// outTimer is Read's timer for waiting on ep.outflight; the engine
+	// calls Read from one goroutine.
+	outTimer *time.Timer
 }
 
 var _ tun.Device = (*tunDevice)(nil)
@@ -45,8 +50,22 @@ func (*tunDevice) File() *os.File { return nil }
 
 // Read implements tun.Device. It blocks until the stack has sent at least
 // one packet and returns up to len(bufs) of them.
+//
+// With the Net's default Bind, Read counts the packets it returns and
+// waits, before returning, while maxOutflightPackets are inside the
+// engine; meanwhile the stack's packets wait in the link's queue.
 func (t *tunDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
-	return t.ep.readBatch(bufs, sizes, offset)
+	n, err := t.ep.readBatch(bufs, sizes, offset)
+	if out := t.ep.outflight; out != nil && n > 0 {
+		if t.outTimer == nil {
+			// The engine reads from one goroutine; rmu would not be
+			// held here, so the timer is guarded by that alone.
+			t.outTimer = time.NewTimer(time.Hour)
+			t.outTimer.Stop()
+		}
+		out.acquire(n, t.outTimer)
+	}
+	return n, err
 }
 
 // Write implements tun.Device, delivering a batch of packets to the stack.
