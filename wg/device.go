@@ -125,6 +125,10 @@ type Device struct {
 	// by mu.
 	rank     map[Key]int
 	nextRank int
+	// model is the engine's configuration as Reconfigure diffs against
+	// it. Guarded by mu.
+	model      engineModel
+	modelReads int // times the model was read from the engine, for tests; guarded by mu
 }
 
 // NewDevice runs the wireguard-go engine on t, applies cfg and brings the
@@ -290,13 +294,14 @@ func (d *Device) run(ctx context.Context, e engine.Engine, cfg *Config, opts *De
 	// The tun.Device's own EventUp may bring the engine up before the
 	// config is applied, and wireguard-go falls back to a random port
 	// when binding the configured one fails; a device on another port
-	// than asked for is an error, not a surprise.
-	if want := cfg.Interface.ListenPort; want != 0 {
-		if st, err := d.state(); err != nil {
-			return fail(err)
-		} else if st.listenPort != want {
-			return fail(fmt.Errorf("listen port %d: bound port %d instead (is the port in use?)", want, st.listenPort))
-		}
+	// than asked for is an error, not a surprise. The one read of the
+	// engine's state here also gives Reconfigure its model.
+	m, err := d.modelLocked()
+	if err != nil {
+		return fail(err)
+	}
+	if want := cfg.Interface.ListenPort; want != 0 && m.listenPort != want {
+		return fail(fmt.Errorf("listen port %d: bound port %d instead (is the port in use?)", want, m.listenPort))
 	}
 	d.iface = cfg.Clone().Interface
 	for i, p := range cfg.Peers {
@@ -321,7 +326,7 @@ func (d *Device) run(ctx context.Context, e engine.Engine, cfg *Config, opts *De
 	}
 	d.watch.start(reachable[len(now):])
 	d.log.Info("wg: device up", "public_key", cfg.Interface.PrivateKey.PublicKey().String(),
-		"listen_port", d.boundPort(), "peers", len(cfg.Peers))
+		"listen_port", m.listenPort, "peers", len(cfg.Peers))
 	d.events.start()
 	d.startUAPI(opts.UAPI)
 	return d, nil
@@ -509,15 +514,6 @@ func (d *Device) PublicKey() Key {
 	return st.privateKey.PublicKey()
 }
 
-// boundPort returns the engine's listen port, 0 if it has none.
-func (d *Device) boundPort() int {
-	st, err := d.state()
-	if err != nil {
-		return 0
-	}
-	return st.listenPort
-}
-
 // ListenPort returns the UDP port the device is bound to, which is the
 // chosen one when the config's ListenPort was 0. It returns 0 after Close
 // or with a Bind that has no ports.
@@ -630,6 +626,9 @@ func (d *Device) SetPeerContext(ctx context.Context, p Peer) error {
 		return fmt.Errorf("wg: set peer %s: %w", p.PublicKey, err)
 	}
 	d.routesSet(p.PublicKey, p.AllowedIPs)
+	if m := d.modelCurrentLocked(); m != nil {
+		m.set(&p)
+	}
 	d.notePeerLocked(p)
 	d.watch.peerSet(p.PublicKey, p.Endpoint, ap)
 	kick = ap.IsValid()
@@ -657,6 +656,9 @@ func (d *Device) RemovePeer(pub Key) error {
 		return fmt.Errorf("wg: remove peer %s: %w", pub, err)
 	}
 	d.routesRemoved(pub)
+	if m := d.modelCurrentLocked(); m != nil {
+		m.remove(pub)
+	}
 	d.forgetPeerLocked(pub)
 	d.watch.peerRemoved(pub)
 	return nil
@@ -719,7 +721,11 @@ func (d *Device) ReconfigureContext(ctx context.Context, cfg *Config) error {
 	if err := d.errClosedLocked("reconfigure"); err != nil {
 		return err
 	}
-	st, err := d.state()
+	// Diff against the model of the engine's configuration, not the
+	// engine's state: reading every peer back costs far more than the
+	// change of one (the model is read again after wg(8) changed the
+	// engine, and always on a kernel engine; see engineModel).
+	st, err := d.modelLocked()
 	if err != nil {
 		return fmt.Errorf("wg: reconfigure: %w", err)
 	}
@@ -735,58 +741,85 @@ func (d *Device) ReconfigureContext(ctx context.Context, cfg *Config) error {
 	if in.FwMark != st.fwMark {
 		ec.FwMark = &in.FwMark
 	}
-	running := make(map[Key]PeerStatus, len(st.peers))
-	for _, ps := range st.peers {
-		running[ps.PublicKey] = ps
-	}
 	wanted := make(map[Key]bool, len(cfg.Peers))
+	var changed []int                    // indexes in cfg.Peers of the peers sent, in order
 	sent := make(map[Key]netip.AddrPort) // endpoints set in the engine, by peer
 	for i := range cfg.Peers {
 		p := &cfg.Peers[i]
 		wanted[p.PublicKey] = true
-		cur, ok := running[p.PublicKey]
+		cur, ok := st.peers[p.PublicKey]
 		endpoint := resolved[i]
 		if ok {
 			if p.Endpoint == d.endpoints[p.PublicKey] {
 				endpoint = netip.AddrPort{} // unchanged: keep what the engine learned
 			}
-			if !endpoint.IsValid() && st.psk[p.PublicKey] == p.PresharedKey &&
-				cur.PersistentKeepalive == p.PersistentKeepalive.Truncate(time.Second) &&
-				prefixesEqual(cur.AllowedIPs, p.AllowedIPs) {
+			if !endpoint.IsValid() && cur.psk == p.PresharedKey &&
+				cur.keepalive == p.PersistentKeepalive.Truncate(time.Second) &&
+				prefixesEqual(st.ips.byPeer[p.PublicKey], p.AllowedIPs) {
 				continue
 			}
 		}
 		ec.Peers = append(ec.Peers, peerConfig(p, endpoint))
+		changed = append(changed, i)
 		sent[p.PublicKey] = endpoint
 	}
+	var fresh []Key // peers new to the engine, with an endpoint
+	for i, p := range cfg.Peers {
+		if _, ok := st.peers[p.PublicKey]; !ok && resolved[i].IsValid() {
+			fresh = append(fresh, p.PublicKey)
+		}
+	}
 	var removed []Key
-	for k := range running {
+	for k := range st.peers {
 		if !wanted[k] {
 			ec.Peers = append(ec.Peers, engine.PeerConfig{PublicKey: engine.Key(k), Remove: true})
 			removed = append(removed, k)
 		}
 	}
 	if ec.PrivateKey != nil || ec.ListenPort != nil || ec.FwMark != nil || len(ec.Peers) > 0 {
-		err := d.eng.Configure(&ec)
-		d.routesChanged()
-		if err != nil {
+		if err := d.eng.Configure(&ec); err != nil {
+			d.routesChanged() // part of it may be applied: PeerFor and the model read the engine again
 			return fmt.Errorf("wg: reconfigure: %w", err)
 		}
 	}
-	d.iface = cfg.Clone().Interface
+	// The engine took all of ec, in order: so do PeerFor's table and the
+	// model (unless wg(8) changed the engine meanwhile, which makes both
+	// stale). A private key change makes the engine drop a peer with
+	// its public key, but Validate keeps such a peer out of cfg and the
+	// removals above take any other.
+	m := d.modelCurrentLocked()
+	if m != nil {
+		m.privateKey = in.PrivateKey
+		if ec.ListenPort != nil {
+			m.listenPort = in.ListenPort
+		}
+		m.fwMark = in.FwMark
+	}
+	for _, i := range changed {
+		p := &cfg.Peers[i]
+		d.routesSet(p.PublicKey, p.AllowedIPs)
+		if m != nil {
+			m.set(p)
+		}
+	}
+	for _, k := range removed {
+		d.routesRemoved(k)
+		if m != nil {
+			m.remove(k)
+		}
+	}
+	d.iface = (&Config{Interface: cfg.Interface}).Clone().Interface
 	clear(d.rank)
 	d.nextRank = 0
 	clear(d.endpoints)
 	for _, k := range removed {
 		d.watch.peerRemoved(k)
 	}
-	for i, p := range cfg.Peers {
+	for _, p := range cfg.Peers {
 		d.notePeerLocked(p)
 		d.watch.peerSet(p.PublicKey, p.Endpoint, sent[p.PublicKey])
-		if _, ok := running[p.PublicKey]; !ok && resolved[i].IsValid() {
-			kick = append(kick, p.PublicKey)
-		}
 	}
+	kick = fresh
 	return nil
 }
 
@@ -822,4 +855,86 @@ func (d *Device) Close() error {
 		return fmt.Errorf("wg: close: %w", err)
 	}
 	return nil
+}
+
+// engineModel is the part of the engine's configuration Reconfigure
+// diffs against: the interface's keys, port and mark, and each peer's
+// preshared key, keepalive and allowed IPs, as the Device applied them
+// (SetPeer, RemovePeer, Reconfigure) or last read them from the engine.
+// It saves Reconfigure reading every peer back from the engine to change
+// one.
+//
+// It is valid while gen equals routeGen, which everything that changes
+// the engine in a way the model does not follow bumps: a wg(8) "set"
+// through the UAPI socket (serveUAPIConn, after the engine applied it)
+// and every failed change (which may have applied part of its lines).
+// On an engine other than wireguard-go (NewDeviceEngine), wg(8) reaches
+// the engine through netlink or the driver with no word to the Device:
+// there the model is never trusted, and Reconfigure reads the engine's
+// state each time. Guarded by Device.mu.
+type engineModel struct {
+	valid      bool
+	gen        uint64 // routeGen when the model was last known right
+	privateKey Key
+	listenPort int
+	fwMark     uint32
+	peers      map[Key]peerModel
+	ips        *routeTable // each peer's allowed IPs, moved between peers as the engine moves them
+}
+
+// peerModel is what engineModel keeps of one peer besides its allowed IPs.
+type peerModel struct {
+	psk       Key
+	keepalive time.Duration // whole seconds, as the engine keeps it
+}
+
+// modelLocked returns the engine model, read again from the engine unless
+// it is still valid.
+func (d *Device) modelLocked() (*engineModel, error) {
+	// Read gen before the state, as rebuildRoutes does: a wg(8) change
+	// after this point bumps routeGen and makes the model stale, never
+	// wrongly valid.
+	gen := d.routeGen.Load()
+	if m := &d.model; d.wgo != nil && m.valid && m.gen == gen {
+		return m, nil
+	}
+	st, err := d.state()
+	if err != nil {
+		return nil, err
+	}
+	d.modelReads++
+	d.model = engineModel{
+		valid:      true,
+		gen:        gen,
+		privateKey: st.privateKey,
+		listenPort: st.listenPort,
+		fwMark:     st.fwMark,
+		peers:      make(map[Key]peerModel, len(st.peers)),
+		ips:        newRouteTable(0, st.peers),
+	}
+	for _, ps := range st.peers {
+		d.model.peers[ps.PublicKey] = peerModel{psk: st.psk[ps.PublicKey], keepalive: ps.PersistentKeepalive}
+	}
+	return &d.model, nil
+}
+
+// modelCurrentLocked returns the model if it is valid now, for a change
+// to update in place; nil if the next Reconfigure reads the engine anyway.
+func (d *Device) modelCurrentLocked() *engineModel {
+	if m := &d.model; m.valid && m.gen == d.routeGen.Load() {
+		return m
+	}
+	return nil
+}
+
+// set records that the engine applied pc (not a removal) to its peer.
+func (m *engineModel) set(p *Peer) {
+	m.peers[p.PublicKey] = peerModel{psk: p.PresharedKey, keepalive: p.PersistentKeepalive.Truncate(time.Second)}
+	m.ips.set(p.PublicKey, p.AllowedIPs)
+}
+
+// remove records that the engine removed peer.
+func (m *engineModel) remove(peer Key) {
+	delete(m.peers, peer)
+	m.ips.remove(peer)
 }

@@ -147,6 +147,10 @@ func parseHexKey(s string) (Key, error) {
 // prefixesEqual reports whether a and b hold the same prefixes, as the
 // engine stores them (masked, in any order).
 func prefixesEqual(a, b []netip.Prefix) bool {
+	if len(a) == len(b) && !slices.ContainsFunc(a, func(p netip.Prefix) bool { return p != p.Masked() }) &&
+		slices.Equal(a, b) {
+		return true // the common case, without allocating: b as the engine has it
+	}
 	norm := func(ps []netip.Prefix) []netip.Prefix {
 		out := make([]netip.Prefix, len(ps))
 		for i, p := range ps {

@@ -1,0 +1,90 @@
+package wg
+
+import (
+	"fmt"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// modelReads returns how often d read its engine model from the engine.
+func modelReads(d *Device) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.modelReads
+}
+
+// TestReconfigureModel checks that Reconfigure diffs against what the
+// device applied without reading the engine back, and that a wg(8) "set"
+// through the UAPI socket makes it read the engine again, so that it
+// still applies exactly the differences: the wg(8) changes to peers the
+// new config does not mention are undone, and a prefix SetPeer moved
+// between peers is moved back.
+func TestReconfigureModel(t *testing.T) {
+	checkLeaks(t)
+	d, sock, _ := uapiTestDevice(t, 3, nil)
+	want := d.Config()
+	reads := modelReads(d)
+	check := func(step string, wantReads int) {
+		t.Helper()
+		if err := d.Reconfigure(want); err != nil {
+			t.Fatalf("%s: Reconfigure: %v", step, err)
+		}
+		if got := modelReads(d) - reads; got != wantReads {
+			t.Errorf("%s: Reconfigure read the engine %d times, want %d", step, got, wantReads)
+		}
+		reads = modelReads(d)
+		got := d.Config()
+		if diff := cmp.Diff(want.Peers, got.Peers, configOpts); diff != "" {
+			t.Errorf("%s: peers after Reconfigure (-want +got):\n%s", step, diff)
+		}
+		if got.Interface.PrivateKey != want.Interface.PrivateKey {
+			t.Errorf("%s: private key after Reconfigure is not the configured one", step)
+		}
+		for _, p := range want.Peers {
+			pfx := p.AllowedIPs[0]
+			if k, ok := d.PeerFor(pfx.Addr()); !ok || k != p.PublicKey {
+				t.Errorf("%s: PeerFor(%v) = %v, %v; want %v", step, pfx.Addr(), k, ok, p.PublicKey)
+			}
+		}
+	}
+
+	// Changes through the Device itself keep the model: no read.
+	want.Peers[0].PersistentKeepalive = 25 * time.Second
+	check("one peer changed", 0)
+	if err := d.SetPeer(Peer{PublicKey: want.Peers[1].PublicKey, AllowedIPs: want.Peers[0].AllowedIPs}); err != nil {
+		t.Fatal(err)
+	}
+	check("after SetPeer took peer 0's prefix", 0)
+	extra := mustKey(t).PublicKey()
+	if err := d.SetPeer(Peer{PublicKey: extra, AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.250.0.0/16")}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.RemovePeer(want.Peers[2].PublicKey); err != nil {
+		t.Fatal(err)
+	}
+	check("after SetPeer of a new peer and RemovePeer", 0)
+	check("unchanged", 0)
+
+	// wg(8) changes behind the Device's back: every field Reconfigure
+	// compares, on peers the new config leaves as they were.
+	key2 := mustKey(t)
+	added := mustKey(t).PublicKey()
+	uapiSetText(t, sock, fmt.Sprintf("private_key=%s\n"+
+		"public_key=%s\nallowed_ip=10.201.0.0/24\n"+
+		"public_key=%s\npersistent_keepalive_interval=7\npreshared_key=%s\n"+
+		"public_key=%s\nreplace_allowed_ips=true\nallowed_ip=%s\n"+
+		"public_key=%s\nallowed_ip=10.202.0.0/24\n",
+		hexKey(key2),
+		hexKey(want.Peers[0].PublicKey),
+		hexKey(want.Peers[1].PublicKey), hexKey(mustKey(t)),
+		hexKey(want.Peers[2].PublicKey), want.Peers[1].AllowedIPs[0],
+		hexKey(added)))
+	check("after wg set", 1)
+	check("unchanged after wg set", 0)
+	if k, ok := d.PeerFor(netip.MustParseAddr("10.202.0.1")); ok {
+		t.Errorf("PeerFor(10.202.0.1) = %v after Reconfigure removed the peer wg(8) added", k)
+	}
+}
