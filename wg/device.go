@@ -678,6 +678,25 @@ func (d *Device) noteRankLocked(pub Key) {
 	}
 }
 
+// rankPeersLocked makes peers' order the configured order, leaving the
+// ranks as they are when they give it already (the common case, which
+// costs lookups rather than a new map's worth of writes).
+func (d *Device) rankPeersLocked(peers []Peer) {
+	same := d.nextRank == len(peers) && len(d.rank) == len(peers)
+	for i := 0; same && i < len(peers); i++ {
+		r, ok := d.rank[peers[i].PublicKey]
+		same = ok && r == i
+	}
+	if same {
+		return
+	}
+	clear(d.rank)
+	d.nextRank = 0
+	for _, p := range peers {
+		d.noteRankLocked(p.PublicKey)
+	}
+}
+
 // Reconfigure makes the device run cfg, applying only the differences:
 // unchanged peers keep their sessions and learned endpoints, the private
 // key and listen port are set only when they change, and a ListenPort of 0
@@ -725,6 +744,7 @@ func (d *Device) ReconfigureContext(ctx context.Context, cfg *Config) error {
 	// engine's state: reading every peer back costs far more than the
 	// change of one (the model is read again after wg(8) changed the
 	// engine, and always on a kernel engine; see engineModel).
+	reads := d.modelReads
 	st, err := d.modelLocked()
 	if err != nil {
 		return fmt.Errorf("wg: reconfigure: %w", err)
@@ -741,15 +761,18 @@ func (d *Device) ReconfigureContext(ctx context.Context, cfg *Config) error {
 	if in.FwMark != st.fwMark {
 		ec.FwMark = &in.FwMark
 	}
-	wanted := make(map[Key]bool, len(cfg.Peers))
+	// One pass over cfg, a few map lookups per peer: this is what a
+	// Reconfigure of one peer among thousands costs.
 	var changed []int                    // indexes in cfg.Peers of the peers sent, in order
 	sent := make(map[Key]netip.AddrPort) // endpoints set in the engine, by peer
+	var fresh []Key                      // peers new to the engine, with an endpoint
+	kept := 0                            // peers of cfg the engine has
 	for i := range cfg.Peers {
 		p := &cfg.Peers[i]
-		wanted[p.PublicKey] = true
 		cur, ok := st.peers[p.PublicKey]
 		endpoint := resolved[i]
 		if ok {
+			kept++
 			if p.Endpoint == d.endpoints[p.PublicKey] {
 				endpoint = netip.AddrPort{} // unchanged: keep what the engine learned
 			}
@@ -758,24 +781,29 @@ func (d *Device) ReconfigureContext(ctx context.Context, cfg *Config) error {
 				prefixesEqual(st.ips.byPeer[p.PublicKey], p.AllowedIPs) {
 				continue
 			}
+		} else if endpoint.IsValid() {
+			fresh = append(fresh, p.PublicKey)
 		}
 		ec.Peers = append(ec.Peers, peerConfig(p, endpoint))
 		changed = append(changed, i)
 		sent[p.PublicKey] = endpoint
 	}
-	var fresh []Key // peers new to the engine, with an endpoint
-	for i, p := range cfg.Peers {
-		if _, ok := st.peers[p.PublicKey]; !ok && resolved[i].IsValid() {
-			fresh = append(fresh, p.PublicKey)
-		}
-	}
 	var removed []Key
-	for k := range st.peers {
-		if !wanted[k] {
-			ec.Peers = append(ec.Peers, engine.PeerConfig{PublicKey: engine.Key(k), Remove: true})
-			removed = append(removed, k)
+	if kept < len(st.peers) { // cfg's keys are distinct (Validate)
+		wanted := make(map[Key]bool, len(cfg.Peers))
+		for i := range cfg.Peers {
+			wanted[cfg.Peers[i].PublicKey] = true
+		}
+		for k := range st.peers {
+			if !wanted[k] {
+				ec.Peers = append(ec.Peers, engine.PeerConfig{PublicKey: engine.Key(k), Remove: true})
+				removed = append(removed, k)
+			}
 		}
 	}
+	// Whether the watcher has seen every peer of the engine: not when the
+	// model was just read back after a change by wg(8).
+	watched := reads == d.modelReads
 	if ec.PrivateKey != nil || ec.ListenPort != nil || ec.FwMark != nil || len(ec.Peers) > 0 {
 		if err := d.eng.Configure(&ec); err != nil {
 			d.routesChanged() // part of it may be applied: PeerFor and the model read the engine again
@@ -809,15 +837,28 @@ func (d *Device) ReconfigureContext(ctx context.Context, cfg *Config) error {
 		}
 	}
 	d.iface = (&Config{Interface: cfg.Interface}).Clone().Interface
-	clear(d.rank)
-	d.nextRank = 0
+	d.rankPeersLocked(cfg.Peers)
 	clear(d.endpoints)
+	for _, p := range cfg.Peers {
+		if p.Endpoint != "" {
+			d.endpoints[p.PublicKey] = p.Endpoint
+		}
+	}
 	for _, k := range removed {
 		d.watch.peerRemoved(k)
 	}
-	for _, p := range cfg.Peers {
-		d.notePeerLocked(p)
+	// The watcher follows the peers sent; the others it knows already,
+	// with their configured endpoints, unless wg(8) added them.
+	for _, i := range changed {
+		p := &cfg.Peers[i]
 		d.watch.peerSet(p.PublicKey, p.Endpoint, sent[p.PublicKey])
+	}
+	if !watched {
+		for _, p := range cfg.Peers {
+			if _, ok := sent[p.PublicKey]; !ok {
+				d.watch.peerSet(p.PublicKey, p.Endpoint, netip.AddrPort{})
+			}
+		}
 	}
 	kick = fresh
 	return nil

@@ -3,6 +3,7 @@ package wg
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -86,5 +87,56 @@ func TestReconfigureModel(t *testing.T) {
 	check("unchanged after wg set", 0)
 	if k, ok := d.PeerFor(netip.MustParseAddr("10.202.0.1")); ok {
 		t.Errorf("PeerFor(10.202.0.1) = %v after Reconfigure removed the peer wg(8) added", k)
+	}
+}
+
+// TestReconfigureOrder checks that Peers and Config follow the order of
+// the last Reconfigure, whether it changes the order or keeps it, and
+// put a peer SetPeer adds after it.
+func TestReconfigureOrder(t *testing.T) {
+	checkLeaks(t)
+	d, _, _ := uapiTestDevice(t, 4, nil)
+	cfg := d.Config()
+	order := func() []Key {
+		var ks []Key
+		for _, ps := range d.Peers() {
+			ks = append(ks, ps.PublicKey)
+		}
+		return ks
+	}
+	keys := func(ps []Peer) []Key {
+		var ks []Key
+		for _, p := range ps {
+			ks = append(ks, p.PublicKey)
+		}
+		return ks
+	}
+	reversed := cfg.Clone()
+	slices.Reverse(reversed.Peers)
+	added := mustKey(t).PublicKey()
+	for _, step := range []struct {
+		name string
+		cfg  *Config
+		set  *Peer
+		want []Key
+	}{
+		{name: "reversed", cfg: reversed, want: keys(reversed.Peers)},
+		{name: "same again", cfg: reversed, want: keys(reversed.Peers)},
+		{name: "SetPeer adds last", set: &Peer{PublicKey: added}, want: append(keys(reversed.Peers), added)},
+		{name: "back to the first order", cfg: cfg, want: keys(cfg.Peers)},
+	} {
+		if step.cfg != nil {
+			if err := d.Reconfigure(step.cfg); err != nil {
+				t.Fatalf("%s: %v", step.name, err)
+			}
+		} else if err := d.SetPeer(*step.set); err != nil {
+			t.Fatalf("%s: %v", step.name, err)
+		}
+		if diff := cmp.Diff(step.want, order()); diff != "" {
+			t.Errorf("%s: Peers order (-want +got):\n%s", step.name, diff)
+		}
+		if diff := cmp.Diff(step.want, keys(d.Config().Peers)); diff != "" {
+			t.Errorf("%s: Config order (-want +got):\n%s", step.name, diff)
+		}
 	}
 }
