@@ -474,23 +474,40 @@ func (d *Device) Peers() []PeerStatus {
 	return ps
 }
 
-// sortLocked orders peers by configured order, then by key.
+// sortLocked orders peers by configured order, then by key (peers that
+// have no place in it, added through wg(8), after the others). It looks
+// each peer's place up once and sorts small records, not PeerStatus
+// values: with thousands of peers the lookups and the moves of a
+// comparison sort cost more than the rest of Peers.
 func (d *Device) sortLocked(peers []PeerStatus) []PeerStatus {
-	rank := d.rank
-	slices.SortFunc(peers, func(a, b PeerStatus) int {
-		ra, oka := rank[a.PublicKey]
-		rb, okb := rank[b.PublicKey]
+	type place struct {
+		rank int // d.rank's, or -1 for none
+		i    int // index in peers
+	}
+	places := make([]place, len(peers))
+	for i := range peers {
+		r, ok := d.rank[peers[i].PublicKey]
+		if !ok {
+			r = -1
+		}
+		places[i] = place{r, i}
+	}
+	slices.SortFunc(places, func(a, b place) int {
 		switch {
-		case oka && okb:
-			return ra - rb
-		case oka:
+		case a.rank >= 0 && b.rank >= 0:
+			return a.rank - b.rank
+		case a.rank >= 0:
 			return -1
-		case okb:
+		case b.rank >= 0:
 			return 1
 		}
-		return slices.Compare(a.PublicKey[:], b.PublicKey[:])
+		return slices.Compare(peers[a.i].PublicKey[:], peers[b.i].PublicKey[:])
 	})
-	return peers
+	out := make([]PeerStatus, len(peers))
+	for j, pl := range places {
+		out[j] = peers[pl.i]
+	}
+	return out
 }
 
 // PublicKey returns the device's public key, derived from the private key
