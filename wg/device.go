@@ -198,8 +198,9 @@ func NewDeviceContext(ctx context.Context, t tun.Device, cfg *Config, opts *Devi
 // too: such an engine serves no UAPI (wg(8) reaches a kernel engine
 // through netlink or the driver). On such an engine the device learns
 // what happens by reading the engine's state once a second (see
-// [Device.WaitHandshake]), and PeerFor's table is read again when a
-// second old, since wg(8)'s changes come with no notification.
+// [Device.WaitHandshake]), PeerFor's table is read again when a second
+// old, and Reconfigure reads the engine's configuration each time, since
+// wg(8)'s changes come with no notification.
 func NewDeviceEngine(ctx context.Context, e engine.Engine, cfg *Config, opts *DeviceOptions) (*Device, error) {
 	if opts == nil {
 		opts = &DeviceOptions{}
@@ -740,6 +741,14 @@ func (d *Device) rankPeersLocked(peers []Peer) {
 // not use (addresses, DNS, MTU...) are recorded for Config but change
 // nothing on a running backend. Host names are resolved here; use
 // ReconfigureContext to bound that in time.
+//
+// It compares cfg with the configuration the device applied, and sends
+// the engine only the peers that differ: with thousands of peers, a
+// Reconfigure that changes one costs a pass over cfg in memory, not a
+// read of every peer from the engine. After wg(8) changed the engine
+// through the UAPI socket it reads the engine's configuration again
+// first, and on a kernel engine (see [NewDeviceEngine]), which wg(8)
+// changes unseen, it does so every time.
 func (d *Device) Reconfigure(cfg *Config) error {
 	return d.ReconfigureContext(context.Background(), cfg)
 }
