@@ -1,6 +1,7 @@
 package wg
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -8,6 +9,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/wgkit/wgkit/internal/engine"
 )
 
 // modelReads returns how often d read its engine model from the engine.
@@ -138,5 +141,44 @@ func TestReconfigureOrder(t *testing.T) {
 		if diff := cmp.Diff(step.want, keys(d.Config().Peers)); diff != "" {
 			t.Errorf("%s: Config order (-want +got):\n%s", step.name, diff)
 		}
+	}
+}
+
+// TestReconfigureKernelEngineReads checks that on an engine wg(8) changes
+// unseen (a kernel engine, here wireguard-go behind the bare interface)
+// Reconfigure reads the engine every time, and so undoes a change made
+// behind the device's back that a model of what it applied would miss.
+func TestReconfigureKernelEngineReads(t *testing.T) {
+	checkLeaks(t)
+	e, _ := newOpaqueEngine()
+	pub := mustKey(t).PublicKey()
+	cfg := &Config{
+		Interface: Interface{PrivateKey: mustKey(t)},
+		Peers:     []Peer{{PublicKey: pub, AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.8.0.2/32")}}},
+	}
+	d, err := NewDeviceEngine(context.Background(), e, cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if err := d.Reconfigure(cfg); err != nil {
+		t.Fatal(err)
+	}
+	e.behindBack(t, &engine.Config{Peers: []engine.PeerConfig{{
+		PublicKey: engine.Key(pub), UpdateOnly: true, AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.9.0.0/16")},
+	}}})
+	before := modelReads(d)
+	if err := d.Reconfigure(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if got := modelReads(d) - before; got != 1 {
+		t.Errorf("Reconfigure read the engine %d times, want 1", got)
+	}
+	got := e.peer(t, pub)
+	if got == nil {
+		t.Fatal("the peer is gone")
+	}
+	if diff := cmp.Diff(cfg.Peers[0].AllowedIPs, got.AllowedIPs, configOpts); diff != "" {
+		t.Errorf("allowed IPs after Reconfigure (-want +got):\n%s", diff)
 	}
 }
