@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
@@ -125,6 +126,14 @@ type Device struct {
 	// by mu.
 	rank     map[Key]int
 	nextRank int
+	// model is the engine's configuration as Reconfigure diffs against
+	// it. Guarded by mu.
+	// engineHook is the watcher as wireguard-go's logger reaches it;
+	// emptied by Close (see NewDeviceContext). nil on other engines.
+	engineHook *atomic.Pointer[watcher]
+
+	model      engineModel
+	modelReads int // times the model was read from the engine, for tests; guarded by mu
 }
 
 // NewDevice runs the wireguard-go engine on t, applies cfg and brings the
@@ -159,7 +168,21 @@ func NewDeviceContext(ctx context.Context, t tun.Device, cfg *Config, opts *Devi
 		bind = conn.NewDefaultBind()
 	}
 	// From here on the engine owns t and bind: closing it closes both.
-	u := &userspace{dev: device.NewDevice(t, bind, engineLogger(d.log, d.watch.engineLog))}
+	// The engine's logger reaches the watcher through a hook that Close
+	// empties: wireguard-go's per-peer queues carry finalizers bound to
+	// the engine, so a path from the engine (its logger) to the
+	// watcher, which holds the engine's peers, would be a cycle through
+	// a finalizer, never collected: a closed device of 10 000 peers
+	// would keep its 230 MB.
+	hook := new(atomic.Pointer[watcher])
+	hook.Store(d.watch)
+	d.engineHook = hook
+	note := func(format string, args []any) {
+		if w := hook.Load(); w != nil {
+			w.engineLog(format, args)
+		}
+	}
+	u := &userspace{dev: device.NewDevice(t, bind, engineLogger(d.log, note))}
 	d.wgo = u
 	d.watch.engine = u.dev
 	return d.run(ctx, u, cfg, opts)
@@ -175,8 +198,9 @@ func NewDeviceContext(ctx context.Context, t tun.Device, cfg *Config, opts *Devi
 // too: such an engine serves no UAPI (wg(8) reaches a kernel engine
 // through netlink or the driver). On such an engine the device learns
 // what happens by reading the engine's state once a second (see
-// [Device.WaitHandshake]), and PeerFor's table is read again when a
-// second old, since wg(8)'s changes come with no notification.
+// [Device.WaitHandshake]), PeerFor's table is read again when a second
+// old, and Reconfigure reads the engine's configuration each time, since
+// wg(8)'s changes come with no notification.
 func NewDeviceEngine(ctx context.Context, e engine.Engine, cfg *Config, opts *DeviceOptions) (*Device, error) {
 	if opts == nil {
 		opts = &DeviceOptions{}
@@ -290,13 +314,14 @@ func (d *Device) run(ctx context.Context, e engine.Engine, cfg *Config, opts *De
 	// The tun.Device's own EventUp may bring the engine up before the
 	// config is applied, and wireguard-go falls back to a random port
 	// when binding the configured one fails; a device on another port
-	// than asked for is an error, not a surprise.
-	if want := cfg.Interface.ListenPort; want != 0 {
-		if st, err := d.state(); err != nil {
-			return fail(err)
-		} else if st.listenPort != want {
-			return fail(fmt.Errorf("listen port %d: bound port %d instead (is the port in use?)", want, st.listenPort))
-		}
+	// than asked for is an error, not a surprise. The one read of the
+	// engine's state here also gives Reconfigure its model.
+	m, err := d.modelLocked()
+	if err != nil {
+		return fail(err)
+	}
+	if want := cfg.Interface.ListenPort; want != 0 && m.listenPort != want {
+		return fail(fmt.Errorf("listen port %d: bound port %d instead (is the port in use?)", want, m.listenPort))
 	}
 	d.iface = cfg.Clone().Interface
 	for i, p := range cfg.Peers {
@@ -321,7 +346,7 @@ func (d *Device) run(ctx context.Context, e engine.Engine, cfg *Config, opts *De
 	}
 	d.watch.start(reachable[len(now):])
 	d.log.Info("wg: device up", "public_key", cfg.Interface.PrivateKey.PublicKey().String(),
-		"listen_port", d.boundPort(), "peers", len(cfg.Peers))
+		"listen_port", m.listenPort, "peers", len(cfg.Peers))
 	d.events.start()
 	d.startUAPI(opts.UAPI)
 	return d, nil
@@ -469,23 +494,40 @@ func (d *Device) Peers() []PeerStatus {
 	return ps
 }
 
-// sortLocked orders peers by configured order, then by key.
+// sortLocked orders peers by configured order, then by key (peers that
+// have no place in it, added through wg(8), after the others). It looks
+// each peer's place up once and sorts small records, not PeerStatus
+// values: with thousands of peers the lookups and the moves of a
+// comparison sort cost more than the rest of Peers.
 func (d *Device) sortLocked(peers []PeerStatus) []PeerStatus {
-	rank := d.rank
-	slices.SortFunc(peers, func(a, b PeerStatus) int {
-		ra, oka := rank[a.PublicKey]
-		rb, okb := rank[b.PublicKey]
+	type place struct {
+		rank int // d.rank's, or -1 for none
+		i    int // index in peers
+	}
+	places := make([]place, len(peers))
+	for i := range peers {
+		r, ok := d.rank[peers[i].PublicKey]
+		if !ok {
+			r = -1
+		}
+		places[i] = place{r, i}
+	}
+	slices.SortFunc(places, func(a, b place) int {
 		switch {
-		case oka && okb:
-			return ra - rb
-		case oka:
+		case a.rank >= 0 && b.rank >= 0:
+			return a.rank - b.rank
+		case a.rank >= 0:
 			return -1
-		case okb:
+		case b.rank >= 0:
 			return 1
 		}
-		return slices.Compare(a.PublicKey[:], b.PublicKey[:])
+		return slices.Compare(peers[a.i].PublicKey[:], peers[b.i].PublicKey[:])
 	})
-	return peers
+	out := make([]PeerStatus, len(peers))
+	for j, pl := range places {
+		out[j] = peers[pl.i]
+	}
+	return out
 }
 
 // PublicKey returns the device's public key, derived from the private key
@@ -507,15 +549,6 @@ func (d *Device) PublicKey() Key {
 		return Key{}
 	}
 	return st.privateKey.PublicKey()
-}
-
-// boundPort returns the engine's listen port, 0 if it has none.
-func (d *Device) boundPort() int {
-	st, err := d.state()
-	if err != nil {
-		return 0
-	}
-	return st.listenPort
 }
 
 // ListenPort returns the UDP port the device is bound to, which is the
@@ -630,6 +663,9 @@ func (d *Device) SetPeerContext(ctx context.Context, p Peer) error {
 		return fmt.Errorf("wg: set peer %s: %w", p.PublicKey, err)
 	}
 	d.routesSet(p.PublicKey, p.AllowedIPs)
+	if m := d.modelCurrentLocked(); m != nil {
+		m.set(&p)
+	}
 	d.notePeerLocked(p)
 	d.watch.peerSet(p.PublicKey, p.Endpoint, ap)
 	kick = ap.IsValid()
@@ -657,6 +693,9 @@ func (d *Device) RemovePeer(pub Key) error {
 		return fmt.Errorf("wg: remove peer %s: %w", pub, err)
 	}
 	d.routesRemoved(pub)
+	if m := d.modelCurrentLocked(); m != nil {
+		m.remove(pub)
+	}
 	d.forgetPeerLocked(pub)
 	d.watch.peerRemoved(pub)
 	return nil
@@ -676,6 +715,25 @@ func (d *Device) noteRankLocked(pub Key) {
 	}
 }
 
+// rankPeersLocked makes peers' order the configured order, leaving the
+// ranks as they are when they give it already (the common case, which
+// costs lookups rather than a new map's worth of writes).
+func (d *Device) rankPeersLocked(peers []Peer) {
+	same := d.nextRank == len(peers) && len(d.rank) == len(peers)
+	for i := 0; same && i < len(peers); i++ {
+		r, ok := d.rank[peers[i].PublicKey]
+		same = ok && r == i
+	}
+	if same {
+		return
+	}
+	clear(d.rank)
+	d.nextRank = 0
+	for _, p := range peers {
+		d.noteRankLocked(p.PublicKey)
+	}
+}
+
 // Reconfigure makes the device run cfg, applying only the differences:
 // unchanged peers keep their sessions and learned endpoints, the private
 // key and listen port are set only when they change, and a ListenPort of 0
@@ -683,6 +741,14 @@ func (d *Device) noteRankLocked(pub Key) {
 // not use (addresses, DNS, MTU...) are recorded for Config but change
 // nothing on a running backend. Host names are resolved here; use
 // ReconfigureContext to bound that in time.
+//
+// It compares cfg with the configuration the device applied, and sends
+// the engine only the peers that differ: with thousands of peers, a
+// Reconfigure that changes one costs a pass over cfg in memory, not a
+// read of every peer from the engine. After wg(8) changed the engine
+// through the UAPI socket it reads the engine's configuration again
+// first, and on a kernel engine (see [NewDeviceEngine]), which wg(8)
+// changes unseen, it does so every time.
 func (d *Device) Reconfigure(cfg *Config) error {
 	return d.ReconfigureContext(context.Background(), cfg)
 }
@@ -719,7 +785,12 @@ func (d *Device) ReconfigureContext(ctx context.Context, cfg *Config) error {
 	if err := d.errClosedLocked("reconfigure"); err != nil {
 		return err
 	}
-	st, err := d.state()
+	// Diff against the model of the engine's configuration, not the
+	// engine's state: reading every peer back costs far more than the
+	// change of one (the model is read again after wg(8) changed the
+	// engine, and always on a kernel engine; see engineModel).
+	reads := d.modelReads
+	st, err := d.modelLocked()
 	if err != nil {
 		return fmt.Errorf("wg: reconfigure: %w", err)
 	}
@@ -735,58 +806,106 @@ func (d *Device) ReconfigureContext(ctx context.Context, cfg *Config) error {
 	if in.FwMark != st.fwMark {
 		ec.FwMark = &in.FwMark
 	}
-	running := make(map[Key]PeerStatus, len(st.peers))
-	for _, ps := range st.peers {
-		running[ps.PublicKey] = ps
-	}
-	wanted := make(map[Key]bool, len(cfg.Peers))
+	// One pass over cfg, a few map lookups per peer: this is what a
+	// Reconfigure of one peer among thousands costs.
+	var changed []int                    // indexes in cfg.Peers of the peers sent, in order
 	sent := make(map[Key]netip.AddrPort) // endpoints set in the engine, by peer
+	var fresh []Key                      // peers new to the engine, with an endpoint
+	kept := 0                            // peers of cfg the engine has
 	for i := range cfg.Peers {
 		p := &cfg.Peers[i]
-		wanted[p.PublicKey] = true
-		cur, ok := running[p.PublicKey]
+		cur, ok := st.peers[p.PublicKey]
 		endpoint := resolved[i]
 		if ok {
+			kept++
 			if p.Endpoint == d.endpoints[p.PublicKey] {
 				endpoint = netip.AddrPort{} // unchanged: keep what the engine learned
 			}
-			if !endpoint.IsValid() && st.psk[p.PublicKey] == p.PresharedKey &&
-				cur.PersistentKeepalive == p.PersistentKeepalive.Truncate(time.Second) &&
-				prefixesEqual(cur.AllowedIPs, p.AllowedIPs) {
+			if !endpoint.IsValid() && cur.psk == p.PresharedKey &&
+				cur.keepalive == p.PersistentKeepalive.Truncate(time.Second) &&
+				prefixesEqual(st.ips.byPeer[p.PublicKey], p.AllowedIPs) {
 				continue
 			}
+		} else if endpoint.IsValid() {
+			fresh = append(fresh, p.PublicKey)
 		}
 		ec.Peers = append(ec.Peers, peerConfig(p, endpoint))
+		changed = append(changed, i)
 		sent[p.PublicKey] = endpoint
 	}
 	var removed []Key
-	for k := range running {
-		if !wanted[k] {
-			ec.Peers = append(ec.Peers, engine.PeerConfig{PublicKey: engine.Key(k), Remove: true})
-			removed = append(removed, k)
+	if kept < len(st.peers) { // cfg's keys are distinct (Validate)
+		wanted := make(map[Key]bool, len(cfg.Peers))
+		for i := range cfg.Peers {
+			wanted[cfg.Peers[i].PublicKey] = true
+		}
+		for k := range st.peers {
+			if !wanted[k] {
+				ec.Peers = append(ec.Peers, engine.PeerConfig{PublicKey: engine.Key(k), Remove: true})
+				removed = append(removed, k)
+			}
 		}
 	}
+	// Whether the watcher has seen every peer of the engine: not when the
+	// model was just read back after a change by wg(8).
+	watched := reads == d.modelReads
 	if ec.PrivateKey != nil || ec.ListenPort != nil || ec.FwMark != nil || len(ec.Peers) > 0 {
-		err := d.eng.Configure(&ec)
-		d.routesChanged()
-		if err != nil {
+		if err := d.eng.Configure(&ec); err != nil {
+			d.routesChanged() // part of it may be applied: PeerFor and the model read the engine again
 			return fmt.Errorf("wg: reconfigure: %w", err)
 		}
 	}
-	d.iface = cfg.Clone().Interface
-	clear(d.rank)
-	d.nextRank = 0
+	// The engine took all of ec, in order: so do PeerFor's table and the
+	// model (unless wg(8) changed the engine meanwhile, which makes both
+	// stale). A private key change makes the engine drop a peer with
+	// its public key, but Validate keeps such a peer out of cfg and the
+	// removals above take any other.
+	m := d.modelCurrentLocked()
+	if m != nil {
+		m.privateKey = in.PrivateKey
+		if ec.ListenPort != nil {
+			m.listenPort = in.ListenPort
+		}
+		m.fwMark = in.FwMark
+	}
+	for _, i := range changed {
+		p := &cfg.Peers[i]
+		d.routesSet(p.PublicKey, p.AllowedIPs)
+		if m != nil {
+			m.set(p)
+		}
+	}
+	for _, k := range removed {
+		d.routesRemoved(k)
+		if m != nil {
+			m.remove(k)
+		}
+	}
+	d.iface = (&Config{Interface: cfg.Interface}).Clone().Interface
+	d.rankPeersLocked(cfg.Peers)
 	clear(d.endpoints)
+	for _, p := range cfg.Peers {
+		if p.Endpoint != "" {
+			d.endpoints[p.PublicKey] = p.Endpoint
+		}
+	}
 	for _, k := range removed {
 		d.watch.peerRemoved(k)
 	}
-	for i, p := range cfg.Peers {
-		d.notePeerLocked(p)
+	// The watcher follows the peers sent; the others it knows already,
+	// with their configured endpoints, unless wg(8) added them.
+	for _, i := range changed {
+		p := &cfg.Peers[i]
 		d.watch.peerSet(p.PublicKey, p.Endpoint, sent[p.PublicKey])
-		if _, ok := running[p.PublicKey]; !ok && resolved[i].IsValid() {
-			kick = append(kick, p.PublicKey)
+	}
+	if !watched {
+		for _, p := range cfg.Peers {
+			if _, ok := sent[p.PublicKey]; !ok {
+				d.watch.peerSet(p.PublicKey, p.Endpoint, netip.AddrPort{})
+			}
 		}
 	}
+	kick = fresh
 	return nil
 }
 
@@ -814,6 +933,9 @@ func (d *Device) Close() error {
 	d.closed = true
 	d.closeRoutes()      // PeerFor reports no peer from now on
 	err := d.eng.Close() // waits for wireguard-go's goroutines
+	if d.engineHook != nil {
+		d.engineHook.Store(nil)
+	}
 	d.uapiWG.Wait()
 	d.watch.stop()
 	d.events.close()
@@ -822,4 +944,86 @@ func (d *Device) Close() error {
 		return fmt.Errorf("wg: close: %w", err)
 	}
 	return nil
+}
+
+// engineModel is the part of the engine's configuration Reconfigure
+// diffs against: the interface's keys, port and mark, and each peer's
+// preshared key, keepalive and allowed IPs, as the Device applied them
+// (SetPeer, RemovePeer, Reconfigure) or last read them from the engine.
+// It saves Reconfigure reading every peer back from the engine to change
+// one.
+//
+// It is valid while gen equals routeGen, which everything that changes
+// the engine in a way the model does not follow bumps: a wg(8) "set"
+// through the UAPI socket (serveUAPIConn, after the engine applied it)
+// and every failed change (which may have applied part of its lines).
+// On an engine other than wireguard-go (NewDeviceEngine), wg(8) reaches
+// the engine through netlink or the driver with no word to the Device:
+// there the model is never trusted, and Reconfigure reads the engine's
+// state each time. Guarded by Device.mu.
+type engineModel struct {
+	valid      bool
+	gen        uint64 // routeGen when the model was last known right
+	privateKey Key
+	listenPort int
+	fwMark     uint32
+	peers      map[Key]peerModel
+	ips        *routeTable // each peer's allowed IPs, moved between peers as the engine moves them
+}
+
+// peerModel is what engineModel keeps of one peer besides its allowed IPs.
+type peerModel struct {
+	psk       Key
+	keepalive time.Duration // whole seconds, as the engine keeps it
+}
+
+// modelLocked returns the engine model, read again from the engine unless
+// it is still valid.
+func (d *Device) modelLocked() (*engineModel, error) {
+	// Read gen before the state, as rebuildRoutes does: a wg(8) change
+	// after this point bumps routeGen and makes the model stale, never
+	// wrongly valid.
+	gen := d.routeGen.Load()
+	if m := &d.model; d.wgo != nil && m.valid && m.gen == gen {
+		return m, nil
+	}
+	st, err := d.state()
+	if err != nil {
+		return nil, err
+	}
+	d.modelReads++
+	d.model = engineModel{
+		valid:      true,
+		gen:        gen,
+		privateKey: st.privateKey,
+		listenPort: st.listenPort,
+		fwMark:     st.fwMark,
+		peers:      make(map[Key]peerModel, len(st.peers)),
+		ips:        newRouteTable(0, st.peers),
+	}
+	for _, ps := range st.peers {
+		d.model.peers[ps.PublicKey] = peerModel{psk: st.psk[ps.PublicKey], keepalive: ps.PersistentKeepalive}
+	}
+	return &d.model, nil
+}
+
+// modelCurrentLocked returns the model if it is valid now, for a change
+// to update in place; nil if the next Reconfigure reads the engine anyway.
+func (d *Device) modelCurrentLocked() *engineModel {
+	if m := &d.model; m.valid && m.gen == d.routeGen.Load() {
+		return m
+	}
+	return nil
+}
+
+// set records that the engine applied pc (not a removal) to its peer.
+func (m *engineModel) set(p *Peer) {
+	m.peers[p.PublicKey] = peerModel{psk: p.PresharedKey, keepalive: p.PersistentKeepalive.Truncate(time.Second)}
+	m.ips.set(p.PublicKey, p.AllowedIPs)
+}
+
+// remove records that the engine removed peer.
+func (m *engineModel) remove(peer Key) {
+	delete(m.peers, peer)
+	m.ips.remove(peer)
 }

@@ -1,7 +1,6 @@
 package wg
 
 import (
-	"bufio"
 	"encoding/hex"
 	"fmt"
 	"net/netip"
@@ -42,13 +41,16 @@ type engineState struct {
 	listenPort int
 	fwMark     uint32
 	peers      []PeerStatus
-	psk        map[Key]Key // preshared keys by public key; not part of PeerStatus
+	psk        map[Key]Key // preshared keys by public key, only those set; not part of PeerStatus
 }
 
-// parseUAPIGet parses the body of a UAPI "get" response.
+// parseUAPIGet parses the body of a UAPI "get" response. Its lines are
+// slices of text, not copies: with thousands of peers the copies cost
+// more than the parsing.
 func parseUAPIGet(text string) (*engineState, error) {
 	st := &engineState{psk: make(map[Key]Key)}
-	var cur *PeerStatus
+	st.peers = make([]PeerStatus, 0, strings.Count(text, "\npublic_key="))
+	var cur *PeerStatus // the last of st.peers, while its lines come
 	var hsSec, hsNsec int64
 	flush := func() {
 		if cur == nil {
@@ -57,12 +59,12 @@ func parseUAPIGet(text string) (*engineState, error) {
 		if hsSec != 0 || hsNsec != 0 {
 			cur.LastHandshake = time.Unix(hsSec, hsNsec)
 		}
-		st.peers = append(st.peers, *cur)
 		cur, hsSec, hsNsec = nil, 0, 0
 	}
-	sc := bufio.NewScanner(strings.NewReader(text))
-	for sc.Scan() {
-		line := sc.Text()
+	for rest := text; rest != ""; {
+		var line string
+		line, rest, _ = strings.Cut(rest, "\n")
+		line = strings.TrimSuffix(line, "\r")
 		if line == "" {
 			continue
 		}
@@ -82,7 +84,8 @@ func parseUAPIGet(text string) (*engineState, error) {
 			st.fwMark = uint32(m)
 		case "public_key":
 			flush()
-			cur = new(PeerStatus)
+			st.peers = append(st.peers, PeerStatus{})
+			cur = &st.peers[len(st.peers)-1]
 			cur.PublicKey, err = parseHexKey(value)
 		case "errno":
 			if value != "0" {
@@ -108,8 +111,9 @@ func (p *PeerStatus) setUAPI(st *engineState, name, value string, hsSec, hsNsec 
 	switch name {
 	case "preshared_key":
 		var k Key
-		k, err = parseHexKey(value)
-		st.psk[p.PublicKey] = k
+		if k, err = parseHexKey(value); err == nil && !k.IsZero() {
+			st.psk[p.PublicKey] = k
+		}
 	case "endpoint":
 		p.Endpoint, err = netip.ParseAddrPort(value)
 	case "last_handshake_time_sec":
@@ -147,6 +151,10 @@ func parseHexKey(s string) (Key, error) {
 // prefixesEqual reports whether a and b hold the same prefixes, as the
 // engine stores them (masked, in any order).
 func prefixesEqual(a, b []netip.Prefix) bool {
+	if len(a) == len(b) && !slices.ContainsFunc(a, func(p netip.Prefix) bool { return p != p.Masked() }) &&
+		slices.Equal(a, b) {
+		return true // the common case, without allocating: b as the engine has it
+	}
 	norm := func(ps []netip.Prefix) []netip.Prefix {
 		out := make([]netip.Prefix, len(ps))
 		for i, p := range ps {
