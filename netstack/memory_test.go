@@ -190,4 +190,6 @@ func TestDialBurstMemory(t *testing.T) {
 	}
 }
 
-const dialBurstCeiling = 64 * mib
+// dialBurstCeiling is well above the 45 to 51 MiB measured with the cap
+// (a loaded machine collects later) and far below the 320 MiB without it.
+const dialBurstCeiling = 96 * mib

@@ -165,7 +165,16 @@ func TestPeerForAllocs(t *testing.T) {
 	if k, ok := d.PeerFor(ip); !ok || k != cfg.Peers[199].PublicKey {
 		t.Fatalf("PeerFor(%v) = %v, %v; want peer 199", ip, k, ok)
 	}
-	if n := testing.AllocsPerRun(100, func() { d.PeerFor(ip) }); n != 0 {
+	// AllocsPerRun counts every goroutine's allocations, the device's
+	// once-a-second state poll included: a run that a poll fell into is
+	// tried again, up to three times.
+	var n float64
+	for range 3 {
+		if n = testing.AllocsPerRun(100, func() { d.PeerFor(ip) }); n == 0 {
+			break
+		}
+	}
+	if n != 0 {
 		t.Errorf("PeerFor allocates %v times per call, want 0", n)
 	}
 }
