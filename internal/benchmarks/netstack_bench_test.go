@@ -66,18 +66,20 @@ const (
 
 func benchThroughput(b *testing.B, im impl, streams int) {
 	server, client := openPair(b, im)
+	benchStreams(b, server, streams, func() (net.Conn, error) { return dialServer(b, client, benchPort), nil })
+}
+
+// benchStreams runs the bulk transfer of BenchmarkNetstackTCPThroughput
+// over streams conns from dial to a sink in server: each stream carries
+// its share of b.N operations of opBytes, in whole chunks, after
+// warmBytes of warm-up. It reports Mbit/s, CPU seconds per GB (user plus
+// system, whole process), the peak and final heap, and allocations.
+func benchStreams(b *testing.B, server tunnel, streams int, dial func() (net.Conn, error)) {
 	l, err := server.listen(netip.AddrPortFrom(serverAddr, benchPort))
 	mustNoErr(b, err, "listen")
-	// Each stream carries its share of b.N operations, in whole chunks.
 	per := (int64(b.N)*opBytes/int64(streams) + chunk - 1) / chunk * chunk
 	stop := sinkServer(l, warmBytes+per)
 	defer stop()
-
-	conns := make([]net.Conn, streams)
-	for i := range conns {
-		conns[i] = dialServer(b, client, benchPort)
-		defer conns[i].Close()
-	}
 	buf := randomBytes(chunk)
 	send := func(c net.Conn, n int64) error {
 		for sent := int64(0); sent < n; sent += chunk {
@@ -87,7 +89,13 @@ func benchThroughput(b *testing.B, im impl, streams int) {
 		}
 		return nil
 	}
-	for _, c := range conns {
+	conns := make([]net.Conn, streams)
+	for i := range conns {
+		c, err := dial()
+		mustNoErr(b, err, "dial")
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Minute))
+		conns[i] = c
 		mustNoErr(b, send(c, warmBytes), "warm up")
 	}
 	sampler := startHeapSampler()
@@ -121,9 +129,8 @@ func benchThroughput(b *testing.B, im impl, streams int) {
 		b.Fatal(err)
 	}
 	total := float64(per) * float64(streams)
-	cpu := cpuTime(b) - cpu0
 	b.ReportMetric(total*8/1e6/elapsed.Seconds(), "Mbit/s")
-	if cpu > 0 {
+	if cpu := cpuTime(b) - cpu0; cpu > 0 {
 		b.ReportMetric(cpu.Seconds()/(total/1e9), "cpu-s/GB")
 	}
 	b.ReportMetric(float64(peak), "peak-heap-B")

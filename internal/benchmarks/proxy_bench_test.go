@@ -7,9 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
-	"sync"
 	"testing"
-	"time"
 
 	socks5 "github.com/armon/go-socks5"
 	xproxy "golang.org/x/net/proxy"
@@ -90,67 +88,5 @@ func BenchmarkProxyForwardTCP(b *testing.B) {
 			}
 			benchStreams(b, server, 1, dial)
 		})
-	}
-}
-
-// benchStreams runs the bulk transfer of BenchmarkNetstackTCPThroughput
-// (same chunk, operation and warm-up sizes) over streams conns from dial
-// to a sink in server, reporting Mbit/s, CPU seconds per GB (user plus
-// system, whole process) and allocations.
-func benchStreams(b *testing.B, server tunnel, streams int, dial func() (net.Conn, error)) {
-	l, err := server.listen(netip.AddrPortFrom(serverAddr, benchPort))
-	mustNoErr(b, err, "listen")
-	per := (int64(b.N)*opBytes/int64(streams) + chunk - 1) / chunk * chunk
-	stop := sinkServer(l, warmBytes+per)
-	defer stop()
-	conns := make([]net.Conn, streams)
-	buf := randomBytes(chunk)
-	send := func(c net.Conn, n int64) error {
-		for sent := int64(0); sent < n; sent += chunk {
-			if _, err := c.Write(buf); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	for i := range conns {
-		c, err := dial()
-		mustNoErr(b, err, "dial")
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(5 * time.Minute))
-		conns[i] = c
-		mustNoErr(b, send(c, warmBytes), "warm up")
-	}
-	b.SetBytes(opBytes)
-	b.ReportAllocs()
-	cpu0 := cpuTime(b)
-	b.ResetTimer()
-	start := time.Now()
-	var wg sync.WaitGroup
-	errs := make(chan error, streams)
-	for _, c := range conns {
-		wg.Add(1)
-		go func(c net.Conn) {
-			defer wg.Done()
-			if err := send(c, per); err != nil {
-				errs <- err
-				return
-			}
-			if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
-				errs <- err
-			}
-		}(c)
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	b.StopTimer()
-	close(errs)
-	for err := range errs {
-		b.Fatal(err)
-	}
-	total := float64(per) * float64(streams)
-	b.ReportMetric(total*8/1e6/elapsed.Seconds(), "Mbit/s")
-	if cpu := cpuTime(b) - cpu0; cpu > 0 {
-		b.ReportMetric(cpu.Seconds()/(total/1e9), "cpu-s/GB")
 	}
 }
