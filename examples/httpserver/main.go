@@ -46,12 +46,7 @@ func main() {
 }
 
 func run(ctx context.Context, file, listen string, logger *slog.Logger) error {
-	f, err := os.Open(file)
-	if err != nil {
-		return err
-	}
-	cfg, err := wg.ParseConfig(f)
-	f.Close()
+	cfg, err := wg.LoadConfig(file) // errors name the file and line
 	if err != nil {
 		return err
 	}

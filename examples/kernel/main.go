@@ -61,12 +61,7 @@ func nameFromFile(file string) string {
 }
 
 func run(ctx context.Context, file, name string, dns bool, logger *slog.Logger) error {
-	f, err := os.Open(file)
-	if err != nil {
-		return err
-	}
-	cfg, err := wg.ParseConfig(f)
-	f.Close()
+	cfg, err := wg.LoadConfig(file) // errors name the file and line
 	if err != nil {
 		return err
 	}

@@ -149,12 +149,7 @@ func demo(ctx context.Context, logger *slog.Logger) error {
 
 // fetchWith opens the tunnel of a wg-quick file and fetches url through it.
 func fetchWith(ctx context.Context, file, url string, logger *slog.Logger) error {
-	f, err := os.Open(file)
-	if err != nil {
-		return err
-	}
-	cfg, err := wg.ParseConfig(f)
-	f.Close()
+	cfg, err := wg.LoadConfig(file) // errors name the file and line
 	if err != nil {
 		return err
 	}
