@@ -201,26 +201,6 @@ func (w *watcher) stop() {
 	}
 	w.mu.Unlock()
 	w.wg.Wait()
-	// Drop every pointer into the engine. wireguard-go gives each peer's
-	// queues a finalizer that holds the engine, and the engine's logger
-	// holds this watcher: a peer kept here would close that loop through
-	// a finalizer, which the garbage collector never frees, and every
-	// closed device would stay in memory for the life of the process.
-	w.mu.Lock()
-	clear(w.byPtr)
-	clear(w.unknown)
-	for _, p := range w.peers {
-		p.ptr = nil
-	}
-	w.mu.Unlock()
-	for {
-		select {
-		case <-w.notes:
-			continue
-		default:
-		}
-		break
-	}
 }
 
 func (w *watcher) poke() {
