@@ -145,9 +145,17 @@ func TestDeviceOnOtherEngine(t *testing.T) {
 	if err != nil {
 		t.Fatalf("WaitHandshake: %v", err)
 	}
-	ps := a.Peers()
+	// The engine counts the initiation's bytes after its send returns,
+	// which can be after the response was handled: wait a moment for it.
+	var ps []PeerStatus
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		ps = a.Peers()
+		if len(ps) != 1 || ps[0].TxBytes != 0 || time.Now().After(deadline) {
+			break
+		}
+	}
 	if len(ps) != 1 || ps[0].PublicKey != bPub || !ps[0].LastHandshake.Equal(hs) || ps[0].TxBytes == 0 {
-		t.Fatalf("Peers() = %+v, want b with the handshake at %v", ps, hs)
+		t.Fatalf("Peers() = %+v, want b with the handshake at %v and bytes sent", ps, hs)
 	}
 	if k, ok := a.PeerFor(bAddr); !ok || k != bPub {
 		t.Errorf("PeerFor(%v) = %v, %v", bAddr, k, ok)
