@@ -26,9 +26,10 @@ import (
 //     checksums; a super-packet that does not fit the engine's buffers is
 //     continued by the next Read.
 //   - inbound (WireGuard -> stack): the engine calls deliverBatch with a
-//     batch of decrypted packets, which go through gVisor's GRO (TCP
-//     segments of one flow in one batch are merged into one packet) and
-//     then to the stack's dispatcher.
+//     batch of decrypted packets; runs of consecutive TCP segments of one
+//     flow are copied into one packet (coalesce.go), the rest one by one,
+//     and all go through gVisor's GRO (which merges what is left of a
+//     flow in the batch) and then to the stack's dispatcher.
 //
 // Per packet, the stack does the same work whatever the packet's size, so
 // moving fewer, larger packets through it is what makes the link fast.
@@ -485,8 +486,8 @@ func (e *endpoint) deliverBatch(bufs [][]byte, offset int) (int, error) {
 	udpSeen := false // a UDP packet is in the batch (IPv6: without extension headers)
 	delivered := 0
 	defer func() { e.inflight.release(delivered) }()
-	for _, b := range bufs {
-		pkt := b[offset:]
+	for i := 0; i < len(bufs); i++ {
+		pkt := bufs[i][offset:]
 		if len(pkt) == 0 {
 			continue
 		}
@@ -509,8 +510,26 @@ func (e *endpoint) deliverBatch(bufs [][]byte, offset int) (int, error) {
 		if e.inbound != nil && e.inbound(pkt) {
 			continue
 		}
-		// MakeWithData copies: the engine reuses bufs after we return.
-		pkb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(pkt)})
+		// Both paths copy: the engine reuses bufs after we return. A run
+		// of TCP segments of one flow is copied into one packet
+		// (coalesce.go), except in router mode, where inbound must see
+		// each packet.
+		var pkb *stack.PacketBuffer
+		if f, ok := parseMergeable(pkt); ok && e.inbound == nil {
+			if j := runEnd(bufs, i, offset, f); j > i+1 {
+				pkb = mergeRun(bufs[i:j], offset, f)
+				for _, b := range bufs[i+1 : j] {
+					delivered++
+					if e.capture != nil {
+						e.capture.record(b[offset:])
+					}
+				}
+				i = j - 1
+			}
+		}
+		if pkb == nil {
+			pkb = stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(pkt)})
+		}
 		pkb.NetworkProtocolNumber = proto
 		// See Capabilities: WireGuard has authenticated every byte.
 		pkb.RXChecksumValidated = true

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
+	"slices"
 	"testing"
 	"time"
 	"unsafe"
@@ -367,5 +368,70 @@ func TestGROBatchOverflow(t *testing.T) {
 			}
 			t.Logf("largest scratch %d bytes", maxScratch)
 		})
+	}
+}
+
+// TestGROLargeMessagesViaScratch sends coalesced messages of 40 datagrams
+// to a receiver with 16 buffers: after the first, each message is read
+// into the scratch buffer and copied out once per datagram, not read into
+// the caller's first buffer, split, and its overflow copied twice. The
+// caller's first buffer past the datagram handed over shows which.
+func TestGROLargeMessagesViaScratch(t *testing.T) {
+	if gso, gro := kernelOffloads(t); !gso || !gro {
+		t.Skipf("kernel without UDP GSO (%v) or GRO reporting (%v)", gso, gro)
+	}
+	const msgs, segs, size, nbufs = 4, 40, 1420, 16
+	rb, rfns, rport := openBind(t, &Options{ListenAddr: lo4, BatchSize: nbufs}, false, 0)
+	sb, _, _ := openBind(t, &Options{ListenAddr: lo4, BatchSize: 128}, false, 0)
+	so := rb.socks.Load().all[0]
+	var out [][]byte
+	for m := range msgs {
+		run := make([][]byte, segs)
+		for i := range run {
+			run[i] = make([]byte, size)
+			copy(run[i], fmt.Sprintf("message %d datagram %d", m, i))
+		}
+		if err := sb.Send(run, &Endpoint{ap: netip.AddrPortFrom(lo4, rport)}); err != nil {
+			t.Fatalf("Send: %v", err)
+		}
+		out = append(out, run...)
+	}
+	bufs, ns, eps := recvBuffers(nbufs, 1<<16)
+	var got [][]byte
+	viaScratch := 0
+	for calls := 0; len(got) < len(out); calls++ {
+		if calls > len(out) {
+			t.Fatalf("%d calls for %d of %d datagrams", calls, len(got), len(out))
+		}
+		reads := len(so.r.pending) == 0
+		wantScratch := reads && so.r.lastSegs > nbufs
+		for i := range bufs[0] {
+			bufs[0][i] = 0xaa
+		}
+		n, err := rfns[0](bufs, ns, eps)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if reads && so.r.lastSegs != segs {
+			t.Fatalf("message of %d datagrams, want %d: the kernel did not coalesce", so.r.lastSegs, segs)
+		}
+		untouched := !slices.ContainsFunc(bufs[0][ns[0]:], func(b byte) bool { return b != 0xaa })
+		if wantScratch {
+			viaScratch++
+			if !untouched {
+				t.Errorf("call %d: message read into the caller's buffer after one of %d datagrams", calls, segs)
+			}
+		}
+		for i := range n {
+			got = append(got, append([]byte(nil), bufs[i][:ns[i]]...))
+		}
+	}
+	for i := range out {
+		if string(got[i]) != string(out[i]) {
+			t.Fatalf("datagram %d: got %.24q, want %.24q", i, got[i], out[i])
+		}
+	}
+	if viaScratch != msgs-1 {
+		t.Errorf("%d messages read via scratch, want %d", viaScratch, msgs-1)
 	}
 }

@@ -66,6 +66,10 @@ type recvState struct {
 	// with GRO, a read asks for one message until it reaches
 	// batchAfterSingles, and for a batch after (see receiveGRO).
 	singles int
+	// lastSegs is how many datagrams the last message read with GRO
+	// held; when they were more than the caller's buffers, receiveGRO
+	// reads the next message into scratch (see there).
+	lastSegs int
 
 	// The arguments and results of recvmmsg, which fn reads and writes so
 	// that rc.Read takes a function value made once.
@@ -253,10 +257,16 @@ func (s *socket) read(bufs [][]byte, count int) (int, error) {
 //
 // While datagrams arrive coalesced, it reads one message per call, so
 // that what does not fit in bufs (at most one message) waits in a 64 KiB
-// scratch buffer. After batchAfterSingles datagrams in a row arrived one
-// per message, it reads a batch of len(bufs) messages per call as
-// without GRO; should coalesced ones arrive then, scratch grows to hold
-// what does not fit, and shrinks back once handed over.
+// scratch buffer. A message is read into bufs[0] and split from there
+// into the other buffers, unless the last message held more datagrams
+// than there are buffers: then one like it would be copied twice (split,
+// then its overflow into scratch and out again), so it is read into
+// scratch and each datagram copied once. That is the common case when
+// the caller's batch is smaller than what the peer sends with GSO or
+// the NIC coalesces (up to 64). After batchAfterSingles datagrams in a
+// row arrived one per message, it reads a batch of len(bufs) messages
+// per call as without GRO; should coalesced ones arrive then, scratch
+// grows to hold what does not fit, and shrinks back once handed over.
 func (s *socket) receiveGRO(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
 	r := &s.r
 	count := 1
@@ -270,6 +280,9 @@ func (s *socket) receiveGRO(bufs [][]byte, sizes []int, eps []conn.Endpoint) (in
 			break
 		}
 	}
+	if count == 1 && r.lastSegs > len(bufs) {
+		count = 0
+	}
 	if count == 0 {
 		// Read one message into scratch and hand it over from there.
 		r.grow(maxDatagram)
@@ -277,6 +290,7 @@ func (s *socket) receiveGRO(bufs [][]byte, sizes []int, eps []conn.Endpoint) (in
 			return 0, err
 		}
 		m := r.message(0)
+		r.count1(m)
 		r.pending = append(r.pending, pending{r.scratch[:m.n], m.seg, m.ep})
 		return r.takePending(bufs, sizes, eps), nil
 	}
@@ -288,13 +302,19 @@ func (s *socket) receiveGRO(bufs [][]byte, sizes []int, eps []conn.Endpoint) (in
 	for i := range r.n {
 		m := r.message(i)
 		r.msgs = append(r.msgs, m)
-		if m.segs > 1 {
-			r.singles = 0
-		} else {
-			r.singles++
-		}
+		r.count1(m)
 	}
 	return r.spread(bufs, sizes, eps), nil
+}
+
+// count1 updates singles and lastSegs for message m, just read.
+func (r *recvState) count1(m msgInfo) {
+	if m.segs > 1 {
+		r.singles = 0
+	} else {
+		r.singles++
+	}
+	r.lastSegs = m.segs
 }
 
 // spread hands over the datagrams of the messages in r.msgs, read into
