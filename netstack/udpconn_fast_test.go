@@ -1,0 +1,166 @@
+package netstack
+
+import (
+	"bytes"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+)
+
+// gvisorUDPStats returns how many datagrams c's gVisor endpoint sent and
+// received: those that did not take the conn's own data path.
+func gvisorUDPStats(t *testing.T, c any) (sent, received uint64) {
+	t.Helper()
+	st := c.(*udpConn).ep.Stats().(*tcpip.TransportEndpointStats)
+	return st.PacketsSent.Value(), st.PacketsReceived.Value()
+}
+
+// listenDialUDP returns a socket listening on ip of l and a conn dialed
+// to it from d, closed at cleanup; no datagram has gone through yet.
+func listenDialUDP(t *testing.T, l, d *Net, ip netip.Addr) (net.PacketConn, net.Conn) {
+	t.Helper()
+	pc, err := l.ListenPacket("udp", netip.AddrPortFrom(ip, 0).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	c, err := d.DialContext(testContext(t, 10*time.Second), "udp", pc.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return pc, c
+}
+
+// TestUDPFastPath checks which datagrams take the conns' own data path
+// (udpfast.go) and which go through gVisor's endpoint, and that both
+// arrive intact in both directions, over IPv4 and IPv6: datagrams that
+// fit the MTU go past gVisor's endpoint, larger ones are fragmented and
+// reassembled by gVisor, and datagrams to the tunnel's own address stay
+// in the stack.
+func TestUDPFastPath(t *testing.T) {
+	a, b := openPair(t, nil)
+	for _, tt := range []struct {
+		name   string
+		listen netip.Addr
+		size   int
+		fast   bool
+	}{
+		{name: "v4 small", listen: addrB4, size: 100, fast: true},
+		{name: "v4 fits the MTU", listen: addrB4, size: a.mtu - 28, fast: true},
+		{name: "v4 fragmented", listen: addrB4, size: 3000},
+		{name: "v6 small", listen: addrB6, size: 100, fast: true},
+		{name: "v6 fragmented", listen: addrB6, size: 3000},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			pc, c := listenDialUDP(t, b, a, tt.listen)
+			msg := bytes.Repeat([]byte("0123456789abcdef"), tt.size/16+1)[:tt.size]
+			got := make([]byte, 4096)
+			pc.SetReadDeadline(time.Now().Add(10 * time.Second))
+			c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			// The first datagram waits for the handshake; one round trip
+			// through both tunnels and back.
+			if _, err := c.Write(msg); err != nil {
+				t.Fatal(err)
+			}
+			k, from, err := pc.ReadFrom(got)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got[:k], msg) {
+				t.Fatalf("got %d bytes, want the %d sent", k, len(msg))
+			}
+			if from.String() != c.LocalAddr().String() {
+				t.Errorf("datagram from %v, want %v", from, c.LocalAddr())
+			}
+			if _, err := pc.WriteTo(got[:k], from); err != nil {
+				t.Fatal(err)
+			}
+			if k, err = c.Read(got); err != nil || !bytes.Equal(got[:k], msg) {
+				t.Fatalf("echo: %d bytes, %v; want the %d sent", k, err, len(msg))
+			}
+			want := uint64(1)
+			if tt.fast {
+				want = 0
+			}
+			for _, side := range []struct {
+				name string
+				conn any
+			}{{"dialed", c}, {"listening", pc}} {
+				if sent, received := gvisorUDPStats(t, side.conn); sent != want || received != want {
+					t.Errorf("%s conn: gVisor's endpoint sent %d and received %d datagrams, want %d", side.name, sent, received, want)
+				}
+			}
+		})
+	}
+
+	t.Run("own address", func(t *testing.T) {
+		pc, c := listenDialUDP(t, a, a, addrA4)
+		if _, err := c.Write([]byte("local")); err != nil {
+			t.Fatal(err)
+		}
+		pc.SetReadDeadline(time.Now().Add(10 * time.Second))
+		got := make([]byte, 16)
+		if k, _, err := pc.ReadFrom(got); err != nil || string(got[:k]) != "local" {
+			t.Fatalf("ReadFrom = %q, %v; want \"local\"", got[:k], err)
+		}
+		if sent, _ := gvisorUDPStats(t, c); sent != 1 {
+			t.Errorf("gVisor's endpoint sent %d datagrams, want 1: the stack delivers local traffic", sent)
+		}
+	})
+}
+
+// TestUDPFastReceiveBuffer checks that the conn's own receive queue is
+// bounded by its receive buffer, as gVisor's is: datagrams that arrive
+// while it is full are dropped (and counted), and once it is read, new
+// ones queue again.
+func TestUDPFastReceiveBuffer(t *testing.T) {
+	a, b := openPair(t, nil)
+	pc, c := udpPair(t, a, b)
+	pc.(*udpConn).SetReadBuffer(minUDPBuffer)
+	const sent, size = 50, 1000
+	msg := make([]byte, size)
+	dropped := b.stack.Stats().UDP.ReceiveBufferErrors
+	before := dropped.Value()
+	for range sent {
+		if _, err := c.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Wait for the drops: the queue holds at most 5 of them.
+	for deadline := time.Now().Add(10 * time.Second); dropped.Value()-before < sent-minUDPBuffer/size-1; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d datagrams dropped, want all but the %d bytes the buffer holds", dropped.Value()-before, sent, minUDPBuffer)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	got := 0
+	buf := make([]byte, 2*size)
+	for {
+		pc.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		if _, _, err := pc.ReadFrom(buf); err != nil {
+			if !isTimeout(err) {
+				t.Fatal(err)
+			}
+			break
+		}
+		got++
+	}
+	// A datagram is queued while any room is left, as in gVisor.
+	if max := minUDPBuffer/size + 1; got == 0 || got > max {
+		t.Errorf("read %d queued datagrams, want 1 to %d", got, max)
+	}
+	if _, err := c.Write([]byte("after")); err != nil {
+		t.Fatal(err)
+	}
+	pc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if k, _, err := pc.ReadFrom(buf); err != nil || string(buf[:k]) != "after" {
+		t.Errorf("after draining: ReadFrom = %q, %v; want \"after\"", buf[:k], err)
+	}
+	if _, received := gvisorUDPStats(t, pc); received != 0 {
+		t.Errorf("gVisor's endpoint received %d datagrams, want 0", received)
+	}
+}
