@@ -2,8 +2,10 @@ package netstack
 
 import (
 	"bytes"
+	"errors"
 	"net"
 	"net/netip"
+	"syscall"
 	"testing"
 	"time"
 
@@ -18,16 +20,22 @@ func gvisorUDPStats(t *testing.T, c any) (sent, received uint64) {
 	return st.PacketsSent.Value(), st.PacketsReceived.Value()
 }
 
-// listenDialUDP returns a socket listening on ip of l and a conn dialed
-// to it from d, closed at cleanup; no datagram has gone through yet.
-func listenDialUDP(t *testing.T, l, d *Net, ip netip.Addr) (net.PacketConn, net.Conn) {
+// listenDialUDP returns a socket listening on l (on the dual-stack
+// wildcard if wildcard is set) and a conn dialed to it at ip from d,
+// closed at cleanup; no datagram has gone through yet.
+func listenDialUDP(t *testing.T, l, d *Net, ip netip.Addr, wildcard bool) (net.PacketConn, net.Conn) {
 	t.Helper()
-	pc, err := l.ListenPacket("udp", netip.AddrPortFrom(ip, 0).String())
+	listen := netip.AddrPortFrom(ip, 0).String()
+	if wildcard {
+		listen = ":0"
+	}
+	pc, err := l.ListenPacket("udp", listen)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { pc.Close() })
-	c, err := d.DialContext(testContext(t, 10*time.Second), "udp", pc.LocalAddr().String())
+	to := netip.AddrPortFrom(ip, uint16(pc.LocalAddr().(*net.UDPAddr).Port))
+	c, err := d.DialContext(testContext(t, 10*time.Second), "udp", to.String())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,19 +52,22 @@ func listenDialUDP(t *testing.T, l, d *Net, ip netip.Addr) (net.PacketConn, net.
 func TestUDPFastPath(t *testing.T) {
 	a, b := openPair(t, nil)
 	for _, tt := range []struct {
-		name   string
-		listen netip.Addr
-		size   int
-		fast   bool
+		name     string
+		listen   netip.Addr
+		wildcard bool // listen on the dual-stack wildcard, dial listen
+		size     int
+		fast     bool
 	}{
 		{name: "v4 small", listen: addrB4, size: 100, fast: true},
 		{name: "v4 fits the MTU", listen: addrB4, size: a.mtu - 28, fast: true},
 		{name: "v4 fragmented", listen: addrB4, size: 3000},
 		{name: "v6 small", listen: addrB6, size: 100, fast: true},
 		{name: "v6 fragmented", listen: addrB6, size: 3000},
+		{name: "v4 to the dual-stack wildcard", listen: addrB4, wildcard: true, size: 100, fast: true},
+		{name: "v6 to the dual-stack wildcard", listen: addrB6, wildcard: true, size: 100, fast: true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			pc, c := listenDialUDP(t, b, a, tt.listen)
+			pc, c := listenDialUDP(t, b, a, tt.listen, tt.wildcard)
 			msg := bytes.Repeat([]byte("0123456789abcdef"), tt.size/16+1)[:tt.size]
 			got := make([]byte, 4096)
 			pc.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -98,7 +109,7 @@ func TestUDPFastPath(t *testing.T) {
 	}
 
 	t.Run("own address", func(t *testing.T) {
-		pc, c := listenDialUDP(t, a, a, addrA4)
+		pc, c := listenDialUDP(t, a, a, addrA4, false)
 		if _, err := c.Write([]byte("local")); err != nil {
 			t.Fatal(err)
 		}
@@ -111,6 +122,24 @@ func TestUDPFastPath(t *testing.T) {
 			t.Errorf("gVisor's endpoint sent %d datagrams, want 1: the stack delivers local traffic", sent)
 		}
 	})
+}
+
+// TestUDPBroadcastRefused checks that a datagram to the subnet's
+// broadcast address still goes to gVisor's endpoint, which refuses it
+// without SO_BROADCAST, as Linux does.
+func TestUDPBroadcastRefused(t *testing.T) {
+	a, _ := openPair(t, nil)
+	pc, err := a.ListenPacket("udp", netip.AddrPortFrom(addrA4, 0).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	// addrA4 is in a /24.
+	bcast := netip.AddrPortFrom(netip.AddrFrom4([4]byte{addrA4.As4()[0], addrA4.As4()[1], addrA4.As4()[2], 255}), 9)
+	_, err = pc.WriteTo([]byte("x"), net.UDPAddrFromAddrPort(bcast))
+	if !errors.Is(err, syscall.EACCES) {
+		t.Errorf("WriteTo %v = %v, want EACCES", bcast, err)
+	}
 }
 
 // TestUDPFastReceiveBuffer checks that the conn's own receive queue is
