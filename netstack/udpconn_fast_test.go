@@ -124,21 +124,27 @@ func TestUDPFastPath(t *testing.T) {
 	})
 }
 
-// TestUDPBroadcastRefused checks that a datagram to the subnet's
-// broadcast address still goes to gVisor's endpoint, which refuses it
-// without SO_BROADCAST, as Linux does.
-func TestUDPBroadcastRefused(t *testing.T) {
+// TestUDPWriteToRefused checks that datagrams gVisor's endpoint refuses
+// still go to it rather than past it, with its errors: to the subnet's
+// broadcast address without SO_BROADCAST, as Linux, and to port 0.
+func TestUDPWriteToRefused(t *testing.T) {
 	a, _ := openPair(t, nil)
 	pc, err := a.ListenPacket("udp", netip.AddrPortFrom(addrA4, 0).String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer pc.Close()
-	// addrA4 is in a /24.
-	bcast := netip.AddrPortFrom(netip.AddrFrom4([4]byte{addrA4.As4()[0], addrA4.As4()[1], addrA4.As4()[2], 255}), 9)
-	_, err = pc.WriteTo([]byte("x"), net.UDPAddrFromAddrPort(bcast))
-	if !errors.Is(err, syscall.EACCES) {
-		t.Errorf("WriteTo %v = %v, want EACCES", bcast, err)
+	a4 := addrA4.As4() // in a /24
+	for _, tt := range []struct {
+		to   netip.AddrPort
+		want error
+	}{
+		{to: netip.AddrPortFrom(netip.AddrFrom4([4]byte{a4[0], a4[1], a4[2], 255}), 9), want: syscall.EACCES},
+		{to: netip.AddrPortFrom(addrB4, 0), want: syscall.EINVAL},
+	} {
+		if _, err := pc.WriteTo([]byte("x"), net.UDPAddrFromAddrPort(tt.to)); !errors.Is(err, tt.want) {
+			t.Errorf("WriteTo %v = %v, want %v", tt.to, err, tt.want)
+		}
 	}
 }
 

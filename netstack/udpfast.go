@@ -414,8 +414,8 @@ func (c *udpConn) sourceLocked(dst netip.Addr) (netip.Addr, bool) {
 // ErrNoBufferSpace while the link's queue is. c.writeMu is held.
 func (c *udpConn) sendFastLocked(b []byte, dst netip.AddrPort) (k int64, terr tcpip.Error, handled bool) {
 	f := &c.fast
-	if !f.enabled || !dst.IsValid() {
-		return 0, nil, false
+	if !f.enabled || !dst.IsValid() || dst.Port() == 0 {
+		return 0, nil, false // gVisor's errors
 	}
 	dip := dst.Addr().Unmap()
 	sip, ok := c.sourceLocked(dip)
