@@ -199,3 +199,36 @@ func TestUDPFastReceiveBuffer(t *testing.T) {
 		t.Errorf("gVisor's endpoint received %d datagrams, want 0", received)
 	}
 }
+
+// TestUDPDemuxForgetsClosedConns checks that the link's demux holds the
+// UDP conns while they are open and lets go of them on Close, so that a
+// closed socket's datagrams go to the stack (which answers port
+// unreachable) and the conn can be collected.
+func TestUDPDemuxForgetsClosedConns(t *testing.T) {
+	a, b := openPair(t, nil)
+	pc, c := listenDialUDP(t, b, a, addrB4, false)
+	pc2, err := b.ListenPacket("udp", ":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := b.ep.udpConns.n.Load(); got != 2 {
+		t.Errorf("B's demux holds %d conns, want 2", got)
+	}
+	if got := a.ep.udpConns.n.Load(); got != 1 {
+		t.Errorf("A's demux holds %d conns, want 1", got)
+	}
+	for _, cl := range []interface{ Close() error }{pc, pc2, c} {
+		if err := cl.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, got2 := a.ep.udpConns.n.Load(), b.ep.udpConns.n.Load(); got != 0 || got2 != 0 {
+		t.Errorf("after Close the demuxes hold %d and %d conns, want none", got, got2)
+	}
+	b.ep.udpConns.mu.RLock()
+	left := len(b.ep.udpConns.ports)
+	b.ep.udpConns.mu.RUnlock()
+	if left != 0 {
+		t.Errorf("after Close B's demux has %d ports, want none", left)
+	}
+}

@@ -37,9 +37,12 @@ import (
 // stack's ICMP errors, which a Read or Write returns as before): a
 // datagram to one of the tunnel's own addresses, to a broadcast or
 // multicast address, larger than the MTU, or from a socket whose source
-// address gVisor must choose among several. Checksums are as gVisor's:
-// computed on send; on receive not checked, as the link declares them
-// checked (see endpoint.Capabilities), but the UDP length is.
+// address gVisor must choose among several. The two paths count their
+// own datagrams against the send and receive buffers' sizes, so a conn
+// whose datagrams take both may hold up to twice each. Checksums are as
+// gVisor's: computed on send; on receive not checked, as the link
+// declares them checked (see endpoint.Capabilities), but the UDP length
+// is.
 
 // udpMinCharge is the least a queued datagram counts against the receive
 // buffer, in bytes, so that the buffer also bounds how many empty
@@ -51,47 +54,56 @@ const udpMinCharge = 64
 // remove themselves on Close. It is safe for concurrent use; the zero
 // value is empty and ready.
 type udpDemux struct {
-	mu    sync.Mutex                            // serializes add and remove
-	ports atomic.Pointer[map[uint16][]*udpConn] // copy on write; nil when empty
+	n     atomic.Int32 // how many conns ports holds: 0 spares deliver the lock
+	mu    sync.RWMutex
+	ports map[uint16][]*udpConn // guarded by mu; by local port
 }
 
 // add makes c's datagrams go to c.
 func (d *udpDemux) add(c *udpConn) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	m := make(map[uint16][]*udpConn)
-	if old := d.ports.Load(); old != nil {
-		for k, v := range *old {
-			m[k] = v
-		}
+	if d.ports == nil {
+		d.ports = make(map[uint16][]*udpConn)
 	}
-	m[c.fast.port] = append(slices.Clip(m[c.fast.port]), c)
-	d.ports.Store(&m)
+	d.ports[c.fast.port] = append(d.ports[c.fast.port], c)
+	d.n.Add(1)
 }
 
 // remove undoes add; it is a no-op for a conn not added.
 func (d *udpDemux) remove(c *udpConn) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	old := d.ports.Load()
-	if old == nil {
+	conns := d.ports[c.fast.port]
+	i := slices.Index(conns, c)
+	if i < 0 {
 		return
 	}
-	m := make(map[uint16][]*udpConn, len(*old))
-	for k, v := range *old {
-		if k == c.fast.port {
-			v = slices.DeleteFunc(slices.Clone(v), func(o *udpConn) bool { return o == c })
-			if len(v) == 0 {
-				continue
+	conns = slices.Delete(conns, i, i+1)
+	if len(conns) == 0 {
+		delete(d.ports, c.fast.port)
+	} else {
+		d.ports[c.fast.port] = conns
+	}
+	d.n.Add(-1)
+}
+
+// lookup returns the conn a datagram from src to dst:port is for, or nil.
+func (d *udpDemux) lookup(src netip.AddrPort, dst netip.Addr, port uint16) *udpConn {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	var best *udpConn
+	for _, c := range d.ports[port] {
+		switch c.fast.accepts(src, dst) {
+		case matchConnected:
+			return c
+		case matchBound:
+			if best == nil {
+				best = c
 			}
 		}
-		m[k] = v
 	}
-	if len(m) == 0 {
-		d.ports.Store(nil)
-		return
-	}
-	d.ports.Store(&m)
+	return best
 }
 
 // deliver queues the IP packet pkt on the conn it is for and reports
@@ -99,8 +111,7 @@ func (d *udpDemux) remove(c *udpConn) {
 // the packet to the stack. pkt is the engine's buffer: the payload is
 // copied.
 func (d *udpDemux) deliver(pkt []byte) bool {
-	m := d.ports.Load()
-	if m == nil {
+	if d.n.Load() == 0 {
 		return false
 	}
 	var src, dst netip.Addr
@@ -136,23 +147,11 @@ func (d *udpDemux) deliver(pkt []byte) bool {
 		return false // the stack counts it as malformed
 	}
 	from := netip.AddrPortFrom(src, uh.SourcePort())
-	var best *udpConn
-scan:
-	for _, c := range (*m)[uh.DestinationPort()] {
-		switch c.fast.accepts(from, dst) {
-		case matchConnected:
-			best = c
-			break scan
-		case matchBound:
-			if best == nil {
-				best = c
-			}
-		}
-	}
-	if best == nil {
+	c := d.lookup(from, dst, uh.DestinationPort())
+	if c == nil {
 		return false
 	}
-	best.fast.push(best, udp[header.UDPMinimumSize:], from)
+	c.fast.push(c, udp[header.UDPMinimumSize:], from)
 	return true
 }
 
