@@ -9,7 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wgkit/wgkit/wg"
 	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 )
 
 // gvisorUDPStats returns how many datagrams c's gVisor endpoint sent and
@@ -230,5 +232,48 @@ func TestUDPDemuxForgetsClosedConns(t *testing.T) {
 	b.ep.udpConns.mu.RUnlock()
 	if left != 0 {
 		t.Errorf("after Close B's demux has %d ports, want none", left)
+	}
+}
+
+// TestUDPFastSourceAmongSeveral checks the own path's source address for
+// a wildcard socket on a tunnel with two IPv4 addresses: the stack's
+// choice, so that the answer reaches a conn dialed to that address, on
+// the own path.
+func TestUDPFastSourceAmongSeveral(t *testing.T) {
+	second := netip.MustParseAddr("10.123.0.3")
+	a, b := openPair(t, func(a, b *wg.Config) {
+		a.Interface.Addresses = append(a.Interface.Addresses, netip.PrefixFrom(second, 24))
+		b.Peers[0].AllowedIPs = append(b.Peers[0].AllowedIPs, netip.PrefixFrom(second, 32))
+	})
+	// The address gVisor's endpoint would send from (a wildcard socket
+	// answers from the route's address, as on Linux without
+	// IP_PKTINFO), dialed.
+	r, terr := a.stack.FindRoute(0, tcpip.Address{}, tcpipAddr(addrB4), ipv4.ProtocolNumber, false)
+	if terr != nil {
+		t.Fatal(terr)
+	}
+	src := addrPortOf(r.LocalAddress(), 0).Addr()
+	r.Release()
+	pc, c := listenDialUDP(t, a, b, src, true)
+	pc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 16)
+	for range 2 { // the second time from the kept source
+		if _, err := c.Write([]byte("ping")); err != nil {
+			t.Fatal(err)
+		}
+		k, from, err := pc.ReadFrom(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := pc.WriteTo(buf[:k], from); err != nil {
+			t.Fatal(err)
+		}
+		if k, err := c.Read(buf); err != nil || string(buf[:k]) != "ping" {
+			t.Fatalf("echo: %q, %v; want \"ping\" from %v", buf[:k], err, src)
+		}
+	}
+	if sent, received := gvisorUDPStats(t, pc); sent != 0 || received != 0 {
+		t.Errorf("gVisor's endpoint sent %d and received %d datagrams, want none", sent, received)
 	}
 }

@@ -36,8 +36,7 @@ import (
 // holds the port, receives fragments and local traffic, answers the
 // stack's ICMP errors, which a Read or Write returns as before): a
 // datagram to one of the tunnel's own addresses, to a broadcast or
-// multicast address, larger than the MTU, or from a socket whose source
-// address gVisor must choose among several. The two paths count their
+// multicast address, larger than the MTU. The two paths count their
 // own datagrams against the send and receive buffers' sizes, so a conn
 // whose datagrams take both may hold up to twice each. Checksums are as
 // gVisor's: computed on send; on receive not checked, as the link
@@ -173,8 +172,8 @@ type udpFast struct {
 	remote  netip.AddrPort // connected remote; invalid for ListenPacket's sockets
 	v4, v6  bool           // the families the socket sends and receives
 	own     []netip.Addr   // the tunnel's addresses (Net.addrs)
-	src4    netip.Addr     // a wildcard socket's IPv4 source: the tunnel's only one
-	src6    netip.Addr     // the same for IPv6
+	src4    netip.Addr     // a wildcard socket's IPv4 source: the tunnel's only one, if one
+	src6    netip.Addr     // the same for IPv6; with several, sourceLocked asks the stack
 	ttl4    uint8          // the stack's default TTL
 	ttl6    uint8          // and hop limit
 	ipID    atomic.Uint32  // the next IPv4 ID
@@ -373,8 +372,11 @@ func (f *udpFast) pop(b []byte) (k int, from netip.AddrPort, ok bool) {
 	return k, d.from, true
 }
 
-// source returns the source address of a datagram to dst on the fast
-// path, or false if gVisor must send it. c.writeMu is held.
+// sourceLocked returns the source address of a datagram to dst on the
+// fast path, or false if gVisor must send it. The answer is kept for the
+// next datagram to the same destination: for a wildcard socket on a
+// tunnel with several addresses of dst's family it costs a route lookup,
+// which allocates. c.writeMu is held.
 func (c *udpConn) sourceLocked(dst netip.Addr) (netip.Addr, bool) {
 	f := &c.fast
 	if dst == f.lastDst {
@@ -394,14 +396,22 @@ func (c *udpConn) sourceLocked(dst netip.Addr) (netip.Addr, bool) {
 	default:
 		src = f.src6
 	}
-	if src.IsValid() {
-		proto := ipv4.ProtocolNumber
-		if dst.Is6() {
-			proto = ipv6.ProtocolNumber
+	proto := ipv4.ProtocolNumber
+	if dst.Is6() {
+		proto = ipv6.ProtocolNumber
+	}
+	if !src.IsValid() && !f.local.IsValid() && (dst.Is4() && f.v4 || dst.Is6() && f.v6) {
+		// A wildcard socket on a tunnel with several addresses of dst's
+		// family: the stack's choice, once per destination.
+		if r, terr := c.n.stack.FindRoute(0, tcpip.Address{}, tcpipAddr(dst), proto, false); terr == nil {
+			if a := addrPortOf(r.LocalAddress(), 0).Addr(); slices.Contains(f.own, a) {
+				src = a
+			}
+			r.Release()
 		}
-		if c.n.stack.IsSubnetBroadcast(0, proto, tcpipAddr(dst)) {
-			src = netip.Addr{} // gVisor checks SO_BROADCAST
-		}
+	}
+	if src.IsValid() && c.n.stack.IsSubnetBroadcast(0, proto, tcpipAddr(dst)) {
+		src = netip.Addr{} // gVisor checks SO_BROADCAST
 	}
 	f.lastDst, f.lastSrc = dst, src
 	return src, src.IsValid()
