@@ -423,12 +423,11 @@ func (n *Net) Listen(network, address string) (net.Listener, error) {
 // The UDP conns of ListenPacket and DialContext also have the methods
 // ReadFromUDPAddrPort, WriteToUDPAddrPort, SetReadBuffer and
 // SetWriteBuffer of *net.UDPConn. In steady state they allocate nothing
-// per datagram beyond what gVisor's UDP endpoint does; ReadFrom allocates
-// its address only when the source changes. A write waits while the
-// socket's send buffer (16 KiB by default) or the link's queue to the
-// engine is full, within the write deadline; datagrams arriving while
-// the receive buffer (212 KiB by default; see SetReadBuffer) is full are
-// dropped.
+// per datagram; ReadFrom allocates its address only when the source
+// changes. A write waits while the socket's send buffer (16 KiB by
+// default) or the link's queue to the engine is full, within the write
+// deadline; datagrams arriving while the receive buffer (212 KiB by
+// default; see SetReadBuffer) is full are dropped.
 func (n *Net) ListenPacket(network, address string) (net.PacketConn, error) {
 	var addr net.Addr // as for Listen
 	opErr := func(err error) error {

@@ -115,6 +115,10 @@ type endpoint struct {
 	// before start (the engine may run already: see started).
 	inbound func(pkt []byte) bool
 
+	// udpConns takes inbound datagrams for the Net's UDP conns before
+	// the stack (udpfast.go).
+	udpConns udpDemux
+
 	// started, if not nil, holds deliverBatch back until start or
 	// closeQueue closes it: Open brings the engine up before it builds
 	// the stack. Set by hold before the device starts.
@@ -508,6 +512,9 @@ func (e *endpoint) deliverBatch(bufs [][]byte, offset int) (int, error) {
 			continue
 		}
 		if e.inbound != nil && e.inbound(pkt) {
+			continue
+		}
+		if e.udpConns.deliver(pkt) {
 			continue
 		}
 		// Both paths copy: the engine reuses bufs after we return. A run

@@ -387,13 +387,20 @@ type tcpListener struct {
 	addr      net.Addr      // kept: the endpoint reports none after Close
 	cancel    chan struct{} // closed by shutdown; wakes blocked Accept calls
 	closeOnce sync.Once
+
+	// waitMu is held by the Accept that waits with entry, so that the
+	// usual single accepting goroutine allocates no entry of its own.
+	waitMu sync.Mutex
+	entry  waiter.Entry  // guarded by waitMu; registered while its Accept waits
+	ready  chan struct{} // capacity 1; entry's notifications
 }
 
 func newTCPListener(n *Net, ep tcpip.Endpoint, wq *waiter.Queue, bound netip.Addr) *tcpListener {
-	l := &tcpListener{n: n, ep: ep, wq: wq, cancel: make(chan struct{})}
+	l := &tcpListener{n: n, ep: ep, wq: wq, cancel: make(chan struct{}), ready: make(chan struct{}, 1)}
 	if a, err := ep.GetLocalAddress(); err == nil {
 		l.addr = fixWildcard(tcpAddr(a), bound)
 	}
+	l.entry.Init(waiter.ChannelNotifier(l.ready), waiter.ReadableEvents)
 	return l
 }
 
@@ -403,11 +410,17 @@ func (l *tcpListener) isClosed() bool { return closed(l.cancel) || l.n.isClosed(
 func (l *tcpListener) Accept() (net.Conn, error) {
 	ep, wq, terr := l.ep.Accept(nil)
 	if _, ok := terr.(*tcpip.ErrWouldBlock); ok {
-		// One entry per waiting Accept, as several may wait at once;
-		// an accept is not per packet, so its allocation is no matter.
-		entry, ready := waiter.NewChannelEntry(waiter.ReadableEvents)
-		l.wq.EventRegister(&entry)
-		defer l.wq.EventUnregister(&entry)
+		// The listener's entry for the first waiting Accept; one of
+		// their own for others, as several may wait at once.
+		entry, ready := &l.entry, (<-chan struct{})(l.ready)
+		if l.waitMu.TryLock() {
+			defer l.waitMu.Unlock()
+		} else {
+			e, r := waiter.NewChannelEntry(waiter.ReadableEvents)
+			entry, ready = &e, r
+		}
+		l.wq.EventRegister(entry)
+		defer l.wq.EventUnregister(entry)
 		for {
 			ep, wq, terr = l.ep.Accept(nil)
 			if _, ok := terr.(*tcpip.ErrWouldBlock); !ok {

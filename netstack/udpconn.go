@@ -39,11 +39,12 @@ const (
 //
 // Like tcpConn it keeps what the endpoint needs per call (the reader and
 // writer, the wait queue entries and their channels, the destination) in
-// the conn, so that in steady state Read, Write, ReadFromUDPAddrPort,
-// WriteToUDPAddrPort and WriteTo with a *net.UDPAddr allocate nothing;
-// ReadFrom allocates only when the source differs from the previous
-// ReadFrom's (see ReadFrom). Reads are serialized by readMu and writes by
-// writeMu.
+// the conn, and common datagrams take the conn's own path past gVisor's
+// endpoint, which allocates per datagram (udpfast.go), so that in steady
+// state Read, Write, ReadFromUDPAddrPort, WriteToUDPAddrPort and WriteTo
+// with a *net.UDPAddr allocate nothing, anywhere in the process; ReadFrom
+// allocates only when the source differs from the previous ReadFrom's
+// (see ReadFrom). Reads are serialized by readMu and writes by writeMu.
 //
 // A Write waits while the socket's send buffer (defaultUDPSendBuffer) is
 // full of datagrams the engine has not taken yet, or while the link's
@@ -72,6 +73,8 @@ type udpConn struct {
 	writable   chan struct{}      // capacity 1; writeEntry's notifications
 	dest       tcpip.FullAddress  // guarded by writeMu; WriteTo's destination
 	writeOpts  tcpip.WriteOptions // guarded by writeMu; To is nil or &dest
+
+	fast udpFast // the data path past gVisor's endpoint (udpfast.go)
 
 	deadlines
 }
@@ -108,6 +111,7 @@ func newUDPConn(n *Net, ep tcpip.Endpoint, wq *waiter.Queue, bound netip.Addr) *
 	c.readEntry.Init(waiter.ChannelNotifier(c.readable), waiter.ReadableEvents|waiter.EventErr)
 	c.writeEntry.Init(waiter.ChannelNotifier(c.writable), waiter.WritableEvents|waiter.EventErr)
 	c.deadlines.init()
+	c.initFast(n, ep)
 	return c
 }
 
@@ -207,6 +211,11 @@ func (c *udpConn) readLocked(b []byte) (int, netip.AddrPort, error) {
 			// gone, as with a kernel socket.
 			return 0, addrPortOf(res.RemoteAddr.Addr, res.RemoteAddr.Port), nil
 		case *tcpip.ErrWouldBlock:
+			// gVisor's queue holds what the link did not hand to the
+			// conn itself (fragments, local traffic); errors come first.
+			if k, from, ok := c.fast.pop(b); ok {
+				return k, from, nil
+			}
 		case *tcpip.ErrClosedForReceive:
 			return 0, netip.AddrPort{}, c.opErr("read", nil, net.ErrClosed)
 		default:
@@ -231,7 +240,7 @@ func (c *udpConn) Write(b []byte) (int, error) {
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
 	c.writeOpts.To = nil
-	return c.writeLocked(b, nil)
+	return c.writeLocked(b, nil, c.fast.remote)
 }
 
 // WriteTo sends b as one datagram to addr, like net.UDPConn.WriteTo. addr
@@ -282,12 +291,12 @@ func (c *udpConn) writeTo(b []byte, ap netip.AddrPort, addr net.Addr) (int, erro
 	}
 	c.dest.Port = ap.Port()
 	c.writeOpts.To = &c.dest
-	return c.writeLocked(b, addr)
+	return c.writeLocked(b, addr, ap)
 }
 
-// writeLocked sends b with c.writeOpts, waiting for room in the send
-// buffer. c.writeMu is held.
-func (c *udpConn) writeLocked(b []byte, addr net.Addr) (int, error) {
+// writeLocked sends b to dst (c.writeOpts for gVisor's endpoint), waiting
+// for room in the send buffer. c.writeMu is held.
+func (c *udpConn) writeLocked(b []byte, addr net.Addr, dst netip.AddrPort) (int, error) {
 	defer c.writeBuf.Reset(nil) // do not keep the caller's buffer
 	expired := c.writeDeadline.channel()
 	select {
@@ -306,10 +315,13 @@ func (c *udpConn) writeLocked(b []byte, addr net.Addr) (int, error) {
 	}()
 	var room <-chan struct{}
 	for {
-		// A datagram goes whole or not at all; when the endpoint would
-		// block it has not read the payload.
-		c.writeBuf.Reset(b)
-		k, terr := c.sendLocked()
+		k, terr, handled := c.sendFastLocked(b, dst)
+		if !handled {
+			// A datagram goes whole or not at all; when the endpoint
+			// would block it has not read the payload.
+			c.writeBuf.Reset(b)
+			k, terr = c.sendLocked()
+		}
 		switch terr.(type) {
 		case nil:
 			return int(k), nil
@@ -383,10 +395,12 @@ func (c *udpConn) wait(op string, ready, expired <-chan struct{}) error {
 // reader not scheduled for 10 ms at 1 Gbit/s meets 1.2 MiB of datagrams
 // (see BENCHMARKS.md for what the default loses).
 //
-// The buffer counts payload bytes, as gVisor does; each queued datagram
-// also holds its IP packet rounded up to a power of two and about 500
-// bytes of bookkeeping, so a buffer full of tiny datagrams holds far more
-// memory than its size (1200-byte datagrams: about twice the size).
+// The buffer counts payload bytes, as gVisor does (a datagram of less
+// than 64 bytes counts as 64); each queued datagram also holds its
+// payload rounded up to a power of two and about 100 bytes of
+// bookkeeping (500 for the datagrams gVisor's endpoint queues: fragmented
+// ones, local traffic), so the memory held can be twice the buffer's size
+// (1200-byte datagrams: 2 KiB each).
 func (c *udpConn) SetReadBuffer(bytes int) error {
 	if c.isClosed() {
 		return c.opErr("set", nil, net.ErrClosed)
@@ -414,6 +428,7 @@ func (c *udpConn) Close() error {
 		return c.opErr("close", nil, net.ErrClosed)
 	}
 	close(c.closing)
+	c.closeFast()
 	c.ep.Close()
 	c.deadlines.stop()
 	return nil
