@@ -205,17 +205,32 @@ func BenchmarkNetstackFirstByte(b *testing.B) {
 				b.Fatal(err)
 			}
 			b.StopTimer()
-			c.Close()
-			client.close()
+			closeBoth(c)
 			// The next client reuses the key, and WireGuard rejects an
 			// initiation whose timestamp is not later than the last one;
 			// timestamps are rounded down to 2^24 ns to hide timing, so a
 			// new handshake within ~17 ms would be dropped as a replay
-			// and retried only after REKEY_TIMEOUT (5 s).
+			// and retried only after REKEY_TIMEOUT (5 s). The pause also
+			// lets the client's last ACK leave before its tunnel closes.
 			time.Sleep(40 * time.Millisecond)
+			client.close()
 			b.StartTimer()
 		}
 	})
+}
+
+// closeBoth closes c in both directions and waits (at most 2 s) for the
+// peer's FIN, so that the server's side of the connection is gone before
+// the client's tunnel closes. A server connection whose client vanished
+// stays open and keeps its 4-tuple: a later client stack (same address)
+// that picks the same ephemeral port gets only challenge ACKs for its SYN
+// until the dial times out, about once in a few hundred iterations.
+func closeBoth(c net.Conn) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		io.Copy(io.Discard, c)
+	}
+	c.Close()
 }
 
 // BenchmarkNetstackIdleHeap reports the heap that one idle tunnel holds:
