@@ -49,7 +49,7 @@ func newLinkTest(t testing.TB) (*Net, *tunDevice) {
 		t.Fatal(err)
 	}
 	n.stack = st
-	dev := newTUNDevice(n.ep, 1420, "test")
+	dev := newTUNDevice(n.ep, 1420, func() string { return "test" })
 	t.Cleanup(func() {
 		dev.Close()
 		st.Close()

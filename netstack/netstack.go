@@ -241,7 +241,7 @@ type Net struct {
 	stack  *stack.Stack
 	ep     *endpoint
 	dev    *wg.Device
-	name   string
+	name   func() string // the tunnel's name; see defaultName
 	mtu    int
 	addrs  []netip.Addr  // the interface's addresses, immutable
 	dns    []netip.Addr  // the tunnel's DNS servers, immutable
@@ -335,16 +335,12 @@ func Open(ctx context.Context, cfg *wg.Config, opts *Options) (*Net, error) {
 	if n.log == nil {
 		n.log = slog.New(slog.DiscardHandler)
 	}
-	n.name = opts.Name
-	if n.name == "" {
-		pub := cfg.Interface.PrivateKey.PublicKey()
-		n.name = fmt.Sprintf("wk%d-%s", os.Getpid(), hex.EncodeToString(pub[:2]))
-	}
+	n.name = defaultName(opts.Name, cfg.Interface.PrivateKey)
 	if opts.UAPIDir != "" && !opts.EnableUAPI {
 		return fail(errors.New("UAPIDir set without EnableUAPI"))
 	}
-	if opts.EnableUAPI && len(n.name) > maxUAPIName {
-		return fail(fmt.Errorf("UAPI name %q is longer than %d bytes", n.name, maxUAPIName))
+	if opts.EnableUAPI && len(n.name()) > maxUAPIName {
+		return fail(fmt.Errorf("UAPI name %q is longer than %d bytes", n.name(), maxUAPIName))
 	}
 	n.ep = newEndpoint(uint32(mtu))
 	n.ep.batch = batch
@@ -363,7 +359,7 @@ func Open(ctx context.Context, cfg *wg.Config, opts *Options) (*Net, error) {
 			return fail(err)
 		}
 		var err error
-		uapi, err = wg.ListenUAPI(opts.UAPIDir, n.name)
+		uapi, err = wg.ListenUAPI(opts.UAPIDir, n.name())
 		if err != nil {
 			return fail(err)
 		}
@@ -419,8 +415,25 @@ func Open(ctx context.Context, cfg *wg.Config, opts *Options) (*Net, error) {
 		n.Close()
 		return nil, fmt.Errorf("netstack: open: %w", net.ErrClosed)
 	}
-	n.log.Debug("netstack: tunnel up", "name", n.name, "addrs", n.addrs, "mtu", mtu)
+	if n.log.Enabled(ctx, slog.LevelDebug) {
+		n.log.Debug("netstack: tunnel up", "name", n.name(), "addrs", n.addrs, "mtu", mtu)
+	}
 	return n, nil
+}
+
+// defaultName returns name, or, if it is "", a function that derives the
+// default name ("wk<pid>-<key>", see Options.Name) from priv's public key
+// when first called: the derivation is an X25519 operation (about 60 µs),
+// which Open would otherwise spend before the engine starts, for a name
+// that only Name, the logs and the UAPI socket use.
+func defaultName(name string, priv wg.Key) func() string {
+	if name != "" {
+		return func() string { return name }
+	}
+	return sync.OnceValue(func() string {
+		pub := priv.PublicKey()
+		return fmt.Sprintf("wk%d-%s", os.Getpid(), hex.EncodeToString(pub[:2]))
+	})
 }
 
 // newStack creates the gVisor stack on n.ep with the given interface
@@ -605,7 +618,12 @@ func (n *Net) Device() *wg.Device { return n.dev }
 func (n *Net) Addrs() []netip.Addr { return slices.Clone(n.addrs) }
 
 // Name returns the interface name the engine and the UAPI socket use.
-func (n *Net) Name() string { return n.name }
+func (n *Net) Name() string {
+	if n.name == nil {
+		return "" // the zero Net
+	}
+	return n.name()
+}
 
 // MTU returns the tunnel's MTU in bytes.
 func (n *Net) MTU() int { return n.mtu }
@@ -685,7 +703,7 @@ func (n *Net) deviceClosed() {
 	if !ok {
 		return
 	}
-	n.log.Debug("netstack: the device was closed; closing the Net", "name", n.name)
+	n.log.Debug("netstack: the device was closed; closing the Net", "name", n.Name())
 	n.closeStack(listeners)
 }
 

@@ -94,7 +94,7 @@ func TestOpenDefaults(t *testing.T) {
 	if a.MTU() != wg.DefaultMTU {
 		t.Errorf("MTU() = %d, want %d", a.MTU(), wg.DefaultMTU)
 	}
-	if m, _ := newTUNDevice(a.ep, a.MTU(), "x").MTU(); m != wg.DefaultMTU {
+	if m, _ := newTUNDevice(a.ep, a.MTU(), defaultName("x", wg.Key{})).MTU(); m != wg.DefaultMTU {
 		t.Errorf("tun MTU = %d, want %d", m, wg.DefaultMTU)
 	}
 	pub := a.Device().PublicKey()

@@ -16,7 +16,7 @@ import (
 type tunDevice struct {
 	ep     *endpoint
 	mtu    int
-	name   string
+	name   func() string // see defaultName
 	events chan tun.Event
 
 	mu      sync.Mutex
@@ -39,7 +39,7 @@ var _ tun.Device = (*tunDevice)(nil)
 
 // newTUNDevice returns a device over ep that reports EventUp once, so the
 // engine brings itself up as soon as it starts.
-func newTUNDevice(ep *endpoint, mtu int, name string) *tunDevice {
+func newTUNDevice(ep *endpoint, mtu int, name func() string) *tunDevice {
 	t := &tunDevice{ep: ep, mtu: mtu, name: name, events: make(chan tun.Event, 1)}
 	t.events <- tun.EventUp
 	return t
@@ -82,7 +82,7 @@ func (t *tunDevice) Write(bufs [][]byte, offset int) (int, error) {
 func (t *tunDevice) MTU() (int, error) { return t.mtu, nil }
 
 // Name implements tun.Device.
-func (t *tunDevice) Name() (string, error) { return t.name, nil }
+func (t *tunDevice) Name() (string, error) { return t.name(), nil }
 
 // Events implements tun.Device.
 func (t *tunDevice) Events() <-chan tun.Event { return t.events }

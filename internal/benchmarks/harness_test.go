@@ -118,7 +118,14 @@ func serve(l net.Listener, handle func(net.Conn)) (stop func()) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				defer c.Close()
+				defer func() {
+					// Forget the conn, or a benchmark of many short
+					// connections keeps every one of them alive.
+					mu.Lock()
+					delete(conns, c)
+					mu.Unlock()
+					c.Close()
+				}()
 				handle(c)
 			}()
 		}
