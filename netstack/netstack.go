@@ -570,13 +570,33 @@ const (
 // here, and every RACK variant gVisor offers did it in 20 to 40 % of
 // trials; Tailscale saw the same, tailscale#9707 and #20893); without
 // it, recovery uses SACK and duplicate ACKs, as Linux before RACK did.
+//
+// The crawl is gVisor's (the version in go.mod, and upstream as of
+// 2026-08): during the recovery from a retransmission timeout, an ACK
+// that finds segments RACK marked lost starts a fast recovery on top of
+// the timeout's (cwnd ssthresh+3, 5 segments) in which the pipe counts
+// the whole unacknowledged flight, so nothing more is sent until the
+// next timeout, which resends one segment and starts it again: two
+// segments per RTO until the flight, up to the 4 MiB send buffer, is
+// resent. No option avoids it. gVisor patched not to start RACK's
+// recovery during RTO recovery (RFC 8985 leaves the congestion response
+// to the timeout there) kept RACK's speed under loss and did not crawl
+// in 56 trials, but the unpatched one crawled too rarely in the same
+// hour to call that proof (BENCHMARKS.md, "loss with reordering, second
+// round").
+//
 // The cost is loss recovery on randomly lossy paths, which tcpMinRTO
 // wins back in part: a 16 MiB transfer under 1 % loss with reordering
-// takes about 1.3 times as long as with RACK and gVisor's defaults
-// (twice as long with gVisor's 200 ms minimum RTO), under 5 % about half
-// as long. RACK with the 20 ms minimum was faster still under loss (2.9
-// to 3.3 s at 1 %) but crawled at 50 KB/s after one of four 3 s
-// partitions.
+// takes 1.1 to 1.4 times as long as with gVisor's defaults and 1.6 to
+// 1.7 times as long as with RACK and the same RTO bounds (a segment
+// overtaken by two others is taken for lost and halves the window; RACK
+// waits for it); under 5 % it takes half as long as with gVisor's
+// defaults, whose RTO backs off to 120 s.
+//
+// Reno stays: gVisor's CUBIC (this version) lets an ACK shrink the
+// window to 0, after which nothing is sent and no timer runs (a
+// transfer under 1 % loss stopped for good in 3 of 9 trials); with
+// upstream's fix it was slower than Reno.
 func setTCPRecovery(st *stack.Stack) error {
 	recovery := tcpip.TCPRecovery(0)
 	minRTO := tcpip.TCPMinRTOOption(tcpMinRTO)
