@@ -462,7 +462,12 @@ func (n *Net) newStack(prefixes []netip.Prefix) (*stack.Stack, error) {
 		return nil, err
 	}
 	// SACK is off by default in gVisor; WireGuard paths lose packets like
-	// any Internet path, and SACK recovers from that much faster.
+	// any Internet path, and SACK recovers from that much faster (16 MiB
+	// under 5 % loss: 2.3 s against 17.5 without). Under reordering
+	// gVisor's SACK recovery resends more than NewReno does (16 MiB under
+	// 1 % loss with every burst reordered took 1.35 times as long), which
+	// is the lesser cost (BENCHMARKS.md, "loss with reordering, second
+	// round").
 	sack := tcpip.TCPSACKEnabled(true)
 	if terr := st.SetTransportProtocolOption(tcp.ProtocolNumber, &sack); terr != nil {
 		return fail(fmt.Errorf("enable TCP SACK: %s", terr))
@@ -583,13 +588,33 @@ const (
 // here, and every RACK variant gVisor offers did it in 20 to 40 % of
 // trials; Tailscale saw the same, tailscale#9707 and #20893); without
 // it, recovery uses SACK and duplicate ACKs, as Linux before RACK did.
+//
+// The crawl is gVisor's (the version in go.mod, and upstream as of
+// 2026-08): during the recovery from a retransmission timeout, an ACK
+// that finds segments RACK marked lost starts a fast recovery on top of
+// the timeout's (cwnd ssthresh+3, 5 segments) in which the count of
+// packets in flight stays above the window, so nothing more is sent
+// until the next timeout, which resends one segment and starts it
+// again: two segments per RTO until the flight, up to the 4 MiB send
+// buffer, is resent. No option avoids it. gVisor patched not to start RACK's
+// recovery during RTO recovery (RFC 8985 leaves the congestion response
+// to the timeout there) kept RACK's speed under loss and crawled after
+// none of 73 outages, run alternately with the unpatched build, which
+// crawled after 4 (BENCHMARKS.md, "loss with reordering, second
+// round"): worth proposing upstream, not yet proof.
+//
 // The cost is loss recovery on randomly lossy paths, which tcpMinRTO
 // wins back in part: a 16 MiB transfer under 1 % loss with reordering
-// takes about 1.3 times as long as with RACK and gVisor's defaults
-// (twice as long with gVisor's 200 ms minimum RTO), under 5 % about half
-// as long. RACK with the 20 ms minimum was faster still under loss (2.9
-// to 3.3 s at 1 %) but crawled at 50 KB/s after one of four 3 s
-// partitions.
+// takes 1.1 to 1.4 times as long as with gVisor's defaults and 1.6 to
+// 1.7 times as long as with RACK and the same RTO bounds (a segment
+// overtaken by two others is taken for lost and halves the window; RACK
+// waits for it); under 5 % it takes half as long as with gVisor's
+// defaults, whose RTO backs off to 120 s.
+//
+// Reno stays: gVisor's CUBIC (this version) lets an ACK shrink the
+// window to 0, after which nothing is sent and no timer runs (a
+// transfer under 1 % loss stopped for good in 3 of 9 trials); with
+// upstream's fix it was slower than Reno.
 func setTCPRecovery(st *stack.Stack) error {
 	recovery := tcpip.TCPRecovery(0)
 	minRTO := tcpip.TCPMinRTOOption(tcpMinRTO)

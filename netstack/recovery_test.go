@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,6 +20,7 @@ import (
 	"github.com/wgkit/wgkit/wg"
 	"github.com/wgkit/wgkit/wg/wgtest"
 	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 )
 
 // The tests in this file check that a bulk TCP stream through a tunnel
@@ -40,6 +42,7 @@ import (
 // listener on another and counts the bytes that arrive.
 type bulk struct {
 	got  atomic.Int64
+	conn net.Conn // the sending side
 	stop func()
 }
 
@@ -76,6 +79,7 @@ func startBulk(t *testing.T, ctx context.Context, from, to *netstack.Net, addr n
 		wg.Wait()
 		t.Fatal(err)
 	}
+	b.conn = c
 	wg.Go(func() {
 		buf := make([]byte, 64<<10)
 		for {
@@ -330,7 +334,22 @@ func TestRecoverySweep(t *testing.T) {
 	}
 }
 
+// namedTuning returns the tuning called name: one of the names below,
+// "minrto=D", "rack-minrto=D", "maxrto=D", "buf=MiB" (the send and
+// receive buffers' maximum), or several joined by "+", applied in order
+// ("rack+cubic").
 func namedTuning(name string) (tuning, error) {
+	if parts := strings.Split(name, "+"); len(parts) > 1 {
+		tu := tuning{name: name}
+		for _, p := range parts {
+			pt, err := namedTuning(p)
+			if err != nil {
+				return tuning{}, err
+			}
+			tu.opts = append(tu.opts, pt.opts...)
+		}
+		return tu, nil
+	}
 	rack := tcpip.TCPRACKLossDetection
 	norack := tcpip.TCPRecovery(0)
 	maxRTO120 := tcpip.TCPMaxRTOOption(120 * time.Second)
@@ -362,6 +381,30 @@ func namedTuning(name string) (tuning, error) {
 		return tuning{name: name, opts: []tcpip.SettableTransportProtocolOption{&cubic}}, nil
 	case "nosack":
 		return tuning{name: name, opts: []tcpip.SettableTransportProtocolOption{&nosack}}, nil
+	case "delay":
+		v := tcpip.TCPDelayEnabled(true)
+		return tuning{name: name, opts: []tcpip.SettableTransportProtocolOption{&v}}, nil
+	case "nomoderate":
+		v := tcpip.TCPModerateReceiveBufferOption(false)
+		return tuning{name: name, opts: []tcpip.SettableTransportProtocolOption{&v}}, nil
+	}
+	if s, ok := strings.CutPrefix(name, "maxrto="); ok {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return tuning{}, err
+		}
+		v := tcpip.TCPMaxRTOOption(d)
+		return tuning{name: name, opts: []tcpip.SettableTransportProtocolOption{&v}}, nil
+	}
+	if s, ok := strings.CutPrefix(name, "buf="); ok {
+		mb, err := strconv.Atoi(s)
+		if err != nil || mb < 1 {
+			return tuning{}, fmt.Errorf("tuning %s: want a whole number of MiB", name)
+		}
+		limit := mb << 20
+		rcv := tcpip.TCPReceiveBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: min(limit, tcp.DefaultReceiveBufferSize), Max: limit}
+		snd := tcpip.TCPSendBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: min(limit, tcp.DefaultSendBufferSize), Max: limit}
+		return tuning{name: name, opts: []tcpip.SettableTransportProtocolOption{&rcv, &snd}}, nil
 	}
 	// "minrto=D": the package defaults with a minimum RTO of D (gVisor's
 	// is 200 ms); "rack-minrto=D": the same with RACK on.
@@ -378,99 +421,176 @@ func namedTuning(name string) (tuning, error) {
 	return tuning{}, errors.New("unknown tuning " + name)
 }
 
+// lossFaults are the paths of TestLossSweep: loss1 is 1 % loss with 1 %
+// reordered, loss5 is 5 % loss, 5 % reordered and 1 % duplicated, both
+// with 200 µs of jitter; long1 and long5 are loss1 and loss5 on a path
+// of 20 ms round trip, plain1 and plain5 are 1 % and 5 % loss without
+// reordering or jitter; WGKIT_LOSS_FAULTS selects these four.
+var lossFaults = []struct {
+	name string
+	f    wgtest.Faults
+}{
+	{"loss1", wgtest.Faults{Loss: 0.01, Reorder: 0.01, Jitter: 200 * time.Microsecond}},
+	{"loss5", wgtest.Faults{Loss: 0.05, Reorder: 0.05, Jitter: 200 * time.Microsecond, Duplicate: 0.01}},
+	{"long1", wgtest.Faults{Loss: 0.01, Reorder: 0.01, Jitter: 200 * time.Microsecond, Delay: 10 * time.Millisecond}},
+	{"long5", wgtest.Faults{Loss: 0.05, Reorder: 0.05, Jitter: 200 * time.Microsecond, Duplicate: 0.01, Delay: 10 * time.Millisecond}},
+	{"plain1", wgtest.Faults{Loss: 0.01}},
+	{"plain5", wgtest.Faults{Loss: 0.05}},
+}
+
+// lossResult is one transfer of TestLossSweep.
+type lossResult struct {
+	data, fin time.Duration // until the last byte arrived, until the FIN did
+	n         int64
+	err       error
+}
+
 // TestLossSweep measures a 16 MiB transfer under loss with reordering
 // for the tunings named in WGKIT_RECOVERY_TUNINGS (default: the package
-// defaults), WGKIT_RECOVERY_TRIALS runs each (default 4): the time until
-// the last byte arrived and until the sender's FIN did. It is skipped
-// unless WGKIT_LOSS_SWEEP is set:
+// defaults), WGKIT_RECOVERY_TRIALS runs each (default 4), on the faults
+// named in WGKIT_LOSS_FAULTS (default: loss1,loss5): the time until the
+// last byte arrived and until the sender's FIN did. The tunings take
+// turns, trial by trial, so that the machine's load falls on all of them
+// alike; at the end it reports each one's median, slowest, and slowest
+// over median of the FIN times (a transfer that failed counts as
+// slowest). It is skipped unless WGKIT_LOSS_SWEEP is set:
 //
-//	WGKIT_LOSS_SWEEP=1 WGKIT_RECOVERY_TUNINGS=default,gvisor go test -run TestLossSweep -v ./netstack/
+//	WGKIT_LOSS_SWEEP=1 WGKIT_RECOVERY_TUNINGS=default,gvisor WGKIT_RECOVERY_TRIALS=20 \
+//	    WGKIT_LOSS_FAULTS=loss1 go test -run TestLossSweep -timeout 30m -v ./netstack/
 func TestLossSweep(t *testing.T) {
 	if os.Getenv("WGKIT_LOSS_SWEEP") == "" {
 		t.Skip("the sweep takes minutes; set WGKIT_LOSS_SWEEP=1 to run it")
 	}
 	tunings := sweepTunings(t)
 	trials := sweepTrials(t, 4)
-	faults := []struct {
-		name string
-		f    wgtest.Faults
-	}{
-		{"loss1", wgtest.Faults{Loss: 0.01, Reorder: 0.01, Jitter: 200 * time.Microsecond}},
-		{"loss5", wgtest.Faults{Loss: 0.05, Reorder: 0.05, Jitter: 200 * time.Microsecond, Duplicate: 0.01}},
+	faults := lossFaults[:2]
+	if s := os.Getenv("WGKIT_LOSS_FAULTS"); s != "" {
+		faults = faults[:0:0]
+		for _, name := range strings.Split(s, ",") {
+			found := false
+			for _, fl := range lossFaults {
+				if fl.name == name {
+					faults, found = append(faults, fl), true
+				}
+			}
+			if !found {
+				t.Fatalf("WGKIT_LOSS_FAULTS: unknown faults %q", name)
+			}
+		}
 	}
-	const size = 16 << 20
 	for _, fl := range faults {
-		for _, tu := range tunings {
-			for i := range trials {
+		results := make(map[string][]lossResult)
+		for i := range trials {
+			for _, tu := range tunings {
 				t.Run(fmt.Sprintf("%s/%s/%d", fl.name, tu.name, i), func(t *testing.T) {
-					nw := wgtest.NewNetwork(t, 2, &wgtest.NetworkOptions{Seed: uint64(i + 1)})
-					ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-					defer cancel()
-					a, b := nw.Peer(0), nw.Peer(1)
-					tu.apply(t, a.Net(), b.Net())
-					if _, err := a.Net().Ping(ctx, b.Addr()); err != nil {
-						t.Fatal(err)
-					}
-					ln, err := b.Net().Listen("tcp", ":9400")
-					if err != nil {
-						t.Fatal(err)
-					}
-					defer ln.Close()
-					type result struct {
-						data, fin time.Duration
-						n         int64
-						err       error
-					}
-					start := time.Now()
-					done := make(chan result, 1)
-					go func() {
-						c, err := ln.Accept()
-						if err != nil {
-							done <- result{err: err}
-							return
-						}
-						defer c.Close()
-						c.SetDeadline(time.Now().Add(80 * time.Second))
-						var r result
-						buf := make([]byte, 64<<10)
-						for {
-							k, err := c.Read(buf)
-							r.n += int64(k)
-							if r.n == size && r.data == 0 {
-								r.data = time.Since(start)
-							}
-							if err != nil {
-								if errors.Is(err, io.EOF) {
-									r.fin = time.Since(start)
-								} else {
-									r.err = err
-								}
-								done <- r
-								return
-							}
-						}
-					}()
-					nw.SetFaults(fl.f)
-					c, err := a.Net().DialContext(ctx, "tcp", netip.AddrPortFrom(b.Addr(), 9400).String())
-					if err != nil {
-						t.Fatal(err)
-					}
-					c.SetDeadline(time.Now().Add(80 * time.Second))
-					buf := make([]byte, 64<<10)
-					var werr error
-					for sent := 0; sent < size && werr == nil; sent += len(buf) {
-						_, werr = c.Write(buf)
-					}
-					c.Close()
-					r := <-done
-					if werr != nil {
-						r.err = fmt.Errorf("send: %w; receive: %v", werr, r.err)
-					}
+					r := lossTransfer(t, fl.f, tu, uint64(i+1))
+					results[tu.name] = append(results[tu.name], r)
 					t.Logf("RESULT faults=%s tuning=%s trial=%d data=%v fin=%v bytes=%d err=%v", fl.name, tu.name, i, r.data.Round(time.Millisecond), r.fin.Round(time.Millisecond), r.n, r.err)
 				})
 			}
 		}
+		for _, tu := range tunings {
+			med, slowest, failed := lossSummary(results[tu.name])
+			t.Logf("SUMMARY faults=%s tuning=%s n=%d failed=%d median=%v slowest=%v slowest/median=%.2f",
+				fl.name, tu.name, len(results[tu.name]), failed, med.Round(time.Millisecond), slowest.Round(time.Millisecond), float64(slowest)/float64(med))
+		}
 	}
+}
+
+// lossSummary returns the median and the slowest FIN time of rs and how
+// many transfers failed; a failed transfer counts as the test's deadline.
+func lossSummary(rs []lossResult) (median, slowest time.Duration, failed int) {
+	ds := make([]time.Duration, 0, len(rs))
+	for _, r := range rs {
+		d := r.fin
+		if r.err != nil || r.fin == 0 {
+			failed++
+			d = lossDeadline
+		}
+		ds = append(ds, d)
+	}
+	if len(ds) == 0 {
+		return 0, 0, 0
+	}
+	slices.Sort(ds)
+	median = ds[len(ds)/2]
+	if len(ds)%2 == 0 {
+		median = (ds[len(ds)/2-1] + ds[len(ds)/2]) / 2
+	}
+	return median, ds[len(ds)-1], failed
+}
+
+// lossDeadline bounds one transfer of TestLossSweep.
+const lossDeadline = 80 * time.Second
+
+// lossTransfer sends 16 MiB from one peer of a fresh network to the
+// other under faults f, with tuning tu on both, and reports when the last
+// byte and the FIN arrived.
+func lossTransfer(t *testing.T, f wgtest.Faults, tu tuning, seed uint64) lossResult {
+	const size = 16 << 20
+	nw := wgtest.NewNetwork(t, 2, &wgtest.NetworkOptions{Seed: seed})
+	ctx, cancel := context.WithTimeout(context.Background(), lossDeadline+10*time.Second)
+	defer cancel()
+	a, b := nw.Peer(0), nw.Peer(1)
+	tu.apply(t, a.Net(), b.Net())
+	if _, err := a.Net().Ping(ctx, b.Addr()); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := b.Net().Listen("tcp", ":9400")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	start := time.Now()
+	done := make(chan lossResult, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			done <- lossResult{err: err}
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(start.Add(lossDeadline))
+		var r lossResult
+		buf := make([]byte, 64<<10)
+		for {
+			k, err := c.Read(buf)
+			r.n += int64(k)
+			if r.n == size && r.data == 0 {
+				r.data = time.Since(start)
+			}
+			if err != nil {
+				if errors.Is(err, io.EOF) {
+					r.fin = time.Since(start)
+				} else {
+					r.err = err
+				}
+				done <- r
+				return
+			}
+		}
+	}()
+	nw.SetFaults(f)
+	c, err := a.Net().DialContext(ctx, "tcp", netip.AddrPortFrom(b.Addr(), 9400).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(start.Add(lossDeadline))
+	buf := make([]byte, 64<<10)
+	var werr error
+	for sent := 0; sent < size && werr == nil; sent += len(buf) {
+		_, werr = c.Write(buf)
+	}
+	if werr != nil {
+		t.Logf("sender stuck: %s", netstack.TCPConnInfo(c))
+	}
+	c.Close()
+	r := <-done
+	if werr != nil {
+		r.err = fmt.Errorf("send: %w; receive: %v", werr, r.err)
+	}
+	t.Logf("sender: %s", netstack.TCPRecoveryStats(a.Net()))
+	return r
 }
 
 // sweepTunings returns the tunings named in WGKIT_RECOVERY_TUNINGS
