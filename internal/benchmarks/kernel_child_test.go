@@ -230,14 +230,21 @@ func openKernelStock(iface string, cfg *wg.Config, log *slog.Logger) (func() err
 }
 
 // openKernelWgkit is tun.Open with the defaults, except for wg(8)'s UAPI
-// socket, which would be a file in the host's /var/run/wireguard.
+// socket, which would be a file in the host's /var/run/wireguard, and the
+// engine: EngineUserspace, so that both sides run wireguard-go on a TUN
+// even where the kernel's WireGuard module is loaded (EngineAuto would
+// pick it, and its data path runs outside the process, whose CPU time
+// this benchmark counts).
 func openKernelWgkit(iface string, cfg *wg.Config, log *slog.Logger) (func() error, error) {
 	cfg.Interface.MTU = kernelMTU
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	ifc, err := tun.Open(ctx, cfg, &tun.Options{Name: iface, Logger: log, DisableUAPI: true})
+	ifc, err := tun.Open(ctx, cfg, &tun.Options{Name: iface, Logger: log, DisableUAPI: true, Engine: tun.EngineUserspace})
 	if err != nil {
 		return nil, err
+	}
+	if e := ifc.Engine(); e != tun.EngineUserspace {
+		return nil, errors.Join(fmt.Errorf("wgkit: engine %v, want userspace", e), ifc.Close())
 	}
 	return ifc.Close, nil
 }
