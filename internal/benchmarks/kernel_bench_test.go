@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -29,6 +30,10 @@ const (
 	kernelRound  = 16 << 20 // bytes per round of a sub-benchmark, at most
 	kernelWarmup = 16 << 20 // bytes sent at set-up, past TCP slow start
 	kernelPort   = 5201     // the TCP sink's port
+
+	// kernelControlEnv set to 1 makes the benchmark an A/A control (see
+	// BenchmarkKernelTCPThroughput).
+	kernelControlEnv = "WGKIT_KBENCH_CONTROL"
 )
 
 // Outer (veth) and inner (tunnel) addresses; they exist only inside the
@@ -45,8 +50,10 @@ var (
 // pair: from a sender behind the first (10.200.0.1) to a sink behind the
 // second (10.200.0.2), over one connection. impl=stock is plain
 // wireguard-go (tun.CreateTUN, device.NewDevice, UAPI text, ip(8));
-// impl=wgkit is tun.Open. Both use wireguard-go's offloads (TSO and GRO on
-// the TUN, UDP GSO and GRO on the sockets) where the kernel has them.
+// impl=wgkit is tun.Open with EngineUserspace (wireguard-go too, even
+// where the kernel's WireGuard is loaded). Both use wireguard-go's
+// offloads (TSO and GRO on the TUN, UDP GSO and GRO on the sockets) where
+// the kernel has them, and its default Bind.
 //
 // Both set-ups (four namespaces) are made once, with a 16 MiB warm-up on
 // each connection. One op is 1 MiB. Each sub-benchmark moves its b.N MiB
@@ -64,13 +71,21 @@ var (
 // other's) and cpu-vs-other (own cpu-s/GB over the other's). These paired
 // ratios are far less noisy on a shared machine than the ratio of the
 // separate medians.
+//
+// With WGKIT_KBENCH_CONTROL=1 in the environment it is an A/A control:
+// the second implementation is stock too, reported as impl=stock2, which
+// shows how far two identical set-ups differ on the machine at the time.
 func BenchmarkKernelTCPThroughput(b *testing.B) {
 	nettest.RequireRoot(b)
+	second, secondImpl := "wgkit", "wgkit"
+	if os.Getenv(kernelControlEnv) == "1" {
+		second, secondImpl = "stock2", "stock"
+	}
 	envs := map[string]*kernelEnv{
 		"stock": newKernelEnv(b, "stock"),
-		"wgkit": newKernelEnv(b, "wgkit"),
+		second:  newKernelEnv(b, secondImpl),
 	}
-	for _, pair := range [][2]string{{"stock", "wgkit"}, {"wgkit", "stock"}} {
+	for _, pair := range [][2]string{{"stock", second}, {second, "stock"}} {
 		own, other := envs[pair[0]], envs[pair[1]]
 		b.Run("impl="+pair[0], func(b *testing.B) { benchKernelThroughput(b, own, other) })
 	}

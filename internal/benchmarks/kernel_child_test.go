@@ -39,6 +39,7 @@ import (
 	wgtun "golang.zx2c4.com/wireguard/tun"
 
 	"github.com/wgkit/wgkit/internal/nettest"
+	"github.com/wgkit/wgkit/internal/udpbind"
 	"github.com/wgkit/wgkit/tun"
 	"github.com/wgkit/wgkit/wg"
 )
@@ -53,6 +54,11 @@ const (
 	// the children inherit) to a directory, makes each engine child write
 	// a CPU profile of its whole life there as IMPL-PID.pprof.
 	kernelProfileEnv = "WGKIT_KBENCH_CPUPROFILE"
+	// kernelBindEnv, when set to a batch size N, gives the wgkit engine
+	// internal/udpbind with BatchSize N as its Bind instead of
+	// wireguard-go's default, to measure that Bind on kernel TUN (the
+	// tun package does not use it: it has no sticky source address).
+	kernelBindEnv = "WGKIT_KBENCH_UDPBIND"
 	// kernelChildLifetime bounds a child whose parent forgot it; closing
 	// its stdin (the parent exiting does that too) ends it sooner.
 	kernelChildLifetime = time.Hour
@@ -230,14 +236,29 @@ func openKernelStock(iface string, cfg *wg.Config, log *slog.Logger) (func() err
 }
 
 // openKernelWgkit is tun.Open with the defaults, except for wg(8)'s UAPI
-// socket, which would be a file in the host's /var/run/wireguard.
+// socket, which would be a file in the host's /var/run/wireguard, and the
+// engine: EngineUserspace, so that both sides run wireguard-go on a TUN
+// even where the kernel's WireGuard module is loaded (EngineAuto would
+// pick it, and its data path runs outside the process, whose CPU time
+// this benchmark counts).
 func openKernelWgkit(iface string, cfg *wg.Config, log *slog.Logger) (func() error, error) {
 	cfg.Interface.MTU = kernelMTU
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	ifc, err := tun.Open(ctx, cfg, &tun.Options{Name: iface, Logger: log, DisableUAPI: true})
+	o := &tun.Options{Name: iface, Logger: log, DisableUAPI: true, Engine: tun.EngineUserspace}
+	if v := os.Getenv(kernelBindEnv); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("wgkit: %s=%q: want a batch size", kernelBindEnv, v)
+		}
+		o.Bind = udpbind.New(&udpbind.Options{BatchSize: n})
+	}
+	ifc, err := tun.Open(ctx, cfg, o)
 	if err != nil {
 		return nil, err
+	}
+	if e := ifc.Engine(); e != tun.EngineUserspace {
+		return nil, errors.Join(fmt.Errorf("wgkit: engine %v, want userspace", e), ifc.Close())
 	}
 	return ifc.Close, nil
 }
