@@ -13,8 +13,8 @@ import (
 
 // scaleTestDevice is a device with n peers (one /32 each, no endpoint)
 // whose watcher polls only at start, so that it allocates nothing while
-// a test counts.
-func scaleTestDevice(t *testing.T, n int) (*Device, *Config) {
+// a test counts. onEvent may be nil.
+func scaleTestDevice(t *testing.T, n int, onEvent func(Event)) (*Device, *Config) {
 	t.Helper()
 	cfg := &Config{Interface: Interface{PrivateKey: mustKey(t)}}
 	for i := range n {
@@ -23,7 +23,7 @@ func scaleTestDevice(t *testing.T, n int) (*Device, *Config) {
 	}
 	timing := defaultWatchTiming()
 	timing.poll = time.Hour
-	d, err := NewDevice(tuntest.NewChannelTUN().TUN(), cfg, &DeviceOptions{timing: &timing})
+	d, err := NewDevice(tuntest.NewChannelTUN().TUN(), cfg, &DeviceOptions{timing: &timing, OnEvent: onEvent})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,7 +38,7 @@ func scaleTestDevice(t *testing.T, n int) (*Device, *Config) {
 func TestReconfigureOnePeerCostsTheSame(t *testing.T) {
 	checkLeaks(t)
 	bytesPerCall := func(n int) uint64 {
-		d, cfg := scaleTestDevice(t, n)
+		d, cfg := scaleTestDevice(t, n, nil)
 		alt := cfg.Clone()
 		alt.Peers[n/2].AllowedIPs = append(alt.Peers[n/2].AllowedIPs, netip.MustParsePrefix("100.64.0.1/32"))
 		time.Sleep(50 * time.Millisecond) // the watcher's first poll
@@ -74,7 +74,7 @@ func TestReconfigureOnePeerCostsTheSame(t *testing.T) {
 func TestReconfigureValidatesLikeValidate(t *testing.T) {
 	checkLeaks(t)
 	ownPriv := mustKey(t) // a private key whose public key is peer 1's
-	d, cfg := scaleTestDevice(t, 4)
+	d, cfg := scaleTestDevice(t, 4, nil)
 	cfg.Peers[1].PublicKey = ownPriv.PublicKey()
 	if err := d.Reconfigure(cfg); err != nil {
 		t.Fatal(err)
