@@ -128,7 +128,7 @@ type Device struct {
 	nextRank int
 	// applied holds at each place of the configured order the peer as
 	// configured there, what Reconfigure compares a new config with
-	// place by place (see appliedPeer). Guarded by mu.
+	// place by place (see appliedPeers). Guarded by mu.
 	applied appliedPeers
 	// engineHook is the watcher as wireguard-go's logger reaches it;
 	// emptied by Close (see NewDeviceContext). nil on other engines.
@@ -922,36 +922,30 @@ func (d *Device) reconfigure(cfg *Config, changed []int, resolved []netip.AddrPo
 	if in.FwMark != st.fwMark {
 		ec.FwMark = &in.FwMark
 	}
-	// One pass over cfg: a comparison with the applied peer at the same
-	// place for each unchanged peer, a few map lookups for the others.
+	// The peers not at their places or not trusted cost a few map
+	// lookups each; the others nothing more here (checkConfigLocked
+	// compared them already).
 	var sentIdx []int           // indexes in cfg.Peers of the peers sent, in order
 	var sentEp []netip.AddrPort // the endpoints they were sent with
 	var fresh []Key             // peers new to the engine, with an endpoint
 	kept := 0                   // peers of cfg the engine has
-	next := 0                   // index in changed
-	for i := range cfg.Peers {
+	// diff compares cfg.Peers[i] with the model and queues it if it
+	// differs; endpoint is its resolved endpoint, or zero. It reports
+	// false if the peer needs an endpoint it was not given.
+	diff := func(i int, endpoint netip.AddrPort) bool {
 		p := &cfg.Peers[i]
-		var endpoint netip.AddrPort
-		given := next < len(changed) && changed[next] == i
-		if given {
-			endpoint = resolved[next]
-			next++
-		} else if trusted && !d.applied.peers[i].stale {
-			kept++
-			continue
-		}
 		cur, ok := st.peers[p.PublicKey]
 		if ok && p.Endpoint == d.endpoints[p.PublicKey] {
 			endpoint = netip.AddrPort{} // unchanged: keep what the engine learned
 		} else if p.Endpoint != "" && !endpoint.IsValid() {
-			return retryAll, nil // not resolved, but needed: gone from the engine (wg(8))
+			return false // not resolved, but needed: gone from the engine (wg(8))
 		}
 		if ok {
 			kept++
 			if !endpoint.IsValid() && cur.psk == p.PresharedKey &&
 				cur.keepalive == p.PersistentKeepalive.Truncate(time.Second) &&
 				prefixesEqual(st.ips.byPeer[p.PublicKey], p.AllowedIPs) {
-				continue
+				return true
 			}
 		} else if endpoint.IsValid() {
 			fresh = append(fresh, p.PublicKey)
@@ -959,6 +953,31 @@ func (d *Device) reconfigure(cfg *Config, changed []int, resolved []netip.AddrPo
 		ec.Peers = append(ec.Peers, peerConfig(p, endpoint))
 		sentIdx = append(sentIdx, i)
 		sentEp = append(sentEp, endpoint)
+		return true
+	}
+	if trusted && d.applied.nstale == 0 {
+		// Every unchanged peer is as the engine has it (the common case).
+		kept = len(cfg.Peers) - len(changed)
+		for j, i := range changed {
+			if !diff(i, resolved[j]) {
+				return retryAll, nil
+			}
+		}
+	} else {
+		next := 0 // index in changed
+		for i := range cfg.Peers {
+			var endpoint netip.AddrPort
+			if next < len(changed) && changed[next] == i {
+				endpoint = resolved[next]
+				next++
+			} else if trusted && !d.applied.peers[i].stale {
+				kept++
+				continue
+			}
+			if !diff(i, endpoint) {
+				return retryAll, nil
+			}
+		}
 	}
 	var removed []Key
 	if kept < len(st.peers) { // cfg's keys are distinct (validated)

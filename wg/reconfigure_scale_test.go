@@ -204,3 +204,30 @@ func TestReconfigureResolvesChangedOnly(t *testing.T) {
 		t.Errorf("peer 0's endpoint after Reconfigure = %v, want b's 198.18.0.2:51820", got)
 	}
 }
+
+// TestReconfigureAfterPrefixMoved checks that a peer Reconfigure did not
+// resend, because it was unchanged, is resent by the next one once
+// another peer took one of its allowed IPs in the engine: the comparison
+// in place must not trust it then.
+func TestReconfigureAfterPrefixMoved(t *testing.T) {
+	checkLeaks(t)
+	d, cfg := scaleTestDevice(t, 3, nil)
+	moved := cfg.Peers[0].AllowedIPs[0]
+	took := cfg.Clone()
+	took.Peers[2].AllowedIPs = append(took.Peers[2].AllowedIPs, moved) // peer 0 unchanged
+	if err := d.Reconfigure(took); err != nil {
+		t.Fatal(err)
+	}
+	if k, _ := d.PeerFor(moved.Addr()); k != cfg.Peers[2].PublicKey {
+		t.Fatalf("PeerFor(%v) = %v after peer 2 took it, want peer 2", moved.Addr(), k)
+	}
+	if err := d.Reconfigure(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if k, _ := d.PeerFor(moved.Addr()); k != cfg.Peers[0].PublicKey {
+		t.Errorf("PeerFor(%v) = %v after Reconfigure back, want peer 0", moved.Addr(), k)
+	}
+	if diff := cmp.Diff(cfg.Peers, d.Config().Peers, configOpts); diff != "" {
+		t.Errorf("peers after Reconfigure back (-want +got):\n%s", diff)
+	}
+}
