@@ -839,12 +839,14 @@ func (d *Device) checkConfigLocked(cfg *Config, full bool) ([]int, error) {
 		}
 		return all, nil
 	}
-	if cfg.Interface.validate() != nil || cfg.validateCounts() != nil {
+	if cfg.Interface.validate() != nil || len(cfg.Peers) > MaxPeers {
 		return nil, cfg.validate(own)
 	}
 	var changed []int
+	allowed := 0 // validateCounts' sum, in the same pass
 	for i := range cfg.Peers {
 		p := &cfg.Peers[i]
+		allowed += len(p.AllowedIPs)
 		if p.PublicKey == own {
 			return nil, cfg.validate(own)
 		}
@@ -855,6 +857,9 @@ func (d *Device) checkConfigLocked(cfg *Config, full bool) ([]int, error) {
 			return nil, cfg.validate(own)
 		}
 		changed = append(changed, i)
+	}
+	if allowed > MaxAllowedIPs {
+		return nil, cfg.validate(own)
 	}
 	// Duplicates: the peers at their own places have distinct keys (they
 	// were applied so), so a duplicate involves a changed peer; an

@@ -103,6 +103,12 @@ func TestReconfigureValidatesLikeValidate(t *testing.T) {
 		{"a keepalive out of range", func(c *Config) { c.Peers[0].PersistentKeepalive = 70000 * time.Second }},
 		{"no public key", func(c *Config) { c.Peers[1].PublicKey = Key{} }},
 		{"no private key", func(c *Config) { c.Interface.PrivateKey = Key{} }},
+		{"too many allowed IPs", func(c *Config) {
+			c.Peers[3].AllowedIPs = make([]netip.Prefix, MaxAllowedIPs)
+			for i := range c.Peers[3].AllowedIPs {
+				c.Peers[3].AllowedIPs[i] = netip.PrefixFrom(netip.AddrFrom4([4]byte{11, byte(i >> 16), byte(i >> 8), byte(i)}), 32)
+			}
+		}},
 		{"too many peers", func(c *Config) {
 			for len(c.Peers) <= MaxPeers {
 				c.Peers = append(c.Peers, c.Peers[0])
