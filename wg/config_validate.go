@@ -3,6 +3,7 @@ package wg
 import (
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"net/netip"
 	"slices"
 )
@@ -37,25 +38,50 @@ func (c *Config) Validate() error {
 	if c == nil {
 		return fmt.Errorf("wg: %w: nil *Config", ErrInvalidConfig)
 	}
+	return c.validate(c.Interface.PrivateKey.PublicKey())
+}
+
+// validate is Validate for a caller that derived own, the public key of
+// c.Interface.PrivateKey, already (one scalar multiplication, the
+// dearest step of Validate for a few peers). c must not be nil.
+func (c *Config) validate(own Key) error {
 	if err := c.Interface.validate(); err != nil {
 		return fmt.Errorf("wg: %w: [Interface]: %w", ErrInvalidConfig, err)
 	}
+	if err := c.validateCounts(); err != nil {
+		return err
+	}
+	seen := newKeySet(len(c.Peers))
+	for i := range c.Peers {
+		p := &c.Peers[i]
+		err := p.validateKey(own)
+		if err == nil {
+			if j, dup := seen.add(c.Peers, i); dup {
+				err = fmt.Errorf("public key %v already used by peer %d", p.PublicKey, j)
+			}
+		}
+		if err == nil {
+			err = p.validateFields()
+		}
+		if err != nil {
+			return fmt.Errorf("wg: %w: peer %d: %w", ErrInvalidConfig, i, err)
+		}
+	}
+	return nil
+}
+
+// validateCounts checks c's peers and allowed IPs against MaxPeers and
+// MaxAllowedIPs.
+func (c *Config) validateCounts() error {
 	if len(c.Peers) > MaxPeers {
 		return fmt.Errorf("wg: %w: %w", ErrInvalidConfig, errTooManyPeers)
 	}
 	allowed := 0
-	for _, p := range c.Peers {
-		allowed += len(p.AllowedIPs)
+	for i := range c.Peers {
+		allowed += len(c.Peers[i].AllowedIPs)
 	}
 	if allowed > MaxAllowedIPs {
 		return fmt.Errorf("wg: %w: %w", ErrInvalidConfig, errTooManyAllowedIPs)
-	}
-	own := c.Interface.PrivateKey.PublicKey()
-	seen := make(map[Key]int, len(c.Peers))
-	for i, p := range c.Peers {
-		if err := p.validate(own, seen, i); err != nil {
-			return fmt.Errorf("wg: %w: peer %d: %w", ErrInvalidConfig, i, err)
-		}
 	}
 	return nil
 }
@@ -87,19 +113,28 @@ func validPrefixes(what string, pfxs []netip.Prefix) error {
 	return nil
 }
 
-// validate checks peer number i; seen maps the public keys of the peers
-// before it to their numbers, and gets p's.
-func (p *Peer) validate(own Key, seen map[Key]int, i int) error {
+// validate checks p on its own: everything Validate checks of a peer
+// but that its key is unique.
+func (p *Peer) validate(own Key) error {
+	if err := p.validateKey(own); err != nil {
+		return err
+	}
+	return p.validateFields()
+}
+
+// validateKey checks that p has a public key, not own.
+func (p *Peer) validateKey(own Key) error {
 	if p.PublicKey.IsZero() {
 		return errors.New("no public key")
 	}
 	if p.PublicKey == own {
 		return fmt.Errorf("public key %v is the interface's own public key", p.PublicKey)
 	}
-	if j, dup := seen[p.PublicKey]; dup {
-		return fmt.Errorf("public key %v already used by peer %d", p.PublicKey, j)
-	}
-	seen[p.PublicKey] = i
+	return nil
+}
+
+// validateFields checks p's allowed IPs, endpoint and keepalive.
+func (p *Peer) validateFields() error {
 	if err := validPrefixes("allowed IP", p.AllowedIPs); err != nil {
 		return err
 	}
@@ -112,6 +147,42 @@ func (p *Peer) validate(own Key, seen map[Key]int, i int) error {
 		return fmt.Errorf("persistent keepalive %v out of range 0..65535s", p.PersistentKeepalive)
 	}
 	return nil
+}
+
+// keySet finds peers with the same public key: an open-addressing table
+// of peer numbers, a quarter of a map[Key]int's memory (4 bytes a slot,
+// two slots a peer) and no work per entry beyond one hash, seeded per
+// set so that no configuration can aim at collisions. It holds at most
+// MaxPeers peers.
+type keySet struct {
+	seed  maphash.Seed
+	slots []int32 // a peer's number + 1; 0 is empty. A power of two long.
+}
+
+// newKeySet returns a set with room for n peers.
+func newKeySet(n int) keySet {
+	size := 8
+	for size < 2*n {
+		size <<= 1
+	}
+	return keySet{seed: maphash.MakeSeed(), slots: make([]int32, size)}
+}
+
+// add records peers[i]'s key, or returns the number of the earlier peer
+// that has it.
+func (s *keySet) add(peers []Peer, i int) (int, bool) {
+	k := &peers[i].PublicKey
+	mask := uint64(len(s.slots) - 1)
+	for h := maphash.Bytes(s.seed, k[:]) & mask; ; h = (h + 1) & mask {
+		j := int(s.slots[h]) - 1
+		if j < 0 {
+			s.slots[h] = int32(i + 1)
+			return 0, false
+		}
+		if peers[j].PublicKey == *k {
+			return j, true
+		}
+	}
 }
 
 // Clone returns a deep copy of c: no slice of the copy shares memory

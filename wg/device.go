@@ -126,14 +126,18 @@ type Device struct {
 	// by mu.
 	rank     map[Key]int
 	nextRank int
-	// model is the engine's configuration as Reconfigure diffs against
-	// it. Guarded by mu.
+	// applied holds at each place of the configured order the peer as
+	// configured there, what Reconfigure compares a new config with
+	// place by place (see appliedPeers). Guarded by mu.
+	applied appliedPeers
 	// engineHook is the watcher as wireguard-go's logger reaches it;
 	// emptied by Close (see NewDeviceContext). nil on other engines.
 	engineHook *atomic.Pointer[watcher]
 
+	// model is the engine's configuration as Reconfigure diffs against
+	// it. Guarded by mu.
 	model      engineModel
-	modelReads int // times the model was read from the engine, for tests; guarded by mu
+	modelReads int // times the model was read from the engine; guarded by mu
 }
 
 // NewDevice runs the wireguard-go engine on t, applies cfg and brings the
@@ -250,10 +254,13 @@ func newDevice(cfg *Config, opts *DeviceOptions) (*Device, error) {
 	if cfg == nil {
 		return nil, errors.New("wg: new device: nil config")
 	}
-	if err := cfg.Validate(); err != nil {
+	own := cfg.Interface.PrivateKey.PublicKey() // derived once: Validate and the device need it
+	if err := cfg.validate(own); err != nil {
 		return nil, err // already "wg: invalid config: ..."
 	}
 	d := &Device{
+		ownPriv:           cfg.Interface.PrivateKey,
+		ownPub:            own,
 		log:               opts.Logger,
 		resolver:          opts.Resolver,
 		endpoints:         make(map[Key]string),
@@ -329,6 +336,8 @@ func (d *Device) run(ctx context.Context, e engine.Engine, cfg *Config, opts *De
 		d.noteRankLocked(p.PublicKey)
 		d.watch.peerSet(p.PublicKey, p.Endpoint, resolved[i])
 	}
+	d.applied.reset(cfg.Peers)
+	d.applied.verified(d.modelReads)
 	// Key every peer we can reach now rather than at the first packet,
 	// so that the first dial finds a session. The first few here, before
 	// NewDevice returns (as the engine would for a first packet); the
@@ -625,8 +634,14 @@ func (d *Device) SetPeer(p Peer) error {
 // ownPublicKeyLocked returns the public key of iface.PrivateKey, derived
 // once per private key.
 func (d *Device) ownPublicKeyLocked() Key {
-	if d.ownPriv != d.iface.PrivateKey || d.ownPub == (Key{}) {
-		d.ownPriv, d.ownPub = d.iface.PrivateKey, d.iface.PrivateKey.PublicKey()
+	return d.publicKeyLocked(d.iface.PrivateKey)
+}
+
+// publicKeyLocked returns priv's public key, derived again only when
+// priv is not the key last derived.
+func (d *Device) publicKeyLocked(priv Key) Key {
+	if d.ownPriv != priv || d.ownPub == (Key{}) {
+		d.ownPriv, d.ownPub = priv, priv.PublicKey()
 	}
 	return d.ownPub
 }
@@ -642,7 +657,7 @@ func (d *Device) SetPeerContext(ctx context.Context, p Peer) error {
 	if err != nil {
 		return err
 	}
-	if err := p.validate(own, make(map[Key]int), 0); err != nil {
+	if err := p.validate(own); err != nil {
 		return fmt.Errorf("wg: set peer: %w: %w", ErrInvalidConfig, err)
 	}
 	// Resolve without the lock: a slow name server must not stall status
@@ -667,21 +682,24 @@ func (d *Device) SetPeerContext(ctx context.Context, p Peer) error {
 		return fmt.Errorf("wg: set peer %s: %w", p.PublicKey, err)
 	}
 	d.routesSet(p.PublicKey, p.AllowedIPs)
-	if m := d.modelCurrentLocked(); m != nil {
-		m.set(&p)
-	}
 	d.notePeerLocked(p)
+	if m := d.modelCurrentLocked(); m != nil {
+		d.modelSetLocked(m, &p)
+	}
 	d.watch.peerSet(p.PublicKey, p.Endpoint, ap)
 	kick = ap.IsValid()
 	return nil
 }
 
-// notePeerLocked records p's configured endpoint and order.
+// notePeerLocked records p's configured endpoint and order, and p as
+// applied at its place (SetPeer's semantics: an empty Endpoint keeps the
+// configured one).
 func (d *Device) notePeerLocked(p Peer) {
 	if p.Endpoint != "" {
 		d.endpoints[p.PublicKey] = p.Endpoint
 	}
 	d.noteRankLocked(p.PublicKey)
+	d.applied.set(d.rank[p.PublicKey], &p, d.endpoints[p.PublicKey])
 }
 
 // RemovePeer removes the peer with the given public key. Removing a peer
@@ -706,6 +724,9 @@ func (d *Device) RemovePeer(pub Key) error {
 }
 
 func (d *Device) forgetPeerLocked(pub Key) {
+	if r, ok := d.rank[pub]; ok {
+		d.applied.remove(r)
+	}
 	delete(d.endpoints, pub)
 	delete(d.rank, pub)
 }
@@ -719,40 +740,24 @@ func (d *Device) noteRankLocked(pub Key) {
 	}
 }
 
-// rankPeersLocked makes peers' order the configured order, leaving the
-// ranks as they are when they give it already (the common case, which
-// costs lookups rather than a new map's worth of writes).
-func (d *Device) rankPeersLocked(peers []Peer) {
-	same := d.nextRank == len(peers) && len(d.rank) == len(peers)
-	for i := 0; same && i < len(peers); i++ {
-		r, ok := d.rank[peers[i].PublicKey]
-		same = ok && r == i
-	}
-	if same {
-		return
-	}
-	clear(d.rank)
-	d.nextRank = 0
-	for _, p := range peers {
-		d.noteRankLocked(p.PublicKey)
-	}
-}
-
 // Reconfigure makes the device run cfg, applying only the differences:
 // unchanged peers keep their sessions and learned endpoints, the private
 // key and listen port are set only when they change, and a ListenPort of 0
 // keeps the port the device is bound to. Interface fields the engine does
 // not use (addresses, DNS, MTU...) are recorded for Config but change
-// nothing on a running backend. Host names are resolved here; use
-// ReconfigureContext to bound that in time.
+// nothing on a running backend. The host names of the endpoints that
+// changed are resolved here (an unchanged endpoint is kept as the engine
+// has it, and its name is not looked up); use ReconfigureContext to bound
+// that in time.
 //
 // It compares cfg with the configuration the device applied, and sends
 // the engine only the peers that differ: with thousands of peers, a
-// Reconfigure that changes one costs a pass over cfg in memory, not a
-// read of every peer from the engine. After wg(8) changed the engine
-// through the UAPI socket it reads the engine's configuration again
-// first, and on a kernel engine (see [NewDeviceEngine]), which wg(8)
-// changes unseen, it does so every time.
+// Reconfigure that changes one costs a pass over cfg in memory (a
+// comparison of each unchanged peer with the one applied at its place,
+// tens of nanoseconds), not a read of every peer from the engine. After
+// wg(8) changed the engine through the UAPI socket it reads the engine's
+// configuration again first, and on a kernel engine (see
+// [NewDeviceEngine]), which wg(8) changes unseen, it does so every time.
 func (d *Device) Reconfigure(cfg *Config) error {
 	return d.ReconfigureContext(context.Background(), cfg)
 }
@@ -764,20 +769,128 @@ func (d *Device) ReconfigureContext(ctx context.Context, cfg *Config) error {
 	if cfg == nil {
 		return errors.New("wg: reconfigure: nil config")
 	}
-	if err := cfg.Validate(); err != nil {
-		return err // already "wg: invalid config: ..."
+	// Each attempt validates cfg and resolves, without the lock, the
+	// endpoints that changed (the others are kept as the engine has
+	// them). A change of the applied peers meanwhile (a concurrent
+	// SetPeer) makes it try again; the last attempt resolves every
+	// endpoint.
+	for attempt := 0; ; attempt++ {
+		full := attempt == reconfigureAttempts-1
+		d.mu.Lock()
+		err := d.errClosedLocked("reconfigure")
+		var changed []int
+		if err == nil {
+			changed, err = d.checkConfigLocked(cfg, full)
+		}
+		resolve := make([]bool, len(changed))
+		for j, i := range changed {
+			p := &cfg.Peers[i]
+			resolve[j] = p.Endpoint != "" && (full || p.Endpoint != d.endpoints[p.PublicKey])
+		}
+		ver := d.applied.ver
+		d.mu.Unlock()
+		if err != nil {
+			return err // "wg: invalid config: ..." or closed
+		}
+		// Resolve without the lock, as SetPeer does.
+		resolved := make([]netip.AddrPort, len(changed))
+		for j, i := range changed {
+			p := &cfg.Peers[i]
+			if !resolve[j] {
+				continue
+			}
+			if resolved[j], err = d.resolve(ctx, p.Endpoint); err != nil {
+				return fmt.Errorf("wg: reconfigure: peer %s: %w", p.PublicKey, err)
+			}
+		}
+		switch again, err := d.reconfigure(cfg, changed, resolved, ver, full); again {
+		case retryNone:
+			return err
+		case retryAll:
+			attempt = reconfigureAttempts - 2 // the next one is the last
+		}
 	}
-	d.mu.Lock()
-	err := d.errClosedLocked("reconfigure")
-	d.mu.Unlock()
-	if err != nil {
-		return err
+}
+
+// What ReconfigureContext does after an attempt.
+type retry int
+
+const (
+	retryNone retry = iota // done, with the error returned
+	retrySome              // try again: the applied peers changed meanwhile
+	retryAll               // try again resolving every endpoint
+)
+
+// reconfigureAttempts bounds ReconfigureContext's attempts.
+const reconfigureAttempts = 3
+
+// checkConfigLocked is cfg.Validate for Reconfigure, made cheap for the
+// peers identical to the ones applied at the same place, which were
+// valid when applied: it checks their keys against the interface's and
+// against the others, and everything else of the peers that differ. It
+// returns the places of the peers that differ (all, if full), in order.
+// When it finds a problem it runs the full validation for Validate's
+// error, which names the first problem.
+func (d *Device) checkConfigLocked(cfg *Config, full bool) ([]int, error) {
+	own := d.publicKeyLocked(cfg.Interface.PrivateKey)
+	if full {
+		if err := cfg.validate(own); err != nil {
+			return nil, err
+		}
+		all := make([]int, len(cfg.Peers))
+		for i := range all {
+			all[i] = i
+		}
+		return all, nil
 	}
-	// Resolve without the lock, as SetPeer does.
-	resolved, err := d.resolveAll(ctx, cfg.Peers)
-	if err != nil {
-		return fmt.Errorf("wg: reconfigure: %w", err)
+	if cfg.Interface.validate() != nil || len(cfg.Peers) > MaxPeers {
+		return nil, cfg.validate(own)
 	}
+	var changed []int
+	allowed := 0 // validateCounts' sum, in the same pass
+	for i := range cfg.Peers {
+		p := &cfg.Peers[i]
+		allowed += len(p.AllowedIPs)
+		if p.PublicKey == own {
+			return nil, cfg.validate(own)
+		}
+		if d.applied.same(i, p) {
+			continue
+		}
+		if p.validate(own) != nil {
+			return nil, cfg.validate(own)
+		}
+		changed = append(changed, i)
+	}
+	if allowed > MaxAllowedIPs {
+		return nil, cfg.validate(own)
+	}
+	// Duplicates: the peers at their own places have distinct keys (they
+	// were applied so), so a duplicate involves a changed peer; an
+	// unchanged one with its key sits at the key's rank.
+	seen := newKeySet(len(changed))
+	byPlace := make([]Peer, 0, len(changed))
+	for _, i := range changed {
+		k := cfg.Peers[i].PublicKey
+		if r, ok := d.rank[k]; ok && r != i && r < len(cfg.Peers) && cfg.Peers[r].PublicKey == k {
+			return nil, cfg.validate(own)
+		}
+		byPlace = append(byPlace, Peer{PublicKey: k})
+		if _, dup := seen.add(byPlace, len(byPlace)-1); dup {
+			return nil, cfg.validate(own)
+		}
+	}
+	return changed, nil
+}
+
+// reconfigure is the locked part of ReconfigureContext: it applies cfg,
+// of which the peers at the places changed (in order) differ from the
+// applied ones, with their endpoints resolved where they changed (the
+// zero AddrPort where not). It asks for another
+// attempt, having changed nothing, when the applied peers changed since
+// checkConfigLocked (their version is no longer ver) or a peer needs an
+// endpoint it was not given.
+func (d *Device) reconfigure(cfg *Config, changed []int, resolved []netip.AddrPort, ver uint64, full bool) (retry, error) {
 	var kick []Key
 	defer func() { // after d.mu is released
 		for _, k := range kick {
@@ -787,7 +900,10 @@ func (d *Device) ReconfigureContext(ctx context.Context, cfg *Config) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if err := d.errClosedLocked("reconfigure"); err != nil {
-		return err
+		return retryNone, err
+	}
+	if !full && d.applied.ver != ver {
+		return retrySome, nil
 	}
 	// Diff against the model of the engine's configuration, not the
 	// engine's state: reading every peer back costs far more than the
@@ -796,8 +912,13 @@ func (d *Device) ReconfigureContext(ctx context.Context, cfg *Config) error {
 	reads := d.modelReads
 	st, err := d.modelLocked()
 	if err != nil {
-		return fmt.Errorf("wg: reconfigure: %w", err)
+		return retryNone, fmt.Errorf("wg: reconfigure: %w", err)
 	}
+	// The peers identical to the applied ones at their places are as the
+	// engine has them, unless the model was read again since they were
+	// applied (wg(8) may have changed them) or another peer took some of
+	// their allowed IPs (stale).
+	trusted := d.applied.reads == d.modelReads
 	var ec engine.Config
 	in := cfg.Interface
 	if in.PrivateKey != st.privateKey {
@@ -810,35 +931,65 @@ func (d *Device) ReconfigureContext(ctx context.Context, cfg *Config) error {
 	if in.FwMark != st.fwMark {
 		ec.FwMark = &in.FwMark
 	}
-	// One pass over cfg, a few map lookups per peer: this is what a
-	// Reconfigure of one peer among thousands costs.
-	var changed []int                    // indexes in cfg.Peers of the peers sent, in order
-	sent := make(map[Key]netip.AddrPort) // endpoints set in the engine, by peer
-	var fresh []Key                      // peers new to the engine, with an endpoint
-	kept := 0                            // peers of cfg the engine has
-	for i := range cfg.Peers {
+	// The peers not at their places or not trusted cost a few map
+	// lookups each; the others nothing more here (checkConfigLocked
+	// compared them already).
+	var sentIdx []int           // indexes in cfg.Peers of the peers sent, in order
+	var sentEp []netip.AddrPort // the endpoints they were sent with
+	var fresh []Key             // peers new to the engine, with an endpoint
+	kept := 0                   // peers of cfg the engine has
+	// diff compares cfg.Peers[i] with the model and queues it if it
+	// differs; endpoint is its resolved endpoint, or zero. It reports
+	// false if the peer needs an endpoint it was not given.
+	diff := func(i int, endpoint netip.AddrPort) bool {
 		p := &cfg.Peers[i]
 		cur, ok := st.peers[p.PublicKey]
-		endpoint := resolved[i]
+		if ok && p.Endpoint == d.endpoints[p.PublicKey] {
+			endpoint = netip.AddrPort{} // unchanged: keep what the engine learned
+		} else if p.Endpoint != "" && !endpoint.IsValid() {
+			return false // not resolved, but needed: gone from the engine (wg(8))
+		}
 		if ok {
 			kept++
-			if p.Endpoint == d.endpoints[p.PublicKey] {
-				endpoint = netip.AddrPort{} // unchanged: keep what the engine learned
-			}
 			if !endpoint.IsValid() && cur.psk == p.PresharedKey &&
 				cur.keepalive == p.PersistentKeepalive.Truncate(time.Second) &&
 				prefixesEqual(st.ips.byPeer[p.PublicKey], p.AllowedIPs) {
-				continue
+				return true
 			}
 		} else if endpoint.IsValid() {
 			fresh = append(fresh, p.PublicKey)
 		}
 		ec.Peers = append(ec.Peers, peerConfig(p, endpoint))
-		changed = append(changed, i)
-		sent[p.PublicKey] = endpoint
+		sentIdx = append(sentIdx, i)
+		sentEp = append(sentEp, endpoint)
+		return true
+	}
+	if trusted && d.applied.nstale == 0 {
+		// Every unchanged peer is as the engine has it (the common case).
+		kept = len(cfg.Peers) - len(changed)
+		for j, i := range changed {
+			if !diff(i, resolved[j]) {
+				return retryAll, nil
+			}
+		}
+	} else {
+		next := 0 // index in changed
+		for i := range cfg.Peers {
+			var endpoint netip.AddrPort
+			if next < len(changed) && changed[next] == i {
+				endpoint = resolved[next]
+				next++
+			} else if trusted && !d.applied.peers[i].stale {
+				kept++
+				continue
+			}
+			if !diff(i, endpoint) {
+				return retryAll, nil
+			}
+		}
 	}
 	var removed []Key
-	if kept < len(st.peers) { // cfg's keys are distinct (Validate)
+	if kept < len(st.peers) { // cfg's keys are distinct (validated)
 		wanted := make(map[Key]bool, len(cfg.Peers))
 		for i := range cfg.Peers {
 			wanted[cfg.Peers[i].PublicKey] = true
@@ -856,14 +1007,37 @@ func (d *Device) ReconfigureContext(ctx context.Context, cfg *Config) error {
 	if ec.PrivateKey != nil || ec.ListenPort != nil || ec.FwMark != nil || len(ec.Peers) > 0 {
 		if err := d.eng.Configure(&ec); err != nil {
 			d.routesChanged() // part of it may be applied: PeerFor and the model read the engine again
-			return fmt.Errorf("wg: reconfigure: %w", err)
+			return retryNone, fmt.Errorf("wg: reconfigure: %w", err)
 		}
 	}
 	// The engine took all of ec, in order: so do PeerFor's table and the
 	// model (unless wg(8) changed the engine meanwhile, which makes both
 	// stale). A private key change makes the engine drop a peer with
-	// its public key, but Validate keeps such a peer out of cfg and the
-	// removals above take any other.
+	// its public key, but validation keeps such a peer out of cfg and
+	// the removals above take any other.
+	d.iface = (&Config{Interface: cfg.Interface}).Clone().Interface
+	for _, k := range removed {
+		d.forgetPeerLocked(k)
+	}
+	if d.applied.aligned(cfg.Peers, changed) && len(d.rank) == len(cfg.Peers) {
+		// Same peers in the same order (the common case): only the
+		// changed ones need recording.
+		for _, i := range changed {
+			p := &cfg.Peers[i]
+			setEndpoint(d.endpoints, p)
+			d.applied.set(i, p, p.Endpoint)
+		}
+	} else {
+		clear(d.rank)
+		d.nextRank = 0
+		clear(d.endpoints)
+		for i := range cfg.Peers {
+			p := &cfg.Peers[i]
+			d.noteRankLocked(p.PublicKey)
+			setEndpoint(d.endpoints, p)
+		}
+		d.applied.reset(cfg.Peers)
+	}
 	m := d.modelCurrentLocked()
 	if m != nil {
 		m.privateKey = in.PrivateKey
@@ -871,12 +1045,13 @@ func (d *Device) ReconfigureContext(ctx context.Context, cfg *Config) error {
 			m.listenPort = in.ListenPort
 		}
 		m.fwMark = in.FwMark
+		d.applied.verified(d.modelReads)
 	}
-	for _, i := range changed {
+	for _, i := range sentIdx {
 		p := &cfg.Peers[i]
 		d.routesSet(p.PublicKey, p.AllowedIPs)
 		if m != nil {
-			m.set(p)
+			d.modelSetLocked(m, p)
 		}
 	}
 	for _, k := range removed {
@@ -885,32 +1060,34 @@ func (d *Device) ReconfigureContext(ctx context.Context, cfg *Config) error {
 			m.remove(k)
 		}
 	}
-	d.iface = (&Config{Interface: cfg.Interface}).Clone().Interface
-	d.rankPeersLocked(cfg.Peers)
-	clear(d.endpoints)
-	for _, p := range cfg.Peers {
-		if p.Endpoint != "" {
-			d.endpoints[p.PublicKey] = p.Endpoint
-		}
-	}
 	for _, k := range removed {
 		d.watch.peerRemoved(k)
 	}
 	// The watcher follows the peers sent; the others it knows already,
 	// with their configured endpoints, unless wg(8) added them.
-	for _, i := range changed {
+	for j, i := range sentIdx {
 		p := &cfg.Peers[i]
-		d.watch.peerSet(p.PublicKey, p.Endpoint, sent[p.PublicKey])
+		d.watch.peerSet(p.PublicKey, p.Endpoint, sentEp[j])
 	}
 	if !watched {
-		for _, p := range cfg.Peers {
-			if _, ok := sent[p.PublicKey]; !ok {
+		for i := range cfg.Peers {
+			if _, ok := slices.BinarySearch(sentIdx, i); !ok {
+				p := &cfg.Peers[i]
 				d.watch.peerSet(p.PublicKey, p.Endpoint, netip.AddrPort{})
 			}
 		}
 	}
 	kick = fresh
-	return nil
+	return retryNone, nil
+}
+
+// setEndpoint records p's configured endpoint in endpoints (none if empty).
+func setEndpoint(endpoints map[Key]string, p *Peer) {
+	if p.Endpoint != "" {
+		endpoints[p.PublicKey] = p.Endpoint
+	} else {
+		delete(endpoints, p.PublicKey)
+	}
 }
 
 // Close stops the engine and releases everything the device holds: its
@@ -1030,4 +1207,160 @@ func (m *engineModel) set(p *Peer) {
 func (m *engineModel) remove(peer Key) {
 	delete(m.peers, peer)
 	m.ips.remove(peer)
+}
+
+// modelSetLocked records in m that the engine applied p: p takes its
+// allowed IPs from any peer that had them, whose applied entry no longer
+// says what the engine has.
+func (d *Device) modelSetLocked(m *engineModel, p *Peer) {
+	for _, pfx := range p.AllowedIPs {
+		if owner, ok := prefixOwner(m.ips, pfx); ok && owner != p.PublicKey {
+			if r, ok := d.rank[owner]; ok {
+				d.applied.markStale(r)
+			}
+		}
+	}
+	m.set(p)
+}
+
+// prefixOwner returns the peer that has pfx in t.
+func prefixOwner(t *routeTable, pfx netip.Prefix) (Key, bool) {
+	if !pfx.IsValid() {
+		return Key{}, false
+	}
+	pfx = pfx.Masked()
+	for _, l := range *t.levels(pfx) {
+		if l.bits == pfx.Bits() {
+			k, ok := l.peers[pfx]
+			return k, ok
+		}
+	}
+	return Key{}, false
+}
+
+// appliedPeers holds, at each place of the configured order (Device.rank),
+// the peer as configured there, for Reconfigure to compare a new config
+// with place by place: a peer equal to the one at its place costs a
+// comparison, not map lookups and validation. Invariant: for each key in
+// Device.rank, the entry at its rank is live and has that key, and there
+// are Device.nextRank entries; an entry that is not live is the place of
+// a removed peer.
+//
+// Entries are valid configurations (they passed validation when
+// applied). Whether the engine has them as they say is a second matter:
+// it does for the entries not stale when reads equals Device.modelReads,
+// which Reconfigure checks (set once every peer was compared with the
+// model; a read of the model again, after wg(8) changed the engine or
+// on a kernel engine every time, ends that).
+type appliedPeers struct {
+	peers  []appliedPeer
+	nstale int    // entries stale
+	reads  int    // Device.modelReads when the entries were last verified; -1: not verified
+	ver    uint64 // bumped at every change of peers
+}
+
+// appliedPeer is one peer as applied. It owns its ips.
+type appliedPeer struct {
+	key       Key
+	psk       Key
+	keepalive time.Duration  // as configured
+	endpoint  string         // as configured; Device.endpoints' value
+	ips       []netip.Prefix // as configured
+	live      bool           // false: the place of a removed peer
+	stale     bool           // another peer took some of ips in the engine
+}
+
+// same reports whether p is the peer applied at place i.
+func (a *appliedPeers) same(i int, p *Peer) bool {
+	if i >= len(a.peers) {
+		return false
+	}
+	e := &a.peers[i]
+	return e.live && e.key == p.PublicKey && e.psk == p.PresharedKey &&
+		e.keepalive == p.PersistentKeepalive && e.endpoint == p.Endpoint &&
+		slices.Equal(e.ips, p.AllowedIPs)
+}
+
+// aligned reports whether the live entries are peers' keys in order,
+// knowing that the entries at the places not in changed are.
+func (a *appliedPeers) aligned(peers []Peer, changed []int) bool {
+	if len(a.peers) != len(peers) {
+		return false
+	}
+	for _, i := range changed {
+		if e := &a.peers[i]; !e.live || e.key != peers[i].PublicKey {
+			return false
+		}
+	}
+	return true
+}
+
+// set records p at place i, with the configured endpoint given.
+func (a *appliedPeers) set(i int, p *Peer, endpoint string) {
+	for len(a.peers) <= i {
+		a.peers = append(a.peers, appliedPeer{})
+	}
+	e := &a.peers[i]
+	if e.stale {
+		a.nstale--
+	}
+	*e = appliedPeer{
+		key: p.PublicKey, psk: p.PresharedKey, keepalive: p.PersistentKeepalive,
+		endpoint: endpoint, ips: slices.Clone(p.AllowedIPs), live: true,
+	}
+	a.ver++
+}
+
+// remove marks place i as a removed peer's.
+func (a *appliedPeers) remove(i int) {
+	if i < len(a.peers) {
+		if a.peers[i].stale {
+			a.nstale--
+		}
+		a.peers[i] = appliedPeer{}
+		a.ver++
+	}
+}
+
+// markStale records that the engine no longer has entry i's allowed IPs.
+func (a *appliedPeers) markStale(i int) {
+	if i < len(a.peers) && !a.peers[i].stale {
+		a.peers[i].stale = true
+		a.nstale++
+		a.ver++
+	}
+}
+
+// reset makes peers, in order, the applied ones, not verified.
+func (a *appliedPeers) reset(peers []Peer) {
+	n := 0
+	for i := range peers {
+		n += len(peers[i].AllowedIPs)
+	}
+	ips := make([]netip.Prefix, 0, n) // one allocation for all
+	a.peers = make([]appliedPeer, len(peers))
+	for i := range peers {
+		p := &peers[i]
+		start := len(ips)
+		ips = append(ips, p.AllowedIPs...)
+		a.peers[i] = appliedPeer{
+			key: p.PublicKey, psk: p.PresharedKey, keepalive: p.PersistentKeepalive,
+			endpoint: p.Endpoint, ips: ips[start:len(ips):len(ips)], live: true,
+		}
+	}
+	a.nstale = 0
+	a.reads = -1
+	a.ver++
+}
+
+// verified records that the engine has every entry as it says, as of
+// the model read reads.
+func (a *appliedPeers) verified(reads int) {
+	if a.nstale > 0 {
+		for i := range a.peers {
+			a.peers[i].stale = false
+		}
+		a.nstale = 0
+	}
+	a.reads = reads
 }

@@ -121,6 +121,7 @@ type watcher struct {
 	done      chan struct{}
 	wg        sync.WaitGroup // run and the resolvers (reresolve.go)
 	lostNotes atomic.Uint64
+	polls     atomic.Uint64 // reads of the engine's state, for tests
 
 	mu      sync.RWMutex
 	closed  bool                          // guarded by mu
@@ -128,6 +129,12 @@ type watcher struct {
 	peers   map[Key]*peerWatch            // guarded by mu
 	byPtr   map[*device.Peer]Key          // the engine's peers; guarded by mu
 	unknown map[*device.Peer][]engineNote // notes for a peer not yet in byPtr; guarded by mu
+	// ptrGen is the Device's routeGen when poll last looked up every
+	// peer's pointer: the engine makes new peers only when told to,
+	// through the Device (whose hooks look the new pointer up) or
+	// wg(8) (which bumps routeGen), so a poll looks them all up again
+	// only after the latter. Guarded by mu.
+	ptrGen uint64
 }
 
 func newWatcher(d *Device, events *eventQueue, t watchTiming) *watcher {
@@ -366,25 +373,34 @@ func (w *watcher) emitLocked(ev Event) {
 	w.events.push(ev)
 }
 
-// poll reads the engine's state and reports what changed.
+// poll reads the engine's state and reports what changed. Besides the
+// engine's IpcGet and its parsing, which no accessor of wireguard-go's
+// spares, it costs a comparison per peer: the engine's peer pointers
+// are looked up again only after wg(8) changed the engine, and the
+// watched peers are checked for removal only when fewer are found.
 func (w *watcher) poll() {
 	w.drainNotes() // so that decisions below see the latest initiation
 	w.mu.RLock()
 	gen := w.gen
+	// Read routeGen before the state, as rebuildRoutes does: a wg(8)
+	// change after this point makes the next poll look up again.
+	cfgGen := w.d.routeGen.Load()
+	lookup := w.engine != nil && (cfgGen != w.ptrGen || len(w.unknown) > 0)
 	w.mu.RUnlock()
+	w.polls.Add(1)
 	st, err := w.d.state()
 	if err != nil {
 		w.d.log.Debug("wg: watch engine", "err", err)
 		return
 	}
 	// Look the engine's peers up before taking w.mu, to hold it briefly.
-	ptrs := make(map[*device.Peer]Key, len(st.peers))
-	for _, ps := range st.peers {
-		if w.engine == nil {
-			break // an engine without handshake notes
-		}
-		if ep := w.engine.LookupPeer(device.NoisePublicKey(ps.PublicKey)); ep != nil {
-			ptrs[ep] = ps.PublicKey
+	var ptrs map[*device.Peer]Key
+	if lookup {
+		ptrs = make(map[*device.Peer]Key, len(st.peers))
+		for _, ps := range st.peers {
+			if ep := w.engine.LookupPeer(device.NoisePublicKey(ps.PublicKey)); ep != nil {
+				ptrs[ep] = ps.PublicKey
+			}
 		}
 	}
 	now := time.Now()
@@ -395,30 +411,49 @@ func (w *watcher) poll() {
 		return
 	}
 	membership := gen == w.gen // no Device method changed the peer set meanwhile
-	seen := make(map[Key]bool, len(st.peers))
+	found := 0                 // peers of the engine watched before this poll
 	for _, ps := range st.peers {
-		seen[ps.PublicKey] = true
 		p := w.peers[ps.PublicKey]
-		if p == nil {
+		if p != nil {
+			found++
+		} else {
 			if !membership {
 				continue
 			}
 			p = w.addLocked(ps.PublicKey, "", ps.Endpoint, now)
+			if !lookup && w.engine != nil {
+				// Added by wg(8) after routeGen was read: the next poll
+				// looks up every pointer; this one looks its own up.
+				if ep := w.engine.LookupPeer(device.NoisePublicKey(ps.PublicKey)); ep != nil {
+					w.setPtrLocked(ps.PublicKey, ep)
+				}
+			}
 		}
 		if w.updateLocked(ps.PublicKey, p, &ps, now) {
 			kickHandshake = append(kickHandshake, ps.PublicKey)
 		}
 	}
-	if membership {
+	if membership && found < len(w.peers) {
+		// Some watched peer is gone from the engine (st's keys are
+		// distinct, so every watched peer was found otherwise).
+		seen := make(map[Key]bool, len(st.peers))
+		for _, ps := range st.peers {
+			seen[ps.PublicKey] = true
+		}
 		for k := range w.peers {
 			if !seen[k] {
 				w.removeLocked(k, now)
 			}
 		}
-		clear(w.byPtr)
 	}
-	for ptr, k := range ptrs {
-		w.setPtrLocked(k, ptr)
+	if lookup {
+		if membership {
+			clear(w.byPtr)
+		}
+		for ptr, k := range ptrs {
+			w.setPtrLocked(k, ptr)
+		}
+		w.ptrGen = cfgGen
 	}
 	for ptr, notes := range w.unknown {
 		if k, ok := w.byPtr[ptr]; ok {
@@ -545,9 +580,17 @@ func (w *watcher) peerSet(k Key, configured string, ep netip.AddrPort) {
 	if w.engine != nil {
 		if ptr := w.engine.LookupPeer(device.NoisePublicKey(k)); ptr != nil {
 			w.setPtrLocked(k, ptr)
+			// Notes the engine made for the peer before this hook ran.
+			for _, n := range w.unknown[ptr] {
+				w.applyNoteLocked(k, n)
+			}
+			delete(w.unknown, ptr)
 		}
 	}
-	w.poke()
+	// No poll now: the peer's state is what was just set, and what
+	// happens to it next (a handshake) comes with notes, which start
+	// polls. A poll costs in proportion to all the peers, so a SetPeer
+	// of one of 10 000 would otherwise cost some 15 ms of CPU.
 }
 
 // setPtrLocked records ptr as the engine's peer of k, if k is watched.
