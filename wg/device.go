@@ -354,12 +354,8 @@ func (d *Device) run(ctx context.Context, e engine.Engine, cfg *Config, opts *De
 		d.watch.startHandshake(k)
 	}
 	d.watch.start(reachable[len(now):])
-	if d.log.Enabled(ctx, slog.LevelInfo) {
-		// Deriving the public key is an X25519 operation (about 60 µs):
-		// not for a line that is discarded.
-		d.log.Info("wg: device up", "public_key", cfg.Interface.PrivateKey.PublicKey().String(),
-			"listen_port", m.listenPort, "peers", len(cfg.Peers))
-	}
+	d.log.Info("wg: device up", "public_key", d.ownPub.String(), // derived once, in newDevice
+		"listen_port", m.listenPort, "peers", len(cfg.Peers))
 	d.events.start()
 	d.startUAPI(opts.UAPI)
 	return d, nil
