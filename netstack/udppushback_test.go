@@ -3,13 +3,8 @@ package netstack
 import (
 	"errors"
 	"net"
-	"net/netip"
 	"testing"
 	"time"
-
-	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
-	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
-	"gvisor.dev/gvisor/pkg/waiter"
 )
 
 // TestUDPWriteWaitsForLinkQueue fills the link's queue to the engine (no
@@ -19,18 +14,7 @@ import (
 // Close ends the wait.
 func TestUDPWriteWaitsForLinkQueue(t *testing.T) {
 	n, dev := newLinkTest(t)
-	wq := new(waiter.Queue)
-	ep, terr := n.stack.NewEndpoint(udp.ProtocolNumber, ipv4.ProtocolNumber, wq)
-	if terr != nil {
-		t.Fatal(terr)
-	}
-	fa, _ := fullAddr(netip.AddrPortFrom(linkPeer4, 9))
-	if terr := ep.Connect(fa); terr != nil {
-		ep.Close()
-		t.Fatal(terr)
-	}
-	c := newUDPConn(n, ep, wq, netip.Addr{})
-	defer c.Close()
+	c := linkUDPConn(t, n, linkPeer4)
 	// Room for more than the queue's bound of 1200-byte datagrams, so
 	// that the queue, not the send buffer, is what fills.
 	if err := c.SetWriteBuffer(maxUDPBuffer); err != nil {
