@@ -169,10 +169,9 @@ type Options struct {
 	UAPIDir string
 
 	// TunnelType is the tunnel type of the Wintun or WireGuardNT adapter
-	// (Windows only). "" means "WireGuard". wireguard-go reads the
-	// type from a process-wide variable; Open sets it only for the moment
-	// it creates the adapter, under a lock, and restores it, so tunnels
-	// with different types do not interfere.
+	// (Windows only). "" means "WireGuard". It is passed to the driver
+	// for this adapter alone: wireguard-go's process-wide
+	// WintunTunnelType is neither read nor written.
 	TunnelType string
 
 	// GUID is the requested GUID of the Wintun or WireGuardNT adapter

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
-	"sync"
 
 	"golang.org/x/sys/windows"
 	"golang.zx2c4.com/wireguard/conn"
@@ -17,30 +16,9 @@ import (
 	"github.com/wgkit/wgkit/internal/engine"
 	"github.com/wgkit/wgkit/internal/netconf"
 	"github.com/wgkit/wgkit/internal/wgnt"
+	"github.com/wgkit/wgkit/internal/wintun"
 	"github.com/wgkit/wgkit/wg"
 )
-
-// wintunTypeMu serializes this package's creation of Wintun adapters.
-// wireguard-go takes an adapter's tunnel type only from its package
-// variable WintunTunnelType. To honour Options.TunnelType per call rather
-// than as a setting of the whole process, createWintun sets that variable
-// for the duration of one CreateTUNWithRequestedGUID call, under this lock,
-// and restores it: two Opens with different types never see each other's.
-// Code outside wgkit that writes the variable itself is not covered.
-var wintunTypeMu sync.Mutex
-
-// createWintun creates (or reuses) the Wintun adapter name with the given
-// tunnel type ("" keeps wireguard-go's) and requested GUID (nil: any).
-func createWintun(name, tunnelType string, guid *windows.GUID, mtu int) (wgtun.Device, error) {
-	wintunTypeMu.Lock()
-	defer wintunTypeMu.Unlock()
-	if tunnelType != "" && tunnelType != wgtun.WintunTunnelType {
-		prev := wgtun.WintunTunnelType
-		wgtun.WintunTunnelType = tunnelType
-		defer func() { wgtun.WintunTunnelType = prev }()
-	}
-	return wgtun.CreateTUNWithRequestedGUID(name, guid, mtu)
-}
 
 // windowsTun is the platform of Windows: a Wintun adapter configured
 // through the IP helper API (internal/netconf). Windows has no policy
@@ -72,8 +50,9 @@ func (w *windowsTun) prepare(s *openState) (*wg.Config, netconf.Plan, error) {
 	if err != nil {
 		return nil, netconf.Plan{}, err
 	}
-	// The GUID, by contrast, is an argument: the package variable
-	// WintunStaticRequestedGUID is neither read nor written.
+	// The GUID is an argument, as is the tunnel type: the package variables
+	// WintunStaticRequestedGUID and WintunTunnelType are neither read nor
+	// written.
 	if s.opts.GUID != "" {
 		g, err := windows.GUIDFromString(s.opts.GUID)
 		if err != nil {
@@ -102,16 +81,11 @@ func (w *windowsTun) createTUN(s *openState, mtu int) (wgtun.Device, error) {
 		s.bind = conn.NewDefaultBind()
 	}
 	w.bind = s.bind
-	t, err := createWintun(s.name, s.opts.TunnelType, w.guid, mtu)
+	t, err := wintun.Create(s.name, s.opts.TunnelType, w.guid, mtu)
 	if err != nil {
-		return nil, fmt.Errorf("create wintun adapter: %w", err)
+		return nil, err
 	}
-	nt, ok := t.(*wgtun.NativeTun)
-	if !ok {
-		t.Close()
-		return nil, fmt.Errorf("unexpected tun device %T", t)
-	}
-	w.luid = nt.LUID()
+	w.luid = t.LUID()
 	return t, nil
 }
 
