@@ -39,6 +39,12 @@ const (
 // address records.
 var errDNSNotFound = errors.New("no such host")
 
+// errLameReferral is an empty answer from a server that neither is
+// authoritative nor offers recursion: it knows nothing of the name, so the
+// next server is asked, as Go's resolver and libresolv do
+// (golang.org/issue/15434).
+var errLameReferral = errors.New("lame referral")
+
 // LookupHost looks up host with the tunnel's DNS servers and returns its
 // IPv4 and IPv6 addresses. A literal IP address is returned as is. A name
 // without a trailing dot is tried with the configuration's search domains
@@ -200,7 +206,8 @@ func (n *Net) lookupName(ctx context.Context, name string) ([]netip.Addr, error)
 }
 
 // query asks the servers in turn, dnsAttempts rounds, for records of type
-// qtype of name. A NXDOMAIN or empty answer from one server is final.
+// qtype of name. A NXDOMAIN or empty answer from one server is final,
+// unless it is a lame referral.
 func (n *Net) query(ctx context.Context, name string, qtype dnsmessage.Type) ([]netip.Addr, error) {
 	q, err := newQuery(name, qtype)
 	if err != nil {
@@ -283,8 +290,9 @@ func (n *Net) exchange(ctx context.Context, server netip.AddrPort, q dnsQuery, n
 	return answerAddrs(resp, qtype)
 }
 
-// answerAddrs returns the addresses of type qtype in a response, or
-// errDNSNotFound when the name does not exist or has none.
+// answerAddrs returns the addresses of type qtype in a response,
+// errDNSNotFound when the name does not exist or has none, or
+// errLameReferral.
 func answerAddrs(resp *dnsmessage.Message, qtype dnsmessage.Type) ([]netip.Addr, error) {
 	switch resp.RCode {
 	case dnsmessage.RCodeSuccess:
@@ -292,6 +300,9 @@ func answerAddrs(resp *dnsmessage.Message, qtype dnsmessage.Type) ([]netip.Addr,
 		return nil, errDNSNotFound
 	default:
 		return nil, fmt.Errorf("server misbehaving: %s", resp.RCode)
+	}
+	if len(resp.Answers) == 0 && !resp.Authoritative && !resp.RecursionAvailable && !hasOPT(resp.Additionals) {
+		return nil, errLameReferral
 	}
 	var addrs []netip.Addr
 	for _, rr := range resp.Answers {
@@ -310,6 +321,18 @@ func answerAddrs(resp *dnsmessage.Message, qtype dnsmessage.Type) ([]netip.Addr,
 		return nil, errDNSNotFound
 	}
 	return addrs, nil
+}
+
+// hasOPT reports whether rrs hold an EDNS(0) OPT record: a server that
+// speaks EDNS answered, and its empty answer is not taken for a lame
+// referral (Go's resolver makes the same exception).
+func hasOPT(rrs []dnsmessage.Resource) bool {
+	for _, rr := range rrs {
+		if rr.Header.Type == dnsmessage.TypeOPT {
+			return true
+		}
+	}
+	return false
 }
 
 // withDeadline applies ctx's deadline to c and closes c if ctx is

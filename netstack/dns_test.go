@@ -87,14 +87,25 @@ func (s *testDNS) answer(req []byte, transport string) []byte {
 	return b
 }
 
-// serve runs the server on n until the test ends.
+// serve runs the server on n's every address until the test ends.
 func (s *testDNS) serve(t *testing.T, n *Net) {
 	t.Helper()
-	pc, err := n.ListenPacket("udp", ":53")
+	s.serveOn(t, n, netip.Addr{})
+}
+
+// serveOn runs the server on n's address addr (the zero Addr: all of
+// them) until the test ends.
+func (s *testDNS) serveOn(t *testing.T, n *Net, addr netip.Addr) {
+	t.Helper()
+	host := ""
+	if addr.IsValid() {
+		host = addr.String()
+	}
+	pc, err := n.ListenPacket("udp", net.JoinHostPort(host, "53"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := n.Listen("tcp", ":53")
+	l, err := n.Listen("tcp", net.JoinHostPort(host, "53"))
 	if err != nil {
 		t.Fatal(err)
 	}

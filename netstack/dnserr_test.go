@@ -5,10 +5,12 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/wgkit/wgkit/wg"
+	"golang.org/x/net/dns/dnsmessage"
 )
 
 // TestLookupErrorsUnwrap checks that the *net.DNSError of a failed lookup
@@ -89,4 +91,69 @@ func silentDNS(t *testing.T, n *Net, addr netip.Addr) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { pc.Close() })
+}
+
+// TestLookupSkipsLameReferral gives A two DNS servers on B: the first
+// answers every query with an empty NOERROR that is neither authoritative
+// nor recursive (a lame referral), the second is the test server. The
+// lookup must go on to the second, as Go's resolver does; an empty
+// authoritative answer, by contrast, is final (TestLookupHost's v6-only
+// name).
+func TestLookupSkipsLameReferral(t *testing.T) {
+	a, b := openPair(t, func(a, _ *wg.Config) { a.Interface.DNS = []netip.Addr{addrB6, addrB4} })
+	lameDNS(t, b, addrB6)
+	srv := newTestDNS()
+	srv.serveOn(t, b, addrB4)
+	addrs, err := a.LookupHost(testContext(t, 10*time.Second), "host.example")
+	if err != nil {
+		t.Fatalf("LookupHost after a lame referral: %v", err)
+	}
+	if len(addrs) != 2 {
+		t.Errorf("LookupHost = %v, want the two addresses of host.example", addrs)
+	}
+
+	// With only the lame server, the lookup fails, and not as "not found".
+	c, d := openPair(t, func(a, _ *wg.Config) { a.Interface.DNS = []netip.Addr{addrB6} })
+	lameDNS(t, d, addrB6)
+	_, err = c.LookupHost(testContext(t, 10*time.Second), "host.example")
+	var de *net.DNSError
+	if !errors.As(err, &de) || de.IsNotFound || !strings.Contains(err.Error(), "lame referral") {
+		t.Errorf("LookupHost with only a lame server = %v, want a *net.DNSError saying lame referral, not not-found", err)
+	}
+}
+
+// lameDNS makes n answer every DNS query on addr with an empty NOERROR,
+// without the authoritative and recursion-available bits or EDNS.
+func lameDNS(t *testing.T, n *Net, addr netip.Addr) {
+	t.Helper()
+	pc, err := n.ListenPacket("udp", netip.AddrPortFrom(addr, 53).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	t.Cleanup(func() {
+		pc.Close()
+		<-done
+	})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 1500)
+		for {
+			k, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			var m dnsmessage.Message
+			if m.Unpack(buf[:k]) != nil {
+				continue
+			}
+			resp := dnsmessage.Message{
+				Header:    dnsmessage.Header{ID: m.ID, Response: true, RecursionDesired: m.RecursionDesired},
+				Questions: m.Questions,
+			}
+			if b, err := resp.Pack(); err == nil {
+				pc.WriteTo(b, from)
+			}
+		}
+	}()
 }
