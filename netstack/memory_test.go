@@ -61,9 +61,16 @@ func TestTimeWaitMemoryReleased(t *testing.T) {
 	if testing.Short() {
 		t.Skip("waits out TIME_WAIT (6 s); skipped with -short")
 	}
-	const conns = 3000
+	conns := 3000
+	if raceEnabled {
+		// Under -race, in CI's parallel packages, 2 of 3000 dials have
+		// twice waited out the whole deadline (not reproduced in 4 runs
+		// alone, 5 s each: see the note of issue 14). The heap figures are
+		// the plain run's to check; the race run keeps the churn short.
+		conns = 500
+	}
 	a, b := openPair(t, nil)
-	ctx := testContext(t, 60*time.Second)
+	ctx := testContext(t, 90*time.Second)
 	ln, err := a.Listen("tcp", ":9300")
 	if err != nil {
 		t.Fatal(err)
@@ -86,6 +93,7 @@ func TestTimeWaitMemoryReleased(t *testing.T) {
 	start := time.Now()
 	var wg sync.WaitGroup
 	var failed atomic.Int64
+	var firstErr atomic.Pointer[error]
 	next := make(chan struct{})
 	for range 8 {
 		wg.Go(func() {
@@ -93,6 +101,7 @@ func TestTimeWaitMemoryReleased(t *testing.T) {
 				c, err := b.DialContext(ctx, "tcp", addr)
 				if err != nil {
 					failed.Add(1)
+					firstErr.CompareAndSwap(nil, &err)
 					continue
 				}
 				// The dialer writes and closes first, so its side of
@@ -109,7 +118,7 @@ func TestTimeWaitMemoryReleased(t *testing.T) {
 	wg.Wait()
 	churn := time.Since(start)
 	if n := failed.Load(); n > 0 {
-		t.Fatalf("%d of %d dials failed", n, conns)
+		t.Fatalf("%d of %d dials failed, the first with %v", n, conns, *firstErr.Load())
 	}
 	held := heapAfterGC()
 	time.Sleep(tcpTimeWait + time.Second)
