@@ -177,7 +177,7 @@ func (b *Bind) newSocket(c *net.UDPConn, v6 bool) (*socket, error) {
 	r.hdrs = make([]mmsghdr, b.batch)
 	r.iovs = make([]unix.Iovec, b.batch)
 	r.names = make([]unix.RawSockaddrInet6, b.batch)
-	if s.control() {
+	if s.wantsControl() {
 		r.oob = make([]byte, b.batch*oobSize)
 	}
 	for i := range r.hdrs {
@@ -185,7 +185,7 @@ func (b *Bind) newSocket(c *net.UDPConn, v6 bool) (*socket, error) {
 		h.Name = (*byte)(unsafe.Pointer(&r.names[i]))
 		h.Iov = &r.iovs[i]
 		h.SetIovlen(1)
-		if s.control() {
+		if s.wantsControl() {
 			h.Control = &r.oob[i*oobSize]
 		}
 	}
@@ -241,8 +241,8 @@ func (s *socket) receive(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, 
 	return r.n, nil
 }
 
-// control reports whether reads ask for control messages.
-func (s *socket) control() bool { return s.gro || s.sticky }
+// wantsControl reports whether reads ask for control messages.
+func (s *socket) wantsControl() bool { return s.gro || s.sticky }
 
 // control returns the control messages of message i of the last read.
 func (r *recvState) control(i int) []byte {
@@ -265,7 +265,7 @@ func (s *socket) read(bufs [][]byte, count int) (int, error) {
 		r.iovs[i].SetLen(len(b))
 		r.hdrs[i].hdr.Namelen = unix.SizeofSockaddrInet6
 		r.hdrs[i].hdr.Flags = 0
-		if s.control() {
+		if s.wantsControl() {
 			r.hdrs[i].hdr.SetControllen(oobSize)
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"testing"
 	"time"
 
@@ -261,6 +262,10 @@ func TestStickyAddressGone(t *testing.T) {
 						return
 					}
 				}
+				if err := waitAddrsReady(lo, tt.peer, tt.to); err != nil {
+					t.Error(err)
+					return
+				}
 				b, fns, port = openBind(t, &Options{StickySource: true}, false, 0)
 				p = newUDPPeer(t, tt.peer.Addr())
 				p.send(t, netip.AddrPortFrom(tt.to.Addr(), port), "hello")
@@ -298,4 +303,40 @@ func TestStickyAddressGone(t *testing.T) {
 
 func prefixNet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+// waitAddrsReady waits up to 5s until every address of ps is usable: no
+// longer tentative, and with its route in the local table. Even without
+// DAD, the kernel completes a new IPv6 address (and adds its local route)
+// from a work queue, a little later.
+func waitAddrsReady(link netlink.Link, ps ...netip.Prefix) error {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		as, err := netlink.AddrList(link, netlink.FAMILY_ALL)
+		if err != nil {
+			return err
+		}
+		rs, err := netlink.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_LOCAL}, netlink.RT_FILTER_TABLE)
+		if err != nil {
+			return err
+		}
+		var missing []netip.Prefix
+		for _, p := range ps {
+			ready := slices.ContainsFunc(as, func(a netlink.Addr) bool {
+				return a.IPNet.String() == prefixNet(p).String() && a.Flags&unix.IFA_F_TENTATIVE == 0
+			}) && slices.ContainsFunc(rs, func(r netlink.Route) bool {
+				return r.Dst != nil && r.Dst.String() == prefixNet(netip.PrefixFrom(p.Addr(), p.Addr().BitLen())).String()
+			})
+			if !ready {
+				missing = append(missing, p)
+			}
+		}
+		if len(missing) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("addresses %v not usable after 5s", missing)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
