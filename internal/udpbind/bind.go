@@ -84,10 +84,13 @@ type Options struct {
 	// each datagram's destination address, the Endpoint keeps it (SrcIP)
 	// and Send passes it to the kernel as the source. When the kernel
 	// refuses it (the address is gone: ENETUNREACH or EINVAL; any such
-	// error is taken for that), Send clears it
-	// (ClearSrc) and sends again without, leaving the source to the
-	// routing table until the peer's next datagram. false (the default)
-	// leaves every source to the routing table, and Endpoints have none.
+	// error is taken for that), Send clears it (ClearSrc) and sends again
+	// without, leaving the source to the routing table until the peer's
+	// next datagram; the engine clears it too when a handshake goes
+	// unanswered. (wireguard-go's own Bind is also cleared when a route
+	// changes: the engine runs its route listener for that Bind only.)
+	// false (the default) leaves every source to the routing table, and
+	// Endpoints have none.
 	StickySource bool
 }
 
