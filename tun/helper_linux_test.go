@@ -34,6 +34,7 @@ import (
 	"golang.org/x/net/ipv6"
 
 	"github.com/wgkit/wgkit/internal/nettest"
+	"github.com/wgkit/wgkit/internal/udpbind"
 	"github.com/wgkit/wgkit/wg"
 )
 
@@ -52,6 +53,9 @@ type helperOptions struct {
 	SetDNS      bool
 	DisableUAPI bool
 	Engine      Engine
+	// PlainBind passes Open a Bind of the caller's: internal/udpbind
+	// without a sticky source.
+	PlainBind bool
 }
 
 // TestHelperProcess is not a test: it is the child process of the root
@@ -144,7 +148,11 @@ func closeAndCheck(closer func() error, baseline goleak.Option) (any, error) {
 }
 
 func openRole(ctx context.Context, cfg *wg.Config, ho *helperOptions, log *slog.Logger) (func(cmd, arg string) (any, error), func() error, error) {
-	ifc, err := Open(ctx, cfg, &Options{Name: ho.Name, Logger: log, SetDNS: ho.SetDNS, DisableUAPI: ho.DisableUAPI, Engine: ho.Engine})
+	o := &Options{Name: ho.Name, Logger: log, SetDNS: ho.SetDNS, DisableUAPI: ho.DisableUAPI, Engine: ho.Engine}
+	if ho.PlainBind {
+		o.Bind = udpbind.New(&udpbind.Options{BatchSize: 128, Logger: log})
+	}
+	ifc, err := Open(ctx, cfg, o)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -101,7 +101,9 @@
 // # Platform support
 //
 // Linux uses the kernel's WireGuard, or wireguard-go's kernel TUN driver
-// with its offloads (TSO, GRO, UDP GSO left on), and rtnetlink. Windows
+// with its offloads (TSO, GRO, UDP GSO left on) and wgkit's UDP Bind
+// (UDP GSO and GRO, replies from the address the peer wrote to), and
+// rtnetlink. Windows
 // uses WireGuardNT or Wintun, and the IP helper API; it has no routing
 // tables, so any Table but "off" routes the AllowedIPs on the adapter,
 // and with a default route wireguard-go's sockets are bound to the
@@ -139,8 +141,11 @@ type Options struct {
 	// Logger receives the engine's and the backend's log. nil discards.
 	Logger *slog.Logger
 
-	// Bind is the engine's outer transport. nil means wireguard-go's
-	// default, UDP sockets on the config's ListenPort. The interface owns
+	// Bind is the engine's outer transport. nil means UDP sockets on the
+	// config's ListenPort that reply from the local address each peer
+	// wrote to: on Linux wgkit's own (one dual-stack socket, batches of
+	// 128 datagrams, no allocation per datagram), elsewhere
+	// wireguard-go's default. The interface owns
 	// the Bind: it is closed by Close, and by Open when Open fails. Only
 	// wireguard-go takes a Bind: with one, EngineAuto runs wireguard-go
 	// and EngineKernel fails.

@@ -12,11 +12,13 @@ import (
 	"strings"
 
 	"github.com/vishvananda/netlink"
+	"golang.zx2c4.com/wireguard/conn"
 	wgtun "golang.zx2c4.com/wireguard/tun"
 
 	"github.com/wgkit/wgkit/internal/engine"
 	"github.com/wgkit/wgkit/internal/kernelwg"
 	"github.com/wgkit/wgkit/internal/netconf"
+	"github.com/wgkit/wgkit/internal/udpbind"
 	"github.com/wgkit/wgkit/wg"
 )
 
@@ -63,9 +65,28 @@ func (l *linux) prepare(s *openState) (*wg.Config, netconf.Plan, error) {
 	return runCfg, plan, nil
 }
 
-// createTUN creates the TUN with its MTU; once the TUN is closed, the
-// interface it made must be gone too (removeLink).
+// bindBatch is the batch of the default Bind: the engine's and the TUN's
+// (conn.IdealBatchSize), below which udpbind loses to wireguard-go's Bind
+// on a kernel TUN (BENCHMARKS.md, "kernel TUN, second round").
+const bindBatch = 128
+
+// newDefaultBind returns the Bind wireguard-go runs on when Options.Bind
+// is nil: wgkit's, with the sticky source that wireguard-go's own Bind
+// has (replies leave from the address the peer wrote to), which moves
+// more per CPU second (no allocation per datagram, GSO from the packets
+// in place).
+func newDefaultBind(s *openState) conn.Bind {
+	return udpbind.New(&udpbind.Options{BatchSize: bindBatch, StickySource: true, Logger: s.log})
+}
+
+// createTUN creates the TUN with its MTU, and the default Bind unless the
+// caller gave one; once the TUN is closed, the interface it made must be
+// gone too (removeLink).
 func (l *linux) createTUN(s *openState, mtu int) (wgtun.Device, error) {
+	if s.bind == nil {
+		// Open closes it if a later step fails, as a caller's.
+		s.bind = newDefaultBind(s)
+	}
 	t, err := wgtun.CreateTUN(l.name, mtu)
 	if err != nil {
 		return nil, fmt.Errorf("create tun: %w", err)

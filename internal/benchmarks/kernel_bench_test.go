@@ -53,7 +53,9 @@ var (
 // impl=wgkit is tun.Open with EngineUserspace (wireguard-go too, even
 // where the kernel's WireGuard is loaded). Both use wireguard-go's
 // offloads (TSO and GRO on the TUN, UDP GSO and GRO on the sockets) where
-// the kernel has them, and its default Bind.
+// the kernel has them; stock runs on wireguard-go's default Bind, wgkit on
+// tun's (internal/udpbind, batch 128, sticky source) unless
+// WGKIT_KBENCH_UDPBIND names another (see kernel_child_test.go).
 //
 // Both set-ups (four namespaces) are made once, with a 16 MiB warm-up on
 // each connection. One op is 1 MiB. Each sub-benchmark moves its b.N MiB

@@ -54,10 +54,11 @@ const (
 	// the children inherit) to a directory, makes each engine child write
 	// a CPU profile of its whole life there as IMPL-PID.pprof.
 	kernelProfileEnv = "WGKIT_KBENCH_CPUPROFILE"
-	// kernelBindEnv, when set to a batch size N, gives the wgkit engine
-	// internal/udpbind with BatchSize N as its Bind instead of
-	// wireguard-go's default, to measure that Bind on kernel TUN (the
-	// tun package does not use it: it has no sticky source address).
+	// kernelBindEnv replaces the Bind of the wgkit engine (tun's
+	// default: internal/udpbind, batch 128, sticky source): "N" is
+	// internal/udpbind with BatchSize N and a sticky source, "N/nosticky"
+	// the same without the sticky source, "std" wireguard-go's
+	// conn.NewDefaultBind (tun's default before).
 	kernelBindEnv = "WGKIT_KBENCH_UDPBIND"
 	// kernelChildLifetime bounds a child whose parent forgot it; closing
 	// its stdin (the parent exiting does that too) ends it sooner.
@@ -247,11 +248,11 @@ func openKernelWgkit(iface string, cfg *wg.Config, log *slog.Logger) (func() err
 	defer cancel()
 	o := &tun.Options{Name: iface, Logger: log, DisableUAPI: true, Engine: tun.EngineUserspace}
 	if v := os.Getenv(kernelBindEnv); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			return nil, fmt.Errorf("wgkit: %s=%q: want a batch size", kernelBindEnv, v)
+		bind, err := kernelBind(v)
+		if err != nil {
+			return nil, fmt.Errorf("wgkit: %s=%q: %w", kernelBindEnv, v, err)
 		}
-		o.Bind = udpbind.New(&udpbind.Options{BatchSize: n})
+		o.Bind = bind
 	}
 	ifc, err := tun.Open(ctx, cfg, o)
 	if err != nil {
@@ -261,6 +262,22 @@ func openKernelWgkit(iface string, cfg *wg.Config, log *slog.Logger) (func() err
 		return nil, errors.Join(fmt.Errorf("wgkit: engine %v, want userspace", e), ifc.Close())
 	}
 	return ifc.Close, nil
+}
+
+// kernelBind returns the Bind that kernelBindEnv's value v names.
+func kernelBind(v string) (conn.Bind, error) {
+	if v == "std" {
+		return conn.NewDefaultBind(), nil
+	}
+	batch, sticky := v, true
+	if b, ok := strings.CutSuffix(v, "/nosticky"); ok {
+		batch, sticky = b, false
+	}
+	n, err := strconv.Atoi(batch)
+	if err != nil || n < 1 {
+		return nil, errors.New(`want "std", a batch size N or "N/nosticky"`)
+	}
+	return udpbind.New(&udpbind.Options{BatchSize: n, StickySource: sticky}), nil
 }
 
 func (e *kernelEngine) handle(cmd, _ string) (any, error) {

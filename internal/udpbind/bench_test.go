@@ -15,28 +15,34 @@ import (
 // BenchmarkBind streams 1420-byte datagrams (a full WireGuard packet at
 // the default MTU) over loopback from one Bind to another, batched as the
 // engine would, and reports packets/s. impl=stock is conn.NewDefaultBind
-// (batch 128); impl=udpbind uses the defaults (batch 16); offload=off turns off GSO and GRO on both sides, offload=rx on the
-// sender only, so that the receiver reads datagrams one by one with GRO on.
+// (batch 128, which reads and sends the sticky source); impl=udpbind
+// uses the defaults (batch 16); offload=off turns off GSO and GRO on both
+// sides, offload=rx on the sender only, so that the receiver reads
+// datagrams one by one with GRO on; sticky turns StickySource on on both
+// sides and sends from 127.0.0.1, as the tun backend does.
 func BenchmarkBind(b *testing.B) {
-	udpbind := func(off bool, batch int) func() conn.Bind {
-		return func() conn.Bind { return New(&Options{DisableOffload: off, BatchSize: batch}) }
+	udpbind := func(off bool, batch int, sticky bool) func() conn.Bind {
+		return func() conn.Bind { return New(&Options{DisableOffload: off, BatchSize: batch, StickySource: sticky}) }
 	}
 	impls := []struct {
 		name         string
 		newRx, newTx func() conn.Bind
+		sticky       bool
 	}{
-		{"impl=stock", conn.NewDefaultBind, conn.NewDefaultBind},
-		{"impl=udpbind", udpbind(false, 0), udpbind(false, 0)},
-		{"impl=udpbind/batch=128", udpbind(false, 128), udpbind(false, 128)},
-		{"impl=udpbind/offload=off", udpbind(true, 0), udpbind(true, 0)},
-		{"impl=udpbind/offload=rx", udpbind(false, 0), udpbind(true, 0)},
+		{"impl=stock", conn.NewDefaultBind, conn.NewDefaultBind, false},
+		{"impl=udpbind", udpbind(false, 0, false), udpbind(false, 0, false), false},
+		{"impl=udpbind/batch=128", udpbind(false, 128, false), udpbind(false, 128, false), false},
+		{"impl=udpbind/batch=128/sticky", udpbind(false, 128, true), udpbind(false, 128, true), true},
+		{"impl=udpbind/offload=off", udpbind(true, 0, false), udpbind(true, 0, false), false},
+		{"impl=udpbind/offload=off/sticky", udpbind(true, 0, true), udpbind(true, 0, true), true},
+		{"impl=udpbind/offload=rx", udpbind(false, 0, false), udpbind(true, 0, false), false},
 	}
 	for _, impl := range impls {
-		b.Run(impl.name, func(b *testing.B) { benchStream(b, impl.newRx, impl.newTx) })
+		b.Run(impl.name, func(b *testing.B) { benchStream(b, impl.newRx, impl.newTx, impl.sticky) })
 	}
 }
 
-func benchStream(b *testing.B, newRx, newTx func() conn.Bind) {
+func benchStream(b *testing.B, newRx, newTx func() conn.Bind, sticky bool) {
 	const (
 		size    = 1420
 		window  = 512 // datagrams in flight, well within the socket buffer
@@ -55,6 +61,9 @@ func benchStream(b *testing.B, newRx, newTx func() conn.Bind) {
 	ep, err := tx.ParseEndpoint(netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port).String())
 	if err != nil {
 		b.Fatal(err)
+	}
+	if sticky {
+		ep.(*Endpoint).src = netip.MustParseAddr("127.0.0.1")
 	}
 
 	credits := make(chan struct{}, window)

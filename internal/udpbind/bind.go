@@ -22,10 +22,12 @@
 // need, larger only until drained when a batch read meets several
 // coalesced messages. Elsewhere it reads and writes one datagram per call.
 //
-// The sticky source address of conn.NewDefaultBind (replying from the
-// local address a peer wrote to) is not implemented: it matters to hosts
-// with several addresses routing by source, not to a netstack tunnel that
-// leaves it to the host's routing table.
+// With Options.StickySource (Linux only) it keeps, as conn.NewDefaultBind
+// does, a sticky source address: the local address each datagram arrived
+// at (IP_PKTINFO, IPV6_PKTINFO), kept in the Endpoint, is the source of
+// the replies sent to it, so that a host with several addresses answers
+// from the one the peer wrote to. A netstack tunnel leaves the source to
+// the host's routing table and does without.
 package udpbind
 
 import (
@@ -76,6 +78,20 @@ type Options struct {
 	// uses them when the kernel supports them; a send that the kernel
 	// refuses with GSO turns GSO off for the socket and is retried without.
 	DisableOffload bool
+
+	// StickySource, when true, replies from the local address the peer's
+	// datagram arrived at (Linux only; ignored elsewhere): receive reads
+	// each datagram's destination address, the Endpoint keeps it (SrcIP)
+	// and Send passes it to the kernel as the source. When the kernel
+	// refuses it (the address is gone: ENETUNREACH or EINVAL; any such
+	// error is taken for that), Send clears it (ClearSrc) and sends again
+	// without, leaving the source to the routing table until the peer's
+	// next datagram; the engine clears it too when a handshake goes
+	// unanswered. (wireguard-go's own Bind is also cleared when a route
+	// changes: the engine runs its route listener for that Bind only.)
+	// false (the default) leaves every source to the routing table, and
+	// Endpoints have none.
+	StickySource bool
 }
 
 // Bind is a conn.Bind on UDP sockets. Create one with New.
@@ -87,6 +103,7 @@ type Bind struct {
 	addr    netip.Addr
 	log     *slog.Logger
 	offload bool
+	sticky  bool
 	// noDualStack forces one socket per family, to test the fallback.
 	noDualStack bool
 
@@ -117,6 +134,7 @@ func New(opts *Options) *Bind {
 		addr:    opts.ListenAddr.Unmap(),
 		log:     opts.Logger,
 		offload: !opts.DisableOffload,
+		sticky:  opts.StickySource,
 	}
 	if b.batch <= 0 {
 		b.batch = DefaultBatchSize

@@ -138,19 +138,22 @@ func inNetns(t *testing.T, mtu int, f func()) {
 	t.Helper()
 	errc := make(chan error, 1)
 	go func() {
+		// What f leaves unsaid when a t.Fatal in it ends the goroutine.
+		err := errors.New("set-up in the namespace failed")
+		defer func() { errc <- err }()
 		// The thread is never unlocked: it ends with the goroutine, so
 		// no other goroutine runs in the namespace.
 		runtime.LockOSThread()
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("unshare: %w", err)
+		if e := unix.Unshare(unix.CLONE_NEWNET); e != nil {
+			err = fmt.Errorf("unshare: %w", e)
 			return
 		}
-		if err := setLoopback(mtu); err != nil {
-			errc <- err
+		if e := setLoopback(mtu); e != nil {
+			err = e
 			return
 		}
 		f()
-		errc <- nil
+		err = nil
 	}()
 	if err := <-errc; err != nil {
 		if errors.Is(err, unix.EPERM) {
@@ -187,40 +190,49 @@ func setLoopback(mtu int) error {
 
 // TestGSOFallback sends datagrams longer than the path MTU, which the
 // kernel refuses to segment (EINVAL): the Bind turns GSO off and sends
-// them again, fragmented, without losing or repeating any.
+// them again, fragmented, without losing or repeating any; also with a
+// sticky source, where the EINVAL is first taken for the source's.
 func TestGSOFallback(t *testing.T) {
 	if gso, _ := kernelOffloads(t); !gso {
 		t.Skip("kernel without UDP GSO")
 	}
-	var rb, sb *Bind
-	var rfns []conn.ReceiveFunc
-	var rport uint16
-	inNetns(t, 1280, func() {
-		rb, rfns, rport = openBind(t, &Options{ListenAddr: lo4}, false, 0)
-		sb, _, _ = openBind(t, &Options{ListenAddr: lo4}, false, 0)
-	})
-	so := sb.socks.Load().all[0]
-	if !so.gso.Load() {
-		t.Fatal("GSO off before the first send")
-	}
-	r := receive(t, rb, rfns, 16)
-	bufs := payloads(10, 1400)
-	if err := sb.Send(bufs, &Endpoint{ap: netip.AddrPortFrom(lo4, rport)}); err != nil {
-		t.Fatalf("Send: %v", err)
-	}
-	if so.gso.Load() {
-		t.Error("GSO still on after EINVAL")
-	}
-	got := r.collect(t, len(bufs), 5*time.Second)
-	for i, d := range got {
-		if d.data != string(bufs[i]) {
-			t.Fatalf("datagram %d = %.12q..., want %.12q...", i, d.data, bufs[i])
-		}
-	}
-	select {
-	case d := <-r.c:
-		t.Errorf("extra datagram %.12q...", d.data)
-	case <-time.After(20 * time.Millisecond):
+	for _, sticky := range []bool{false, true} {
+		t.Run(fmt.Sprintf("sticky=%v", sticky), func(t *testing.T) {
+			var rb, sb *Bind
+			var rfns []conn.ReceiveFunc
+			var rport uint16
+			inNetns(t, 1280, func() {
+				rb, rfns, rport = openBind(t, &Options{ListenAddr: lo4, StickySource: sticky}, false, 0)
+				sb, _, _ = openBind(t, &Options{ListenAddr: lo4, StickySource: sticky}, false, 0)
+			})
+			so := sb.socks.Load().all[0]
+			if !so.gso.Load() {
+				t.Fatal("GSO off before the first send")
+			}
+			r := receive(t, rb, rfns, 16)
+			bufs := payloads(10, 1400)
+			ep := &Endpoint{ap: netip.AddrPortFrom(lo4, rport)}
+			if sticky {
+				ep.src = lo4
+			}
+			if err := sb.Send(bufs, ep); err != nil {
+				t.Fatalf("Send: %v", err)
+			}
+			if so.gso.Load() {
+				t.Error("GSO still on after EINVAL")
+			}
+			got := r.collect(t, len(bufs), 5*time.Second)
+			for i, d := range got {
+				if d.data != string(bufs[i]) {
+					t.Fatalf("datagram %d = %.12q..., want %.12q...", i, d.data, bufs[i])
+				}
+			}
+			select {
+			case d := <-r.c:
+				t.Errorf("extra datagram %.12q...", d.data)
+			case <-time.After(20 * time.Millisecond):
+			}
+		})
 	}
 }
 

@@ -405,7 +405,9 @@ func TestSendWrongEndpoint(t *testing.T) {
 }
 
 // TestAllocs checks that a steady stream of sends and receives from a
-// known peer allocates nothing, with and without offloads.
+// known peer allocates nothing, with and without offloads, and with a
+// sticky source on both sides (where the system has it: the sender
+// passes its source, the receiver reads the destination address).
 func TestAllocs(t *testing.T) {
 	if raceEnabled {
 		t.Skip("the race detector makes sync.Pool drop items, which allocates")
@@ -413,20 +415,24 @@ func TestAllocs(t *testing.T) {
 	tests := []struct {
 		name         string
 		rxOff, txOff bool
+		sticky       bool
 	}{
 		{name: "offload"},
 		{name: "no offload", rxOff: true, txOff: true},
 		// GRO reading uncoalesced datagrams, in batches after a while.
 		{name: "rx offload", txOff: true},
+		{name: "offload, sticky", sticky: true},
+		{name: "no offload, sticky", rxOff: true, txOff: true, sticky: true},
+		{name: "rx offload, sticky", txOff: true, sticky: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			const batch = 8
-			_, rfns, rport := openBind(t, &Options{BatchSize: batch, ListenAddr: lo4, DisableOffload: tt.rxOff}, false, 0)
-			sb, _, _ := openBind(t, &Options{BatchSize: batch, ListenAddr: lo4, DisableOffload: tt.txOff}, false, 0)
-			ep, err := sb.ParseEndpoint(netip.AddrPortFrom(lo4, rport).String())
-			if err != nil {
-				t.Fatal(err)
+			_, rfns, rport := openBind(t, &Options{BatchSize: batch, ListenAddr: lo4, DisableOffload: tt.rxOff, StickySource: tt.sticky}, false, 0)
+			sb, _, _ := openBind(t, &Options{BatchSize: batch, ListenAddr: lo4, DisableOffload: tt.txOff, StickySource: tt.sticky}, false, 0)
+			ep := &Endpoint{ap: netip.AddrPortFrom(lo4, rport)}
+			if tt.sticky {
+				ep.src = lo4
 			}
 			out := payloads(batch, 1420)
 			bufs, sizes, eps := recvBuffers(batch, 1<<16)
@@ -441,6 +447,10 @@ func TestAllocs(t *testing.T) {
 					n, err := fn(bufs, sizes, eps)
 					if err != nil {
 						failed = err
+						return
+					}
+					if tt.sticky && batching && eps[0].SrcIP() != lo4 {
+						failed = fmt.Errorf("received with source %v, want %v", eps[0].SrcIP(), lo4)
 						return
 					}
 					got += n

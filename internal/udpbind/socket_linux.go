@@ -41,6 +41,10 @@ type socket struct {
 	log *slog.Logger
 	gso atomic.Bool // UDP_SEGMENT works; cleared when the kernel refuses it
 	gro bool        // UDP_GRO is on: a datagram read may hold several
+	// sticky is Options.StickySource: datagrams read come with their
+	// destination address (IP_PKTINFO, IPV6_PKTINFO), sent ones with
+	// their Endpoint's.
+	sticky bool
 
 	rmu sync.Mutex // guards r
 	r   recvState  // guarded by rmu
@@ -53,7 +57,7 @@ type recvState struct {
 	hdrs  []mmsghdr
 	iovs  []unix.Iovec
 	names []unix.RawSockaddrInet6
-	oob   []byte // oobSize bytes per message for the UDP_GRO cmsg
+	oob   []byte // oobSize bytes per message, for the UDP_GRO and PKTINFO cmsgs
 	cache endpointCache
 
 	// With GRO, datagrams read that did not fit in the caller's buffers
@@ -99,7 +103,7 @@ type msgInfo struct {
 type sendState struct {
 	hdrs  []mmsghdr
 	iovs  []unix.Iovec
-	oob   []byte // oobSize bytes per message for the UDP_SEGMENT cmsg
+	oob   []byte // oobSize bytes per message, for the UDP_SEGMENT and PKTINFO cmsgs
 	first []int  // the index in bufs of each message's first datagram
 	name  unix.RawSockaddrInet6
 
@@ -111,7 +115,8 @@ type sendState struct {
 
 // control sets the socket options of a new socket.
 func (b *Bind) control(network, address string, c syscall.RawConn) error {
-	return c.Control(func(fd uintptr) {
+	var serr error
+	if err := c.Control(func(fd uintptr) {
 		f := int(fd)
 		_ = unix.SetsockoptInt(f, unix.SOL_SOCKET, unix.SO_RCVBUF, socketBufferSize)
 		_ = unix.SetsockoptInt(f, unix.SOL_SOCKET, unix.SO_SNDBUF, socketBufferSize)
@@ -120,7 +125,23 @@ func (b *Bind) control(network, address string, c syscall.RawConn) error {
 		if b.offload {
 			_ = unix.SetsockoptInt(f, unix.IPPROTO_UDP, unix.UDP_GRO, 1)
 		}
-	})
+		if b.sticky {
+			serr = setPktinfo(f, network)
+		}
+	}); err != nil {
+		return err
+	}
+	return serr
+}
+
+// setPktinfo asks for the destination address of every datagram read on
+// fd. A dual-stack socket (network "udp6") reports IPv4 datagrams'
+// as IPv4-mapped IPV6_PKTINFO.
+func setPktinfo(fd int, network string) error {
+	if network == "udp4" {
+		return os.NewSyscallError("setsockopt IP_PKTINFO", unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_PKTINFO, 1))
+	}
+	return os.NewSyscallError("setsockopt IPV6_RECVPKTINFO", unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, 1))
 }
 
 // offloads reports whether UDP GSO works on fd and whether UDP GRO is on.
@@ -144,19 +165,19 @@ func (b *Bind) newSocket(c *net.UDPConn, v6 bool) (*socket, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &socket{c: c, rc: rc, v6: v6, log: b.log}
+	s := &socket{c: c, rc: rc, v6: v6, log: b.log, sticky: b.sticky}
 	var gso, gro bool
 	if err := rc.Control(func(fd uintptr) { gso, gro = offloads(int(fd), b.offload) }); err != nil {
 		return nil, err
 	}
 	s.gso.Store(gso)
 	s.gro = gro
-	b.log.Debug("udpbind: socket open", "addr", c.LocalAddr(), "gso", gso, "gro", gro)
+	b.log.Debug("udpbind: socket open", "addr", c.LocalAddr(), "gso", gso, "gro", gro, "sticky", b.sticky)
 	r := &s.r
 	r.hdrs = make([]mmsghdr, b.batch)
 	r.iovs = make([]unix.Iovec, b.batch)
 	r.names = make([]unix.RawSockaddrInet6, b.batch)
-	if gro {
+	if s.wantsControl() {
 		r.oob = make([]byte, b.batch*oobSize)
 	}
 	for i := range r.hdrs {
@@ -164,7 +185,7 @@ func (b *Bind) newSocket(c *net.UDPConn, v6 bool) (*socket, error) {
 		h.Name = (*byte)(unsafe.Pointer(&r.names[i]))
 		h.Iov = &r.iovs[i]
 		h.SetIovlen(1)
-		if gro {
+		if s.wantsControl() {
 			h.Control = &r.oob[i*oobSize]
 		}
 	}
@@ -184,9 +205,11 @@ const (
 	// maxGSOSegments is the most datagrams one UDP_SEGMENT send may
 	// carry (UDP_MAX_SEGMENTS of older kernels).
 	maxGSOSegments = 64
-	// oobSize is the control buffer of one message, room for the
-	// UDP_SEGMENT or UDP_GRO cmsg (8-byte aligned).
-	oobSize = 32
+	// oobSize is the control buffer of one message: room for the
+	// UDP_SEGMENT or UDP_GRO cmsg and an IP_PKTINFO or IPV6_PKTINFO one,
+	// 8-byte aligned. A receive that brings more (none is asked for) is
+	// cut short by the kernel, which drops the rest.
+	oobSize = 64
 	// batchAfterSingles is how many datagrams in a row must arrive
 	// uncoalesced before a GRO socket reads a batch of messages per call.
 	batchAfterSingles = 64
@@ -209,9 +232,21 @@ func (s *socket) receive(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, 
 	}
 	for i := range r.n {
 		sizes[i] = int(r.hdrs[i].n)
-		eps[i] = r.cache.get(sockaddrToAddrPort(&r.names[i]))
+		k := endpointKey{ap: sockaddrToAddrPort(&r.names[i])}
+		if s.sticky {
+			_, k.src, k.srcIf = parseControl(r.control(i))
+		}
+		eps[i] = r.cache.get(k)
 	}
 	return r.n, nil
+}
+
+// wantsControl reports whether reads ask for control messages.
+func (s *socket) wantsControl() bool { return s.gro || s.sticky }
+
+// control returns the control messages of message i of the last read.
+func (r *recvState) control(i int) []byte {
+	return r.oob[i*oobSize:][:r.hdrs[i].hdr.Controllen]
 }
 
 // read reads up to count messages into bufs with recvmmsg(2), and
@@ -230,7 +265,7 @@ func (s *socket) read(bufs [][]byte, count int) (int, error) {
 		r.iovs[i].SetLen(len(b))
 		r.hdrs[i].hdr.Namelen = unix.SizeofSockaddrInet6
 		r.hdrs[i].hdr.Flags = 0
-		if s.gro {
+		if s.wantsControl() {
 			r.hdrs[i].hdr.SetControllen(oobSize)
 		}
 	}
@@ -289,7 +324,7 @@ func (s *socket) receiveGRO(bufs [][]byte, sizes []int, eps []conn.Endpoint) (in
 		if c, err := s.read([][]byte{r.scratch[:maxDatagram]}, 1); err != nil || c == 0 || r.n == 0 {
 			return 0, err
 		}
-		m := r.message(0)
+		m := s.message(0)
 		r.count1(m)
 		r.pending = append(r.pending, pending{r.scratch[:m.n], m.seg, m.ep})
 		return r.takePending(bufs, sizes, eps), nil
@@ -300,7 +335,7 @@ func (s *socket) receiveGRO(bufs [][]byte, sizes []int, eps []conn.Endpoint) (in
 	}
 	r.msgs = r.msgs[:0]
 	for i := range r.n {
-		m := r.message(i)
+		m := s.message(i)
 		r.msgs = append(r.msgs, m)
 		r.count1(m)
 	}
@@ -346,15 +381,20 @@ func (r *recvState) spread(bufs [][]byte, sizes []int, eps []conn.Endpoint) int 
 }
 
 // message returns what the kernel wrote for message i of the last read.
-func (r *recvState) message(i int) msgInfo {
-	h := &r.hdrs[i]
-	m := msgInfo{n: int(h.n), seg: groSize(r.oob[i*oobSize:][:h.hdr.Controllen]), segs: 1}
+func (s *socket) message(i int) msgInfo {
+	r := &s.r
+	k := endpointKey{ap: sockaddrToAddrPort(&r.names[i])}
+	seg, src, srcIf := parseControl(r.control(i))
+	if s.sticky {
+		k.src, k.srcIf = src, srcIf
+	}
+	m := msgInfo{n: int(r.hdrs[i].n), seg: seg, segs: 1}
 	if m.seg <= 0 || m.seg >= m.n {
 		m.seg = m.n
 	} else {
 		m.segs = (m.n + m.seg - 1) / m.seg
 	}
-	m.ep = r.cache.get(sockaddrToAddrPort(&r.names[i]))
+	m.ep = r.cache.get(k)
 	return m
 }
 
@@ -415,19 +455,56 @@ func (r *recvState) takePending(bufs [][]byte, sizes []int, eps []conn.Endpoint)
 	return k
 }
 
-// groSize returns the datagram size of a UDP_GRO cmsg in oob, or 0.
-func groSize(oob []byte) int {
+// parseControl returns what the control messages of a read in oob say:
+// the datagram size of a UDP_GRO cmsg (0 without), and the local address
+// of an IP_PKTINFO or IPV6_PKTINFO cmsg (the zero Addr without, or when
+// no reply can come from it: multicast), unmapped, with the index of its
+// interface when it is an IPv6 link-local address (else 0).
+func parseControl(oob []byte) (seg int, src netip.Addr, srcIf uint32) {
 	for len(oob) >= unix.SizeofCmsghdr {
 		h, data, rest, err := unix.ParseOneSocketControlMessage(oob)
 		if err != nil {
-			return 0
+			break
 		}
-		if h.Level == unix.SOL_UDP && h.Type == unix.UDP_GRO && len(data) >= 4 {
-			return int(int32(binary.NativeEndian.Uint32(data)))
+		switch {
+		case h.Level == unix.SOL_UDP && h.Type == unix.UDP_GRO && len(data) >= 4:
+			seg = int(int32(binary.NativeEndian.Uint32(data)))
+		case h.Level == unix.IPPROTO_IP && h.Type == unix.IP_PKTINFO && len(data) >= unix.SizeofInet4Pktinfo:
+			info := (*unix.Inet4Pktinfo)(unsafe.Pointer(&data[0]))
+			src = netip.AddrFrom4(info.Spec_dst)
+		case h.Level == unix.IPPROTO_IPV6 && h.Type == unix.IPV6_PKTINFO && len(data) >= unix.SizeofInet6Pktinfo:
+			info := (*unix.Inet6Pktinfo)(unsafe.Pointer(&data[0]))
+			src = netip.AddrFrom16(info.Addr).Unmap()
+			if src.Is6() && src.IsLinkLocalUnicast() {
+				srcIf = info.Ifindex
+			}
 		}
 		oob = rest
 	}
-	return 0
+	if src.IsMulticast() || src.IsUnspecified() {
+		src, srcIf = netip.Addr{}, 0
+	}
+	return seg, src, srcIf
+}
+
+// putSource writes the cmsg that makes src (with srcIf, see Endpoint) the
+// source of a send to oob, and returns its length: IP_PKTINFO for an IPv4
+// source (also on a dual-stack socket, whose IPv4 sends take it), else
+// IPV6_PKTINFO. The interface is left to the routing table but for IPv6
+// link-local sources, which need it.
+func putSource(oob []byte, src netip.Addr, srcIf uint32) int {
+	c := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
+	data := unsafe.Pointer(&oob[unix.CmsgLen(0)])
+	if src.Is4() {
+		c.Level, c.Type = unix.IPPROTO_IP, unix.IP_PKTINFO
+		c.SetLen(unix.CmsgLen(unix.SizeofInet4Pktinfo))
+		*(*unix.Inet4Pktinfo)(data) = unix.Inet4Pktinfo{Spec_dst: src.As4()}
+		return unix.CmsgSpace(unix.SizeofInet4Pktinfo)
+	}
+	c.Level, c.Type = unix.IPPROTO_IPV6, unix.IPV6_PKTINFO
+	c.SetLen(unix.CmsgLen(unix.SizeofInet6Pktinfo))
+	*(*unix.Inet6Pktinfo)(data) = unix.Inet6Pktinfo{Addr: src.As16(), Ifindex: srcIf}
+	return unix.CmsgSpace(unix.SizeofInet6Pktinfo)
 }
 
 // recvmmsg runs recvmmsg(2) for receive, reporting whether it is done (not
@@ -485,7 +562,8 @@ func (s *socket) send(bufs [][]byte, e *Endpoint) error {
 	st := s.sends.Get().(*sendState)
 	defer s.sends.Put(st)
 	gso := s.gso.Load() && len(bufs) > 1
-	st.build(bufs, s.putSockaddr(&st.name, e), gso, e.ap.Addr().Is4())
+	src, srcIf := e.source()
+	st.build(bufs, s.putSockaddr(&st.name, e), gso, e.ap.Addr().Is4(), src, srcIf)
 	err := s.rc.Write(st.fn)
 	for i := range st.iovs {
 		st.iovs[i].Base = nil
@@ -496,7 +574,17 @@ func (s *socket) send(bufs [][]byte, e *Endpoint) error {
 	if st.errno == 0 {
 		return nil
 	}
-	if gso && gsoRefused(st.errno) && st.hdrs[st.done].hdr.Controllen != 0 {
+	if src.IsValid() && srcRefused(st.errno) {
+		// The source may not be (or no longer be) a local address: send
+		// the rest from the one the routing table picks, until the
+		// peer's next datagram brings a new Endpoint. (An error that was
+		// not the source's clears it too, once, and comes back from the
+		// second try.)
+		e.ClearSrc()
+		s.log.Debug("udpbind: source address refused, cleared", "src", src, "dst", e.ap, "err", st.errno)
+		return s.send(bufs[st.first[st.done]:], e)
+	}
+	if gso && gsoRefused(st.errno) && st.hdrs[st.done].hdr.Iovlen > 1 {
 		// The kernel would not segment this message: send the rest one
 		// datagram per message, from now on.
 		if s.gso.CompareAndSwap(true, false) {
@@ -505,6 +593,14 @@ func (s *socket) send(bufs [][]byte, e *Endpoint) error {
 		return s.send(bufs[st.first[st.done]:], e)
 	}
 	return &net.OpError{Op: "write", Net: "udp", Addr: net.UDPAddrFromAddrPort(e.ap), Err: os.NewSyscallError("sendmmsg", st.errno)}
+}
+
+// srcRefused reports whether a send with a source address may have
+// failed for that address: IPv4 routing refuses a source that is no local
+// address with ENETUNREACH (EINVAL on older kernels, and for a multicast
+// or broadcast source), IPV6_PKTINFO with EINVAL.
+func srcRefused(errno syscall.Errno) bool {
+	return errno == unix.EINVAL || errno == unix.ENETUNREACH || errno == unix.EADDRNOTAVAIL
 }
 
 // gsoRefused reports whether a UDP_SEGMENT send failed for want of GSO:
@@ -516,9 +612,10 @@ func gsoRefused(errno syscall.Errno) bool {
 }
 
 // build fills st with the messages that send bufs to the sockaddr in
-// st.name. With gso, runs of datagrams of one size (the last of a run may
-// be shorter) go in one message, segmented by the kernel (UDP_SEGMENT).
-func (st *sendState) build(bufs [][]byte, namelen int, gso, to4 bool) {
+// st.name, from src when it is valid (see putSource). With gso, runs of
+// datagrams of one size (the last of a run may be shorter) go in one
+// message, segmented by the kernel (UDP_SEGMENT).
+func (st *sendState) build(bufs [][]byte, namelen int, gso, to4 bool, src netip.Addr, srcIf uint32) {
 	if cap(st.hdrs) < len(bufs) {
 		st.hdrs = make([]mmsghdr, len(bufs))
 		st.iovs = make([]unix.Iovec, len(bufs))
@@ -555,14 +652,20 @@ func (st *sendState) build(bufs [][]byte, namelen int, gso, to4 bool) {
 		h := &st.hdrs[m].hdr
 		*h = unix.Msghdr{Name: (*byte)(unsafe.Pointer(&st.name)), Namelen: uint32(namelen), Iov: &st.iovs[i]}
 		h.SetIovlen(j - i)
+		oob, n := st.oob[m*oobSize:][:oobSize], 0
+		if src.IsValid() {
+			n = putSource(oob, src, srcIf)
+		}
 		if j-i > 1 {
-			oob := st.oob[m*oobSize:]
-			c := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
+			c := (*unix.Cmsghdr)(unsafe.Pointer(&oob[n]))
 			c.Level, c.Type = unix.SOL_UDP, unix.UDP_SEGMENT
 			c.SetLen(unix.CmsgLen(2))
-			binary.NativeEndian.PutUint16(oob[unix.CmsgLen(0):], uint16(size))
+			binary.NativeEndian.PutUint16(oob[n+unix.CmsgLen(0):], uint16(size))
+			n += unix.CmsgSpace(2)
+		}
+		if n > 0 {
 			h.Control = &oob[0]
-			h.SetControllen(unix.CmsgSpace(2))
+			h.SetControllen(n)
 		}
 		st.first[m] = i
 		i = j

@@ -31,7 +31,7 @@ func (s *socket) receive(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, 
 		return 0, err
 	}
 	sizes[0] = n
-	eps[0] = s.cache.get(unmap(ap))
+	eps[0] = s.cache.get(endpointKey{ap: unmap(ap)})
 	return 1, nil
 }
 
