@@ -3,6 +3,7 @@ package netstack
 import (
 	"fmt"
 	"net"
+	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
@@ -37,4 +38,13 @@ func TCPConnInfo(c net.Conn) string {
 		out += fmt.Sprintf(" sent=%d timeouts=%d fastrtx=%d rtx=%d", st.SegmentsSent.Value(), e.Timeouts.Value(), e.FastRetransmit.Value(), e.Retransmits.Value())
 	}
 	return out
+}
+
+// SetReorderHold sets the bounds of how long n's link holds a TCP
+// segment that arrived above a hole in its flow (max 0: not at all), for
+// TestLossSweep's comparisons. Set them before traffic flows.
+func SetReorderHold(n *Net, min, max time.Duration) {
+	n.ep.gmu.Lock()
+	defer n.ep.gmu.Unlock()
+	n.ep.reorder.setHold(min, max)
 }

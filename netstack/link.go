@@ -5,6 +5,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -129,6 +130,9 @@ type endpoint struct {
 	// peer, and GRO state is per NIC.
 	gmu sync.Mutex
 	gro gro.GRO // guarded by gmu
+	// reorder holds TCP segments that arrived above a hole in their
+	// flow for a moment (reorder.go).
+	reorder reorderer // guarded by gmu
 
 	// inflight counts the data packets inside the receiving engine, for
 	// the Net's default Bind (see maxInflightPackets); deliverBatch
@@ -151,6 +155,7 @@ func newEndpoint(mtu uint32) *endpoint {
 	e := &endpoint{ready: make(chan struct{}, 1), batch: defaultBatchSize, inflight: newInflight(maxInflightPackets)}
 	e.mtu.Store(mtu)
 	e.gro.Init(true)
+	e.reorder.setHold(minReorderHold, maxReorderHold)
 	return e
 }
 
@@ -487,6 +492,12 @@ func (e *endpoint) deliverBatch(bufs [][]byte, offset int) (int, error) {
 	e.gmu.Lock()
 	defer e.gmu.Unlock()
 	e.gro.Dispatcher = d
+	// Router mode forwards flows that are not ours: it leaves their
+	// order to their ends.
+	reorder := e.reorder.maxHold > 0 && e.inbound == nil
+	if reorder && e.reorder.armed {
+		e.expireHolds(time.Now()) // the timer may be late
+	}
 	udpSeen := false // a UDP packet is in the batch (IPv6: without extension headers)
 	delivered := 0
 	defer func() { e.inflight.release(delivered) }()
@@ -522,7 +533,8 @@ func (e *endpoint) deliverBatch(bufs [][]byte, offset int) (int, error) {
 		// (coalesce.go), except in router mode, where inbound must see
 		// each packet.
 		var pkb *stack.PacketBuffer
-		if f, ok := parseMergeable(pkt); ok && e.inbound == nil {
+		f, data := parseMergeable(pkt)
+		if data && e.inbound == nil {
 			if j := runEnd(bufs, i, offset, f); j > i+1 {
 				pkb = mergeRun(bufs[i:j], offset, f)
 				for _, b := range bufs[i+1 : j] {
@@ -540,6 +552,16 @@ func (e *endpoint) deliverBatch(bufs [][]byte, offset int) (int, error) {
 		pkb.NetworkProtocolNumber = proto
 		// See Capabilities: WireGuard has authenticated every byte.
 		pkb.RXChecksumValidated = true
+		if reorder {
+			if k, tcpOff, tcp := tcpFlow(pkt); tcp && data {
+				seq := header.TCP(pkt[tcpOff:]).SequenceNumber()
+				e.reorderSegment(pkb, k, seq, seq+uint32(pkb.Size()-f.ipLen-f.tcpLen))
+				pkb.DecRef()
+				continue
+			} else if tcp {
+				e.reorderControl(k, header.TCP(pkt[tcpOff:]).Flags())
+			}
+		}
 		e.gro.Enqueue(pkb)
 		pkb.DecRef()
 	}
@@ -582,6 +604,7 @@ func (e *endpoint) closeQueue() bool {
 	for _, pkt := range q {
 		pkt.DecRef()
 	}
+	e.closeReorder()
 	// Closed is sticky, so one signal wakes the reader for good.
 	e.signal()
 	e.start() // a deliverBatch waiting for the stack fails now

@@ -13,10 +13,13 @@ import (
 // FuzzLinkInbound hands arbitrary bytes to the link as if the engine had
 // decrypted them from a peer (a peer may send anything inside its
 // tunnel): alone, twice in one batch (so that GRO sees two packets of the
-// same flow) and after a valid TCP segment. The stack has a TCP listener
+// same flow), after a valid TCP segment, and after a flow's segment that
+// the link holds above a hole (reorder.go). The stack has a TCP listener
 // and a UDP socket so that inputs reach the transports. Nothing may panic,
 // and after every input an ICMP echo round trip through the same link
-// still works and the outbound queue stays within its bound.
+// still works, the outbound queue stays within its bound and what the
+// link holds for reordering is within its bounds, sorted and above the
+// hole.
 //
 // The seeds (here and in testdata/fuzz/FuzzLinkInbound) are packets to
 // the stack's own addresses: valid ones of each protocol, then truncated,
@@ -44,6 +47,7 @@ func FuzzLinkInbound(f *testing.F) {
 			{pkt},
 			{pkt, pkt},
 			{tcpSegment(linkPeer4, linkLocal4, 80, header.TCPFlagSyn, nil), pkt},
+			{dataSegment(false, seg{40000, 1, 100}, 0), dataSegment(false, seg{40000, 1001, 100}, 0), pkt},
 		}
 		for _, b := range batches {
 			// Write must not keep the caller's buffers: copy, write, then
@@ -61,7 +65,31 @@ func FuzzLinkInbound(f *testing.F) {
 		}
 		seq++
 		checkEchoWorks(t, n, dev, seq)
+		checkReorderBounds(t, n.ep)
 	})
+}
+
+// checkReorderBounds fails t unless every flow the link tracks holds at
+// most reorderPerFlow segments, sorted by sequence number and all above
+// the hole the flow waits for, with a deadline set.
+func checkReorderBounds(t *testing.T, e *endpoint) {
+	t.Helper()
+	e.gmu.Lock()
+	defer e.gmu.Unlock()
+	for i := range e.reorder.flows {
+		f := &e.reorder.flows[i]
+		if len(f.held) > reorderPerFlow {
+			t.Fatalf("flow %d holds %d segments, bound %d", i, len(f.held), reorderPerFlow)
+		}
+		for j, h := range f.held {
+			if !seqBefore(f.next, h.seq) || j > 0 && seqBefore(h.seq, f.held[j-1].seq) {
+				t.Fatalf("flow %d (next %d) holds %v", i, f.next, f.held)
+			}
+		}
+		if len(f.held) > 0 && f.since.IsZero() {
+			t.Fatalf("flow %d holds segments without a deadline", i)
+		}
+	}
 }
 
 // checkEchoWorks sends an echo request with sequence number seq through
@@ -258,6 +286,19 @@ func linkFuzzSeeds(tb testing.TB) [][]byte {
 	seeds := [][]byte{
 		{}, {0x45}, {0x60}, {0xff, 0xff},
 		echo4, echo6, syn4, syn6, data4, udp4, udp6, frag1, frag2,
+	}
+	// Segments of the flow the fuzz test's last batch opens a hole in:
+	// one that fills it, one further above, a FIN and an RST above it,
+	// and one that wraps the sequence space.
+	for _, s := range []struct {
+		s     seg
+		flags header.TCPFlags
+	}{
+		{seg{40000, 101, 900}, 0}, {seg{40000, 2001, 100}, 0},
+		{seg{40000, 1101, 0}, header.TCPFlagFin}, {seg{40000, 1101, 0}, header.TCPFlagRst},
+		{seg{40000, 1<<32 - 50, 100}, 0},
+	} {
+		seeds = append(seeds, dataSegment(false, s.s, s.flags))
 	}
 	// Truncated: inside the IP header, inside the transport header.
 	seeds = append(seeds, echo4[:10], syn4[:30], syn6[:20], syn6[:50], udp6[:44])

@@ -239,11 +239,17 @@ func restart(i int) outage {
 type tuning struct {
 	name string
 	opts []tcpip.SettableTransportProtocolOption
+	// hold, if not nil, bounds how long the link holds reordered
+	// segments (netstack.SetReorderHold); nil leaves the package default.
+	hold *[2]time.Duration
 }
 
 func (tu tuning) apply(t *testing.T, nets ...*netstack.Net) {
 	t.Helper()
 	for _, n := range nets {
+		if tu.hold != nil {
+			netstack.SetReorderHold(n, tu.hold[0], tu.hold[1])
+		}
 		for _, o := range tu.opts {
 			if err := netstack.SetTCPOption(n, o); err != nil {
 				t.Fatal(err)
@@ -335,7 +341,8 @@ func TestRecoverySweep(t *testing.T) {
 }
 
 // namedTuning returns the tuning called name: one of the names below,
-// "minrto=D", "rack-minrto=D", "maxrto=D", "buf=MiB" (the send and
+// "minrto=D", "rack-minrto=D", "maxrto=D", "hold=D" or "hold=MIN..MAX"
+// (the link's hold of reordered segments; "nohold" is hold=0), "buf=MiB" (the send and
 // receive buffers' maximum), or several joined by "+", applied in order
 // ("rack+cubic").
 func namedTuning(name string) (tuning, error) {
@@ -347,6 +354,9 @@ func namedTuning(name string) (tuning, error) {
 				return tuning{}, err
 			}
 			tu.opts = append(tu.opts, pt.opts...)
+			if pt.hold != nil {
+				tu.hold = pt.hold
+			}
 		}
 		return tu, nil
 	}
@@ -358,6 +368,7 @@ func namedTuning(name string) (tuning, error) {
 	reno := tcpip.CongestionControlOption("reno")
 	cubic := tcpip.CongestionControlOption("cubic")
 	nosack := tcpip.TCPSACKEnabled(false)
+	var noHold [2]time.Duration
 	switch name {
 	case "default":
 		return tuning{name: name}, nil
@@ -366,7 +377,10 @@ func namedTuning(name string) (tuning, error) {
 	case "norack":
 		return tuning{name: name, opts: []tcpip.SettableTransportProtocolOption{&norack}}, nil
 	case "gvisor":
-		return tuning{name: name, opts: []tcpip.SettableTransportProtocolOption{&rack, &minRTO200, &maxRTO120, &retries15}}, nil
+		// Stock's link hands segments to the stack as they come.
+		return tuning{name: name, opts: []tcpip.SettableTransportProtocolOption{&rack, &minRTO200, &maxRTO120, &retries15}, hold: &noHold}, nil
+	case "nohold":
+		return tuning{name: name, hold: &noHold}, nil
 	case "gvisor-norack":
 		return tuning{name: name, opts: []tcpip.SettableTransportProtocolOption{&norack, &minRTO200, &maxRTO120, &retries15}}, nil
 	case "rack-static":
@@ -395,6 +409,21 @@ func namedTuning(name string) (tuning, error) {
 		}
 		v := tcpip.TCPMaxRTOOption(d)
 		return tuning{name: name, opts: []tcpip.SettableTransportProtocolOption{&v}}, nil
+	}
+	if s, ok := strings.CutPrefix(name, "hold="); ok {
+		lo, hi, found := strings.Cut(s, "..")
+		if !found {
+			hi = lo
+		}
+		var h [2]time.Duration
+		for i, v := range []string{lo, hi} {
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				return tuning{}, err
+			}
+			h[i] = d
+		}
+		return tuning{name: name, hold: &h}, nil
 	}
 	if s, ok := strings.CutPrefix(name, "buf="); ok {
 		mb, err := strconv.Atoi(s)
