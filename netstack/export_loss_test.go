@@ -40,11 +40,11 @@ func TCPConnInfo(c net.Conn) string {
 	return out
 }
 
-// SetReorderHold sets the bounds of how long n's link holds a TCP
-// segment that arrived above a hole in its flow (max 0: not at all), for
-// TestLossSweep's comparisons. Set them before traffic flows.
-func SetReorderHold(n *Net, min, max time.Duration) {
+// SetReorderHold sets how long n's link holds a TCP segment that arrived
+// above a hole in its flow (0: not at all), for TestLossSweep's
+// comparisons. Set it before traffic flows.
+func SetReorderHold(n *Net, d time.Duration) {
 	n.ep.gmu.Lock()
 	defer n.ep.gmu.Unlock()
-	n.ep.reorder.setHold(min, max)
+	n.ep.reorder.hold = d
 }

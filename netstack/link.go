@@ -155,7 +155,7 @@ func newEndpoint(mtu uint32) *endpoint {
 	e := &endpoint{ready: make(chan struct{}, 1), batch: defaultBatchSize, inflight: newInflight(maxInflightPackets)}
 	e.mtu.Store(mtu)
 	e.gro.Init(true)
-	e.reorder.setHold(minReorderHold, maxReorderHold)
+	e.reorder.hold = reorderHold
 	return e
 }
 
@@ -494,7 +494,7 @@ func (e *endpoint) deliverBatch(bufs [][]byte, offset int) (int, error) {
 	e.gro.Dispatcher = d
 	// Router mode forwards flows that are not ours: it leaves their
 	// order to their ends.
-	reorder := e.reorder.maxHold > 0 && e.inbound == nil
+	reorder := e.reorder.hold > 0 && e.inbound == nil
 	if reorder && e.reorder.armed {
 		e.expireHolds(time.Now()) // the timer may be late
 	}

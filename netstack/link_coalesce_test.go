@@ -127,7 +127,7 @@ func TestDeliverMergesRuns(t *testing.T) {
 				e := newEndpoint(1420)
 				defer e.closeQueue()
 				e.gro.Init(false)
-				e.reorder.setHold(0, 0) // the gap would be held: TestReorder* cover that
+				e.reorder.hold = 0 // the gap would be held: TestReorder* cover that
 				var d bytesDispatcher
 				e.Attach(&d)
 				if n, err := e.deliverBatch(segs, 0); n != len(segs) || err != nil {

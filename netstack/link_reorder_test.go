@@ -87,7 +87,7 @@ func newReorderTest(t *testing.T, hold time.Duration) (*endpoint, *segDispatcher
 	e := newEndpoint(1420)
 	t.Cleanup(func() { e.closeQueue() })
 	e.gro.Init(false)
-	e.reorder.setHold(hold, hold)
+	e.reorder.hold = hold
 	d := &segDispatcher{}
 	e.Attach(d)
 	return e, d
@@ -194,47 +194,6 @@ func TestReorderDeadline(t *testing.T) {
 	want = append(want, seg{a, 101, 100}, seg{a, 501, 100})
 	if diff := cmp.Diff(want, d.got()); diff != "" {
 		t.Errorf("after the deadline (-want +got):\n%s", diff)
-	}
-}
-
-// TestReorderAdapts checks how the hold follows the path: a hole that
-// took d to fill raises it to 2d (within the bounds), a hole that did
-// not fill lowers it by an eighth, never below the minimum.
-func TestReorderAdapts(t *testing.T) {
-	const a = 1000
-	e, _ := newReorderTest(t, 0)
-	e.reorder.setHold(time.Millisecond, time.Second)
-	e.reorder.cur = 30 * time.Millisecond
-	deliver(t, e, false, seg{a, 1, 100}, seg{a, 201, 100})
-	time.Sleep(20 * time.Millisecond)
-	deliver(t, e, false, seg{a, 101, 100})
-	e.gmu.Lock()
-	cur := e.reorder.cur
-	e.gmu.Unlock()
-	if cur < 40*time.Millisecond || cur > time.Second/2 {
-		t.Errorf("hold after a hole filled in 20 ms: %v, want about 40 ms", cur)
-	}
-	e.gmu.Lock()
-	e.reorder.cur = 8 * time.Millisecond
-	e.gmu.Unlock()
-	deliver(t, e, false, seg{a, 401, 100}) // a hole at 301 that never fills
-	time.Sleep(30 * time.Millisecond)
-	e.gmu.Lock()
-	cur = e.reorder.cur
-	e.gmu.Unlock()
-	if cur != 7*time.Millisecond {
-		t.Errorf("hold after a loss: %v, want 7ms (8ms less an eighth)", cur)
-	}
-	e.gmu.Lock()
-	e.reorder.cur = time.Millisecond
-	e.gmu.Unlock()
-	deliver(t, e, false, seg{a, 601, 100}) // a hole at 501
-	time.Sleep(20 * time.Millisecond)
-	e.gmu.Lock()
-	cur = e.reorder.cur
-	e.gmu.Unlock()
-	if cur != time.Millisecond {
-		t.Errorf("hold after a loss at the minimum: %v, want the minimum 1ms", cur)
 	}
 }
 

@@ -239,16 +239,16 @@ func restart(i int) outage {
 type tuning struct {
 	name string
 	opts []tcpip.SettableTransportProtocolOption
-	// hold, if not nil, bounds how long the link holds reordered
-	// segments (netstack.SetReorderHold); nil leaves the package default.
-	hold *[2]time.Duration
+	// hold, if not nil, is how long the link holds reordered segments
+	// (netstack.SetReorderHold); nil leaves the package default.
+	hold *time.Duration
 }
 
 func (tu tuning) apply(t *testing.T, nets ...*netstack.Net) {
 	t.Helper()
 	for _, n := range nets {
 		if tu.hold != nil {
-			netstack.SetReorderHold(n, tu.hold[0], tu.hold[1])
+			netstack.SetReorderHold(n, *tu.hold)
 		}
 		for _, o := range tu.opts {
 			if err := netstack.SetTCPOption(n, o); err != nil {
@@ -341,8 +341,8 @@ func TestRecoverySweep(t *testing.T) {
 }
 
 // namedTuning returns the tuning called name: one of the names below,
-// "minrto=D", "rack-minrto=D", "maxrto=D", "hold=D" or "hold=MIN..MAX"
-// (the link's hold of reordered segments; "nohold" is hold=0), "buf=MiB" (the send and
+// "minrto=D", "rack-minrto=D", "maxrto=D", "hold=D" (the link's hold
+// of reordered segments; "nohold" is hold=0), "buf=MiB" (the send and
 // receive buffers' maximum), or several joined by "+", applied in order
 // ("rack+cubic").
 func namedTuning(name string) (tuning, error) {
@@ -368,7 +368,7 @@ func namedTuning(name string) (tuning, error) {
 	reno := tcpip.CongestionControlOption("reno")
 	cubic := tcpip.CongestionControlOption("cubic")
 	nosack := tcpip.TCPSACKEnabled(false)
-	var noHold [2]time.Duration
+	var noHold time.Duration
 	switch name {
 	case "default":
 		return tuning{name: name}, nil
@@ -411,19 +411,11 @@ func namedTuning(name string) (tuning, error) {
 		return tuning{name: name, opts: []tcpip.SettableTransportProtocolOption{&v}}, nil
 	}
 	if s, ok := strings.CutPrefix(name, "hold="); ok {
-		lo, hi, found := strings.Cut(s, "..")
-		if !found {
-			hi = lo
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return tuning{}, err
 		}
-		var h [2]time.Duration
-		for i, v := range []string{lo, hi} {
-			d, err := time.ParseDuration(v)
-			if err != nil {
-				return tuning{}, err
-			}
-			h[i] = d
-		}
-		return tuning{name: name, hold: &h}, nil
+		return tuning{name: name, hold: &d}, nil
 	}
 	if s, ok := strings.CutPrefix(name, "buf="); ok {
 		mb, err := strconv.Atoi(s)

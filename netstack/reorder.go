@@ -10,16 +10,17 @@ import (
 // This file hides small reordering of inbound TCP segments from the
 // stack. A path that reorders (jitter between datagrams sent back to
 // back, a datagram held back by a millisecond) makes gVisor's receiver
-// answer each segment that overtook another with a SACK block above a
-// hole, and without RACK (which this package turns off, see newStack)
-// gVisor's sender takes a segment for lost as soon as two segments'
-// worth above it are SACKed: it retransmits a segment that was merely
-// late and halves its window. Under 1 % loss with 200 µs of jitter four
-// of five fast recoveries were spurious (BENCHMARKS.md). The link holds
-// a segment that arrives above a hole in its flow for at most
-// reorderHold, and hands the flow's segments to the stack in order as
-// soon as the hole fills; a hole still open at the deadline is taken
-// for a loss, and what was held goes to the stack at once, in order.
+// answer each segment that overtook another with a duplicate ACK and a
+// SACK block above the hole, and without RACK (which this package turns
+// off, see newStack) gVisor's sender starts a fast recovery on the third
+// such ACK once two segments' worth above the hole are SACKed: it
+// retransmits a segment that was merely late and halves its window.
+// Under 1 % loss with 200 µs of jitter four of five fast recoveries were
+// spurious (BENCHMARKS.md). The link holds a segment that arrives above
+// a hole in its flow for reorderHold, and hands the flow's segments to
+// the stack in order as soon as the hole fills; a hole still open at the
+// deadline is taken for a loss, and what was held goes to the stack then,
+// in order.
 //
 // The cost is latency on a real loss: the receiver sees (and SACKs) the
 // segments above the hole up to reorderHold later, so the sender's fast
@@ -34,10 +35,12 @@ import (
 // next delivery after it, and at closeQueue, so none stays.
 
 const (
-	// minReorderHold and maxReorderHold bound how long the link holds
-	// segments that arrived above a hole in their flow (reorderer.cur).
-	minReorderHold = 250 * time.Microsecond
-	maxReorderHold = 2 * time.Millisecond
+	// reorderHold is how long the link holds segments that arrived
+	// above a hole in their flow: a millisecond of reordering and some
+	// jitter on top (the loss sweep's paths, BENCHMARKS.md). A hold that
+	// adapted to the holes that filled did no better and sometimes
+	// shrank below what the path needed.
+	reorderHold = 1500 * time.Microsecond
 
 	// reorderFlows is how many TCP flows the link tracks for reordering.
 	reorderFlows = 8
@@ -114,13 +117,9 @@ type reorderFlow struct {
 
 // reorderer is the link's reordering state; endpoint.gmu guards it.
 type reorderer struct {
-	// minHold and maxHold bound cur; maxHold 0 turns the reorderer
-	// off. Set before the device starts (tests change them).
-	minHold, maxHold time.Duration
-	// cur is how long segments above a hole wait now: twice the
-	// longest a hole took to fill, less an eighth for each hole that
-	// did not fill in time (a loss), within minHold and maxHold.
-	cur   time.Duration
+	// hold is how long segments above a hole wait; 0 turns the
+	// reorderer off. Tests change it.
+	hold  time.Duration
 	flows [reorderFlows]reorderFlow
 	tick  uint64
 	// timer, made at the first hold, calls endpoint.reorderExpired;
@@ -128,12 +127,6 @@ type reorderer struct {
 	timer  *time.Timer
 	armed  bool
 	closed bool // set by closeQueue: nothing more is held
-}
-
-// setHold sets the bounds of the hold, min <= max; max 0 turns the
-// reorderer off. e.gmu is held, or the device has not started.
-func (r *reorderer) setHold(min, max time.Duration) {
-	r.minHold, r.maxHold, r.cur = min, max, max
 }
 
 // reorderSegment hands the TCP data segment pkb (flow k, sequence
@@ -157,9 +150,8 @@ func (e *endpoint) reorderSegment(pkb *stack.PacketBuffer, k flowKey, seq, end u
 		if seqBefore(f.next, end) {
 			f.next = end
 		}
-		if len(f.held) > 0 && e.drainFlow(f) {
-			// A hole filled: the path reorders by as much as it waited.
-			r.cur = min(r.maxHold, max(r.cur, 2*time.Since(f.since)))
+		if len(f.held) > 0 {
+			e.drainFlow(f)
 		}
 		return
 	case seq-f.next > reorderMaxGap:
@@ -216,8 +208,8 @@ func (r *reorderer) flow(k flowKey, e *endpoint) (f *reorderFlow, isNew bool) {
 }
 
 // drainFlow hands f's held segments that now follow on to GRO, in
-// order, and reports whether there were any. e.gmu is held.
-func (e *endpoint) drainFlow(f *reorderFlow) bool {
+// order. e.gmu is held.
+func (e *endpoint) drainFlow(f *reorderFlow) {
 	n := 0
 	for _, h := range f.held {
 		if seqBefore(f.next, h.seq) {
@@ -237,7 +229,6 @@ func (e *endpoint) drainFlow(f *reorderFlow) bool {
 	}
 	// A hole that remains above keeps since: the segments held have
 	// waited since then.
-	return n > 0
 }
 
 // flushFlow hands all of f's held segments to the stack, in order,
@@ -290,11 +281,9 @@ func (e *endpoint) expireHolds(now time.Time) time.Time {
 		if len(f.held) == 0 {
 			continue
 		}
-		deadline := f.since.Add(e.reorder.cur)
+		deadline := f.since.Add(e.reorder.hold)
 		if !now.Before(deadline) {
 			e.flushFlow(f)
-			// Taken for a loss: wait less for the next hole.
-			e.reorder.cur = max(e.reorder.minHold, e.reorder.cur-e.reorder.cur/8)
 			continue
 		}
 		if next.IsZero() || deadline.Before(next) {
@@ -315,9 +304,8 @@ func (r *reorderer) holding() bool {
 }
 
 // armReorderTimer makes sure the timer will fire by the deadline of a
-// hold just started. An armed timer fires by then, or at most maxHold
-// after the hold started, if cur fell since it was set (deliverBatch
-// expires such holds on its next call too). e.gmu is held.
+// hold just started: all holds last r.hold, so an armed timer fires
+// earlier. e.gmu is held.
 func (e *endpoint) armReorderTimer() {
 	r := &e.reorder
 	if r.armed {
@@ -325,10 +313,10 @@ func (e *endpoint) armReorderTimer() {
 	}
 	r.armed = true
 	if r.timer == nil {
-		r.timer = time.AfterFunc(r.cur, e.reorderExpired)
+		r.timer = time.AfterFunc(r.hold, e.reorderExpired)
 		return
 	}
-	r.timer.Reset(r.cur)
+	r.timer.Reset(r.hold)
 }
 
 // reorderExpired is the timer's function: it hands the expired holds to
