@@ -70,8 +70,9 @@ func FuzzLinkInbound(f *testing.F) {
 }
 
 // checkReorderBounds fails t unless every flow the link tracks holds at
-// most reorderPerFlow segments, sorted by sequence number and all above
-// the hole the flow waits for, with a deadline set.
+// most reorderPerFlow segments and reorderMaxBytes of payload (as
+// counted), sorted by sequence number and all above the hole the flow
+// waits for, with a deadline set.
 func checkReorderBounds(t *testing.T, e *endpoint) {
 	t.Helper()
 	e.gmu.Lock()
@@ -81,10 +82,15 @@ func checkReorderBounds(t *testing.T, e *endpoint) {
 		if len(f.held) > reorderPerFlow {
 			t.Fatalf("flow %d holds %d segments, bound %d", i, len(f.held), reorderPerFlow)
 		}
+		bytes := 0
 		for j, h := range f.held {
 			if !seqBefore(f.next, h.seq) || j > 0 && seqBefore(h.seq, f.held[j-1].seq) {
 				t.Fatalf("flow %d (next %d) holds %v", i, f.next, f.held)
 			}
+			bytes += int(h.end - h.seq)
+		}
+		if bytes != f.bytes || bytes > reorderMaxBytes {
+			t.Fatalf("flow %d holds %d payload bytes, counted %d, bound %d", i, bytes, f.bytes, reorderMaxBytes)
 		}
 		if len(f.held) > 0 && f.since.IsZero() {
 			t.Fatalf("flow %d holds segments without a deadline", i)

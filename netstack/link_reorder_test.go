@@ -228,7 +228,7 @@ func TestReorderControl(t *testing.T) {
 }
 
 // TestReorderBounds checks the reorderer's limits: a flow holds at most
-// reorderPerFlow segments, a segment far above the hole is not held,
+// reorderPerFlow segments and reorderMaxBytes of payload, a segment far above the hole is not held,
 // at most reorderFlows flows are tracked (the oldest gives way, its held
 // segments delivered), router mode holds nothing, and Close releases
 // what is held so that nothing is delivered after it.
@@ -246,6 +246,21 @@ func TestReorderBounds(t *testing.T) {
 		deliver(t, e, false, seg{a, 21 + reorderPerFlow*10, 10})
 		if got := d.got(); len(got) != reorderPerFlow+2 {
 			t.Errorf("%d segments delivered after the flow's hold was full, want all %d", len(got), reorderPerFlow+2)
+		}
+	})
+	t.Run("bytes", func(t *testing.T) {
+		e, d := newReorderTest(t, time.Hour)
+		const n = 60000 // a merged run's size
+		deliver(t, e, false, seg{a, 1, 10})
+		for i := range reorderMaxBytes / n {
+			deliver(t, e, false, seg{a, 21 + uint32(i)*n, n})
+		}
+		if got := d.got(); len(got) != 1 {
+			t.Fatalf("%d segments delivered with %d bytes held, want 1", len(got), reorderMaxBytes/n*n)
+		}
+		deliver(t, e, false, seg{a, 21 + reorderMaxBytes/n*n, n})
+		if got := d.got(); len(got) != reorderMaxBytes/n+2 {
+			t.Errorf("%d segments delivered after the flow's hold was full, want all %d", len(got), reorderMaxBytes/n+2)
 		}
 	})
 	t.Run("gap", func(t *testing.T) {

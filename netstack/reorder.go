@@ -29,8 +29,8 @@ import (
 //
 // Bounds: reorderFlows flows are tracked (the least recently used gives
 // way, its held segments going to the stack), each holding at most
-// reorderPerFlow segments (when full, the flow's segments go to the
-// stack); a segment more than reorderMaxGap bytes above the hole is not
+// reorderPerFlow segments and reorderMaxBytes of payload (when full, the
+// flow's segments go to the stack); a segment more than reorderMaxGap bytes above the hole is not
 // held. Held segments are released at the deadline by a timer, on the
 // next delivery after it, and at closeQueue, so none stays.
 
@@ -45,8 +45,11 @@ const (
 	// reorderFlows is how many TCP flows the link tracks for reordering.
 	reorderFlows = 8
 
-	// reorderPerFlow bounds the segments held for one flow.
-	reorderPerFlow = 64
+	// reorderPerFlow and reorderMaxBytes bound the segments held for
+	// one flow, in count and in payload bytes: at most 2 MiB of payload
+	// over all flows, however large the merged runs (coalesce.go).
+	reorderPerFlow  = 64
+	reorderMaxBytes = 256 << 10
 
 	// reorderMaxGap is the largest hole, in bytes, the link waits to
 	// fill: a segment further above is delivered at once.
@@ -113,6 +116,8 @@ type reorderFlow struct {
 	// held are the segments held, sorted by sequence number; its array
 	// (reorderPerFlow entries) is made at the flow slot's first hold.
 	held []heldSeg
+	// bytes is the payload held.
+	bytes int
 }
 
 // reorderer is the link's reordering state; endpoint.gmu guards it.
@@ -159,7 +164,7 @@ func (e *endpoint) reorderSegment(pkb *stack.PacketBuffer, k flowKey, seq, end u
 		if seqBefore(f.next, end) {
 			f.next = end
 		}
-	case len(f.held) == reorderPerFlow:
+	case len(f.held) == reorderPerFlow || f.bytes+int(end-seq) > reorderMaxBytes:
 		e.flushFlow(f)
 		if seqBefore(f.next, end) {
 			f.next = end
@@ -176,6 +181,7 @@ func (e *endpoint) reorderSegment(pkb *stack.PacketBuffer, k flowKey, seq, end u
 		f.held = append(f.held, heldSeg{})
 		copy(f.held[i+1:], f.held[i:])
 		f.held[i] = heldSeg{seq: seq, end: end, pkb: pkb.IncRef()}
+		f.bytes += int(end - seq)
 		if len(f.held) == 1 {
 			f.since = time.Now()
 			e.armReorderTimer()
@@ -217,6 +223,7 @@ func (e *endpoint) drainFlow(f *reorderFlow) {
 		}
 		e.gro.Enqueue(h.pkb)
 		h.pkb.DecRef()
+		f.bytes -= int(h.end - h.seq)
 		if seqBefore(f.next, h.end) {
 			f.next = h.end
 		}
@@ -247,6 +254,7 @@ func (e *endpoint) flushFlow(f *reorderFlow) {
 	}
 	clear(f.held)
 	f.held = f.held[:0]
+	f.bytes = 0
 }
 
 // reorderControl handles a TCP packet of flow k that is not plain data:
@@ -355,5 +363,6 @@ func (e *endpoint) closeReorder() {
 		}
 		clear(f.held)
 		f.held = f.held[:0]
+		f.bytes = 0
 	}
 }
