@@ -30,9 +30,10 @@ import (
 // Bounds: reorderFlows flows are tracked (the least recently used gives
 // way, its held segments going to the stack), each holding at most
 // reorderPerFlow segments and reorderMaxBytes of payload (when full, the
-// flow's segments go to the stack); a segment more than reorderMaxGap bytes above the hole is not
-// held. Held segments are released at the deadline by a timer, on the
-// next delivery after it, and at closeQueue, so none stays.
+// flow's segments go to the stack); a segment more than reorderMaxGap
+// bytes above the hole is not held. Held segments are released at the
+// deadline by a timer, on the next delivery after it, and dropped at
+// closeQueue, so none stays.
 
 const (
 	// reorderHold is how long the link holds segments that arrived
