@@ -109,6 +109,33 @@ func TestOpenDefaults(t *testing.T) {
 	}
 }
 
+// TestOpenReorderHold checks how Options.ReorderHold reaches the link:
+// the default, off, a value taken as is, the cap, and no hold in router
+// mode (link_reorder_test.go tests the hold itself).
+func TestOpenReorderHold(t *testing.T) {
+	tests := []struct {
+		name string
+		opts Options
+		want time.Duration
+	}{
+		{"default", Options{}, reorderHold},
+		{"off", Options{ReorderHold: -1}, 0},
+		{"set", Options{ReorderHold: 4 * time.Millisecond}, 4 * time.Millisecond},
+		{"capped", Options{ReorderHold: time.Hour}, maxReorderHold},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a, _ := openPairOpts(t, nil, &tt.opts, nil)
+			a.ep.gmu.Lock()
+			got := a.ep.reorder.hold
+			a.ep.gmu.Unlock()
+			if got != tt.want {
+				t.Errorf("hold = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
 // TestIPv4Only checks a tunnel without IPv6 addresses.
 func TestIPv4Only(t *testing.T) {
 	a, b := openPair(t, func(a, b *wg.Config) {

@@ -36,12 +36,15 @@ import (
 // closeQueue, so none stays.
 
 const (
-	// reorderHold is how long the link holds segments that arrived
-	// above a hole in their flow: a millisecond of reordering and some
-	// jitter on top (the loss sweep's paths, BENCHMARKS.md). A hold that
-	// adapted to the holes that filled did no better and sometimes
-	// shrank below what the path needed.
+	// reorderHold is Options.ReorderHold's default, how long the link
+	// holds segments that arrived above a hole in their flow: a
+	// millisecond of reordering and some jitter on top (the loss sweep's
+	// paths, BENCHMARKS.md). A hold that adapted to the holes that filled
+	// did no better and sometimes shrank below what the path needed.
 	reorderHold = 1500 * time.Microsecond
+
+	// maxReorderHold is the longest Options.ReorderHold takes.
+	maxReorderHold = 20 * time.Millisecond
 
 	// reorderFlows is how many TCP flows the link tracks for reordering.
 	reorderFlows = 8
