@@ -16,3 +16,7 @@ func SetTCPOption(n *Net, opt tcpip.SettableTransportProtocolOption) error {
 	}
 	return nil
 }
+
+// RaceEnabled reports whether the tests run under the race detector, for
+// the external tests' time bounds.
+const RaceEnabled = raceEnabled

@@ -290,6 +290,12 @@ func trial(t *testing.T, o outage, tu tuning, seed uint64) (before float64, d ti
 // stuck below 1% of its rate for tens of seconds.
 const recoveryBound = 3 * time.Second
 
+// raceRecoveryBound is recoveryBound under -race, which slows the stack
+// several times over while CI runs other packages' race tests beside it:
+// a roam once took 3.2 s there. It is the whole window trial watches, still
+// far below the stall this guards against.
+const raceRecoveryBound = 5 * time.Second
+
 func TestRecoveryAfterOutage(t *testing.T) {
 	if os.Getenv("WGKIT_RECOVERY_SWEEP") != "" {
 		t.Skip("WGKIT_RECOVERY_SWEEP is set: TestRecoverySweep runs instead")
@@ -298,8 +304,12 @@ func TestRecoveryAfterOutage(t *testing.T) {
 		t.Run(o.name, func(t *testing.T) {
 			before, d, best, ok := trial(t, o, tuning{}, 1)
 			t.Logf("before %s; back at half after %v (%v); best 500 ms after %s", mib(before), d, ok, mib(best))
-			if !ok || d > recoveryBound {
-				t.Errorf("stream at %s before the outage was not back at half that rate within %v", mib(before), recoveryBound)
+			bound := recoveryBound
+			if netstack.RaceEnabled {
+				bound = raceRecoveryBound
+			}
+			if !ok || d > bound {
+				t.Errorf("stream at %s before the outage was not back at half that rate within %v", mib(before), bound)
 			}
 		})
 	}
