@@ -165,10 +165,16 @@ func TestForwardCaps(t *testing.T) {
 			if tt.name == "syn-flood-blackhole" && s.PendingDials != maxDials {
 				t.Errorf("pending dials %d during the flood, want MaxPendingDials %d", s.PendingDials, maxDials)
 			}
-			// Some SYNs are lost in the in-memory transport's full queues
-			// (more so under -race); the router must see most.
-			if got := s.Dropped + s.DialErrors + uint64(s.PendingDials); got < uint64(tt.n)/2 {
-				t.Errorf("the router saw %d of %d SYNs; want at least half (the rest lost in transit)", got, tt.n)
+			// Some SYNs are lost in the in-memory transport's full queues;
+			// the router must see most. Under -race it saw 55-71 % alone
+			// and 40 % beside CI's other race tests, so there a quarter
+			// will do: the caps above are what this test is for.
+			want := uint64(tt.n) / 2
+			if raceEnabled {
+				want = uint64(tt.n) / 4
+			}
+			if got := s.Dropped + s.DialErrors + uint64(s.PendingDials); got < want {
+				t.Errorf("the router saw %d of %d SYNs; want at least %d (the rest lost in transit)", got, tt.n, want)
 			}
 			if grown > heapCeiling {
 				t.Errorf("heap grew by %d MiB, ceiling %d MiB", grown>>20, heapCeiling>>20)
