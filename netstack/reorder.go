@@ -127,7 +127,8 @@ type reorderFlow struct {
 // reorderer is the link's reordering state; endpoint.gmu guards it.
 type reorderer struct {
 	// hold is how long segments above a hole wait; 0 turns the
-	// reorderer off. Tests change it.
+	// reorderer off. Open sets it from Options.ReorderHold; tests change
+	// it too.
 	hold  time.Duration
 	flows [reorderFlows]reorderFlow
 	tick  uint64
