@@ -179,52 +179,61 @@ func BenchmarkNetstackTCPRoundTrip(b *testing.B) {
 // tunnel to the first byte echoed back through it: tunnel set-up, the
 // WireGuard handshake, the TCP handshake and one round trip.
 func BenchmarkNetstackFirstByte(b *testing.B) {
-	forEachImpl(b, func(b *testing.B, im impl) {
-		k := newKeys(b)
-		server := im.open(b, serverConfig(k))
-		defer server.close()
-		l, err := server.listen(netip.AddrPortFrom(serverAddr, benchPort))
-		mustNoErr(b, err, "listen")
-		stop := echoServer(l)
-		defer stop()
-		cfg := clientConfig(k, server.listenPort())
-		got := make([]byte, 1)
-		times := make([]time.Duration, 0, b.N)
-		b.ResetTimer()
-		for i := 0; i < b.N; i++ {
-			start := time.Now()
-			client := im.open(b, cfg)
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-			c, err := client.dial(ctx, netip.AddrPortFrom(serverAddr, benchPort))
-			cancel()
-			if err != nil {
-				b.Fatal(err)
-			}
-			if _, err := c.Write([]byte{1}); err != nil {
-				b.Fatal(err)
-			}
-			if _, err := io.ReadFull(c, got); err != nil {
-				b.Fatal(err)
-			}
-			times = append(times, time.Since(start))
-			b.StopTimer()
-			closeBoth(c)
-			// The next client reuses the key, and WireGuard rejects an
-			// initiation whose timestamp is not later than the last one;
-			// timestamps are rounded down to 2^24 ns to hide timing, so a
-			// new handshake within ~17 ms would be dropped as a replay
-			// and retried only after REKEY_TIMEOUT (5 s). The pause also
-			// lets the client's last ACK leave before its tunnel closes.
-			time.Sleep(40 * time.Millisecond)
-			client.close()
-			b.StartTimer()
-		}
-		// On a shared machine a few iterations in a hundred wait 10 to
-		// 100 ms for a CPU, which moves the mean (ns/op) more than any
-		// change to the path; the median shows the path.
-		slices.Sort(times)
-		b.ReportMetric(float64(times[len(times)/2].Nanoseconds()), "p50-ns")
-	})
+	forEachImpl(b, firstByte)
+}
+
+// firstByte is BenchmarkNetstackFirstByte's loop for im.
+func firstByte(b *testing.B, im impl) {
+	k := newKeys(b)
+	server := im.open(b, serverConfig(k))
+	defer server.close()
+	l, err := server.listen(netip.AddrPortFrom(serverAddr, benchPort))
+	mustNoErr(b, err, "listen")
+	stop := echoServer(l)
+	defer stop()
+	cfg := clientConfig(k, server.listenPort())
+	got := make([]byte, 1)
+	times := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		start := time.Now()
+		client := im.open(b, cfg)
+		c := echoOnce(b, client, got)
+		times = append(times, time.Since(start))
+		b.StopTimer()
+		closeBoth(c)
+		// The next client reuses the key, and WireGuard rejects an
+		// initiation whose timestamp is not later than the last one;
+		// timestamps are rounded down to 2^24 ns to hide timing, so a
+		// new handshake within ~17 ms would be dropped as a replay
+		// and retried only after REKEY_TIMEOUT (5 s). The pause also
+		// lets the client's last ACK leave before its tunnel closes.
+		time.Sleep(40 * time.Millisecond)
+		client.close()
+		b.StartTimer()
+	}
+	// On a shared machine a few iterations in a hundred wait 10 to
+	// 100 ms for a CPU, which moves the mean (ns/op) more than any
+	// change to the path; the median shows the path.
+	reportMedian(b, times)
+}
+
+// echoOnce dials the echo server at benchPort through client (20 s at
+// most), sends one byte and reads it back into got.
+func echoOnce(b *testing.B, client tunnel, got []byte) net.Conn {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	c, err := client.dial(ctx, netip.AddrPortFrom(serverAddr, benchPort))
+	cancel()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := c.Write([]byte{1}); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, got); err != nil {
+		b.Fatal(err)
+	}
+	return c
 }
 
 // closeBoth closes c in both directions and waits (at most 2 s) for the
