@@ -116,6 +116,8 @@ var scaleImpls = []struct {
 // once the device settled (its first poll of the engine and initiations
 // done). Run op=open with -benchtime 3x or so (one open of 10 000 peers
 // takes about a second) and the others with a few hundred iterations.
+// op=clone, the copy of the Config (no device), is the scale for
+// reconfigure, which reads the whole Config it is given.
 func BenchmarkManyPeers(b *testing.B) {
 	for _, n := range []int{10, 1000, 10000} {
 		cfg := manyPeersConfig(b, n)
@@ -203,6 +205,17 @@ func BenchmarkManyPeers(b *testing.B) {
 					reportCPU(b, cpu0)
 				})
 			}
+			// The scale for reconfigure: copying the Config, which a
+			// caller that changes one peer of a config it keeps pays
+			// before it calls Reconfigure.
+			b.Run("op=clone", func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					if c := cfg.Clone(); len(c.Peers) != n {
+						b.Fatalf("%d peers cloned, want %d", len(c.Peers), n)
+					}
+				}
+			})
 		})
 	}
 }
