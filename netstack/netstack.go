@@ -126,8 +126,10 @@ type Options struct {
 	// memory for throughput: wireguard-go holds 64 KiB per packet of batch
 	// for its TUN reader and for each Bind receive goroutine, so an idle
 	// tunnel holds about 2 x BatchSize x 64 KiB with the default Bind
-	// (2 MiB at the default). 0 means 16; values above 128 are lowered to
-	// 128. See BENCHMARKS.md for the throughput of other values.
+	// (2 MiB at the default). Open allocates and zeroes those buffers,
+	// which is much of what it costs: 8 halves them, for about 4 % of a
+	// stream's throughput on loopback. 0 means 16; values above 128 are
+	// lowered to 128. See BENCHMARKS.md for the throughput of other values.
 	BatchSize int
 
 	// MaxTCPBuffer caps the send and receive buffer of each TCP
