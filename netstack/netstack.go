@@ -65,10 +65,11 @@
 // of retries, as on Linux. A closed connection stays in TIME_WAIT for 5 s
 // (not 60), holding about 8 KiB: the memory of closed connections is
 // at most about 5 s times the closing rate times 8 KiB (40 MiB at 1000
-// connections a second). Dials in progress are not capped: each packet in
-// flight in the engine sits in a 64 KiB buffer, so 5000 dials at once to
-// a listener that never accepts peak near 200 MiB, within wireguard-go's
-// per-peer queue bounds. BENCHMARKS.md has the figures.
+// connections a second). At most MaxHalfOpenDials (256) TCP dials of a
+// Net are in their handshake at once, further ones waiting within their
+// context: each packet in flight in the engine sits in a 64 KiB buffer,
+// so 5000 dials at once to a listener that never accepts peak near
+// 45 MiB (near 200 MiB without the cap). BENCHMARKS.md has the figures.
 //
 // A tunnel opened anew with the address of an earlier one (an app that
 // reopens its tunnel) may dial from the source port of a connection the
