@@ -173,13 +173,13 @@ func TestDialPortHeldByPeer(t *testing.T) {
 			}
 			dst := netip.AddrPortFrom(addrA4, 80)
 
-			b, err := Open(ctx, cfgB, &Options{Bind: sw.NewBind(2, epB)})
+			old, err := Open(ctx, cfgB, &Options{Bind: sw.NewBind(2, epB)})
 			if err != nil {
 				t.Fatal(err)
 			}
-			client, err := b.DialContext(ctx, "tcp", dst.String())
+			t.Cleanup(func() { old.Close() }) // closed below; this is for a failure before
+			client, err := old.DialContext(ctx, "tcp", dst.String())
 			if err != nil {
-				b.Close()
 				t.Fatal(err)
 			}
 			port := uint16(client.LocalAddr().(*net.TCPAddr).Port)
@@ -187,7 +187,9 @@ func TestDialPortHeldByPeer(t *testing.T) {
 			if tt.before != nil {
 				tt.before(t, server, client)
 			}
-			b.Close()
+			if err := old.Close(); err != nil {
+				t.Fatal(err)
+			}
 			if tt.after != nil {
 				tt.after(t, server, client)
 			}
@@ -196,7 +198,7 @@ func TestDialPortHeldByPeer(t *testing.T) {
 			// (20 ms) of the last it took, the old tunnel's; the new
 			// tunnel's would then wait 5 s for its next.
 			time.Sleep(2 * device.HandshakeInitationRate)
-			b, err = Open(ctx, cfgB, &Options{Bind: sw.NewBind(3, epB)})
+			b, err := Open(ctx, cfgB, &Options{Bind: sw.NewBind(3, epB)})
 			if err != nil {
 				t.Fatal(err)
 			}
