@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wgkit/wgkit/internal/memnet"
 	"golang.zx2c4.com/wireguard/device"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
@@ -90,7 +91,8 @@ func TestDialReachesRestartedPeer(t *testing.T) {
 // with GSO options and MSS 0, see writePacket), and the dial then
 // retransmitted its SYN until its deadline, the server answering with a
 // challenge ACK once per 500 ms, gVisor's rate limit. Each case holds
-// the old connection in another state.
+// the old connection in another state. In SYN-RCVD the server's
+// challenge ACK itself was dropped too (the same kind of segment).
 //
 // A server connection in TIME_WAIT is not among them: gVisor drops,
 // without an answer, a SYN below the old connection's sequence numbers
@@ -106,6 +108,10 @@ func TestDialPortHeldByPeer(t *testing.T) {
 		// ECONNRESET.
 		before, after func(t *testing.T, server, client net.Conn)
 		reset         bool
+		// synRcvd: the port is another one, whose SYN the old tunnel
+		// sent but whose SYN-ACK it never received, so the server
+		// holds a half-open connection in SYN-RCVD.
+		synRcvd bool
 	}{
 		{name: "established", reset: true},
 		{
@@ -134,6 +140,7 @@ func TestDialPortHeldByPeer(t *testing.T) {
 				}
 			},
 		},
+		{name: "syn received", synRcvd: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -186,6 +193,22 @@ func TestDialPortHeldByPeer(t *testing.T) {
 			server := acceptOne()
 			if tt.before != nil {
 				tt.before(t, server, client)
+			}
+			if tt.synRcvd {
+				// The old tunnel (switch node 2) hears nothing more
+				// from A: its SYN from another port reaches A, A's
+				// SYN-ACK is lost.
+				if err := sw.SetLinkFaults(1, 2, &memnet.Faults{Loss: 1}); err != nil {
+					t.Fatal(err)
+				}
+				port = port%60000 + 1024
+				hctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+				c, err := dialFromPort(hctx, old, port, dst)
+				cancel()
+				if err == nil {
+					c.Close()
+					t.Fatal("a dial whose SYN-ACK is lost connected")
+				}
 			}
 			if err := old.Close(); err != nil {
 				t.Fatal(err)
