@@ -222,36 +222,15 @@ func TestFinWait2Released(t *testing.T) {
 		t.Skip("waits out FIN_WAIT_2 (5 s); skipped with -short")
 	}
 	t.Parallel() // it mostly sleeps
-	sw, epA, epB := newSwitch(t)
-	cfgA, cfgB := pairConfigs(t, epA.String(), epB.String())
 	ctx := testContext(t, 30*time.Second)
-	a, err := Open(ctx, cfgA, &Options{Bind: sw.NewBind(1, epA)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { a.Close() })
-	b, err := Open(ctx, cfgB, &Options{Bind: sw.NewBind(2, epB)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
-	ln, err := a.Listen("tcp", ":80")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		if c, err := ln.Accept(); err == nil {
-			accepted <- c
-		}
-	}()
+	s := openServerTunnel(t, ctx)
+	b := s.openClient(t, ctx, 2)
 	client, err := b.DialContext(ctx, "tcp", netip.AddrPortFrom(addrA4, 80).String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer client.Close()
-	server := <-accepted
+	server := s.accept(t)
 	port := uint16(client.LocalAddr().(*net.TCPAddr).Port)
 	if err := client.(*tcpConn).CloseWrite(); err != nil {
 		t.Fatal(err)
@@ -262,22 +241,22 @@ func TestFinWait2Released(t *testing.T) {
 	}
 	// The client's ACKs of the server's FIN are lost for a while: the
 	// server resends its FIN (its RTO is 20 ms to 1 s).
-	if err := sw.SetLinkFaults(2, 1, &memnet.Faults{Loss: 1}); err != nil {
+	if err := s.sw.SetLinkFaults(2, 1, &memnet.Faults{Loss: 1}); err != nil {
 		t.Fatal(err)
 	}
 	server.Close()
 	time.Sleep(300 * time.Millisecond)
-	if err := sw.SetLinkFaults(2, 1, nil); err != nil {
+	if err := s.sw.SetLinkFaults(2, 1, nil); err != nil {
 		t.Fatal(err)
 	}
 	healed := time.Now()
 	var states []string
 	for {
-		s := tcpState(a, port)
-		if len(states) == 0 || states[len(states)-1] != s {
-			states = append(states, s)
+		st := tcpState(s.a, port)
+		if len(states) == 0 || states[len(states)-1] != st {
+			states = append(states, st)
 		}
-		if s == "" {
+		if st == "" {
 			break
 		}
 		if time.Since(healed) > tcpFinWait2+2*time.Second {

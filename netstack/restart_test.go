@@ -144,53 +144,16 @@ func TestDialPortHeldByPeer(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			sw, epA, epB := newSwitch(t)
-			cfgA, cfgB := pairConfigs(t, epA.String(), epB.String())
 			ctx := testContext(t, 20*time.Second)
-			a, err := Open(ctx, cfgA, &Options{Bind: sw.NewBind(1, epA)})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { a.Close() })
-			ln, err := a.Listen("tcp", ":80")
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { ln.Close() })
-			accepted := make(chan net.Conn, 2)
-			go func() {
-				for {
-					c, err := ln.Accept()
-					if err != nil {
-						return
-					}
-					accepted <- c
-				}
-			}()
-			acceptOne := func() net.Conn {
-				t.Helper()
-				select {
-				case c := <-accepted:
-					t.Cleanup(func() { c.Close() })
-					return c
-				case <-time.After(5 * time.Second):
-					t.Fatal("no connection accepted within 5 s")
-					return nil
-				}
-			}
+			s := openServerTunnel(t, ctx)
 			dst := netip.AddrPortFrom(addrA4, 80)
-
-			old, err := Open(ctx, cfgB, &Options{Bind: sw.NewBind(2, epB)})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { old.Close() }) // closed below; this is for a failure before
+			old := s.openClient(t, ctx, 2) // closed below; at cleanup after a failure before
 			client, err := old.DialContext(ctx, "tcp", dst.String())
 			if err != nil {
 				t.Fatal(err)
 			}
 			port := uint16(client.LocalAddr().(*net.TCPAddr).Port)
-			server := acceptOne()
+			server := s.accept(t)
 			if tt.before != nil {
 				tt.before(t, server, client)
 			}
@@ -198,7 +161,7 @@ func TestDialPortHeldByPeer(t *testing.T) {
 				// The old tunnel (switch node 2) hears nothing more
 				// from A: its SYN from another port reaches A, A's
 				// SYN-ACK is lost.
-				if err := sw.SetLinkFaults(1, 2, &memnet.Faults{Loss: 1}); err != nil {
+				if err := s.sw.SetLinkFaults(1, 2, &memnet.Faults{Loss: 1}); err != nil {
 					t.Fatal(err)
 				}
 				port = port%60000 + 1024
@@ -221,11 +184,7 @@ func TestDialPortHeldByPeer(t *testing.T) {
 			// (20 ms) of the last it took, the old tunnel's; the new
 			// tunnel's would then wait 5 s for its next.
 			time.Sleep(2 * device.HandshakeInitationRate)
-			b, err := Open(ctx, cfgB, &Options{Bind: sw.NewBind(3, epB)})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { b.Close() })
+			b := s.openClient(t, ctx, 3)
 			dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			defer cancel()
 			start := time.Now()
@@ -239,7 +198,7 @@ func TestDialPortHeldByPeer(t *testing.T) {
 			if took > 2*time.Second {
 				t.Errorf("dial from port %d took %v, want at most 2 s", port, took)
 			}
-			if got := acceptOne().RemoteAddr().(*net.TCPAddr).Port; got != int(port) {
+			if got := s.accept(t).RemoteAddr().(*net.TCPAddr).Port; got != int(port) {
 				t.Errorf("accepted a connection from port %d, want %d", got, port)
 			}
 			if tt.reset {
