@@ -2,6 +2,7 @@ package netstack
 
 import (
 	"context"
+	"net"
 	"net/netip"
 	"testing"
 	"time"
@@ -133,4 +134,76 @@ func testContext(t testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// serverTunnel is a tunnel A (switch node 1) listening on TCP port 80 of
+// all its addresses, for tests that open client tunnels with B's
+// configuration themselves: several in turn, on other switch nodes.
+type serverTunnel struct {
+	sw       *memnet.Switch
+	a        *Net
+	cfgB     *wg.Config
+	epB      netip.AddrPort
+	accepted chan net.Conn // the listener's connections, in order
+}
+
+// openServerTunnel opens A and its listener, closed at cleanup.
+func openServerTunnel(t *testing.T, ctx context.Context) *serverTunnel {
+	t.Helper()
+	sw, epA, epB := newSwitch(t)
+	cfgA, cfgB := pairConfigs(t, epA.String(), epB.String())
+	a, err := Open(ctx, cfgA, &Options{Bind: sw.NewBind(1, epA)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	ln, err := a.Listen("tcp", ":80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	s := &serverTunnel{sw: sw, a: a, cfgB: cfgB, epB: epB, accepted: make(chan net.Conn, 2)}
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done) }) // runs before the listener's Close
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			select {
+			case s.accepted <- c:
+			case <-done:
+				c.Close()
+				return
+			}
+		}
+	}()
+	return s
+}
+
+// openClient opens a client tunnel with B's configuration on switch node
+// node, closed at cleanup if the test has not closed it.
+func (s *serverTunnel) openClient(t *testing.T, ctx context.Context, node int) *Net {
+	t.Helper()
+	b, err := Open(ctx, s.cfgB, &Options{Bind: s.sw.NewBind(node, s.epB)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b
+}
+
+// accept returns the listener's next connection, closed at cleanup,
+// waiting at most 5 s for it.
+func (s *serverTunnel) accept(t *testing.T) net.Conn {
+	t.Helper()
+	select {
+	case c := <-s.accepted:
+		t.Cleanup(func() { c.Close() })
+		return c
+	case <-time.After(5 * time.Second):
+		t.Fatal("no connection accepted within 5 s")
+		return nil
+	}
 }

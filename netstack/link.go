@@ -348,6 +348,16 @@ func (e *endpoint) readBatch(bufs [][]byte, sizes []int, offset int) (int, error
 // if bufs run out first, next is the payload offset to continue at, else
 // next is 0. ok is false if pkt was dropped because a buffer was too
 // small or its headers could not be parsed.
+//
+// A TCP endpoint's segments carry GSO options from its connect on, but
+// the MSS in them only from the end of the handshake: what an endpoint
+// sends during its handshake besides the SYN (the RST with which a
+// dialling SYN-SENT answers a stray ACK, the ACK and RST of a SYN-RCVD)
+// has MSS 0. Such a segment has no payload and goes as one segment, its
+// checksum completed as a cut segment's is: dropping it left a dial whose
+// source port matched a connection the peer still held retransmitting
+// its SYN until its deadline, as the peer's challenge ACKs were never
+// answered. A payload with MSS 0 (gVisor sends none) is dropped.
 func writePacket(bufs [][]byte, sizes []int, offset int, pkt *stack.PacketBuffer, off int) (k, next int, ok bool) {
 	gso := pkt.GSOOptions
 	if gso.Type != stack.GSOTCPv4 && gso.Type != stack.GSOTCPv6 {
@@ -361,16 +371,22 @@ func writePacket(bufs [][]byte, sizes []int, offset int, pkt *stack.PacketBuffer
 	ipLen := len(pkt.NetworkHeader().Slice())
 	tcpLen := len(pkt.TransportHeader().Slice())
 	hdrLen := ipLen + tcpLen
-	mss := int(gso.MSS)
-	if hdrLen > maxHeaderSize || tcpLen < header.TCPMinimumSize || mss == 0 {
+	if hdrLen > maxHeaderSize || tcpLen < header.TCPMinimumSize {
 		return 0, 0, false
+	}
+	payload := pkt.Size() - hdrLen
+	mss := int(gso.MSS)
+	if mss == 0 {
+		if payload > 0 {
+			return 0, 0, false
+		}
+		mss = 1 // one empty segment; finishSegment divides by it
 	}
 	r := newPacketReader(pkt)
 	var hdr [maxHeaderSize]byte
 	if r.readAt(hdr[:hdrLen], 0) != hdrLen {
 		return 0, 0, false
 	}
-	payload := pkt.Size() - hdrLen
 	for k < len(bufs) {
 		seg := min(mss, payload-off)
 		dst := bufs[k][offset:]

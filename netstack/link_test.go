@@ -618,6 +618,48 @@ func TestWritePacketSmallBuffer(t *testing.T) {
 	}
 }
 
+// TestWritePacketHandshakeSegment passes the segments a TCP endpoint
+// sends during its handshake besides the SYN: GSO options but MSS 0 (the
+// sender that sets the MSS does not exist yet). They have no payload and
+// go as one segment with a complete checksum; the RST with which a
+// SYN-SENT answers a challenge ACK is one of them, and dropping it left
+// such a dial hanging (TestDialPortHeldByPeer). A payload with MSS 0
+// has no segment size to be cut to and is dropped.
+func TestWritePacketHandshakeSegment(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		flags header.TCPFlags
+	}{
+		{"rst", header.TCPFlagRst},
+		{"ack", header.TCPFlagAck},
+		{"rst-ack", header.TCPFlagRst | header.TCPFlagAck},
+	} {
+		for _, v6 := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/v6=%v", tc.name, v6), func(t *testing.T) {
+				g := gsoTest{v6: v6, flags: tc.flags}
+				pkt := g.packet()
+				defer pkt.DecRef()
+				bufs := [][]byte{make([]byte, 1500), make([]byte, 1500)}
+				sizes := make([]int, len(bufs))
+				k, next, ok := writePacket(bufs, sizes, 0, pkt, 0)
+				if k != 1 || next != 0 || !ok {
+					t.Fatalf("writePacket = %d, %d, %v; want 1, 0, true", k, next, ok)
+				}
+				g.mss = 1 // checkSegments' segment count for an empty payload
+				g.checkSegments(t, [][]byte{bufs[0][:sizes[0]]})
+			})
+		}
+	}
+	t.Run("payload", func(t *testing.T) {
+		g := gsoTest{payload: patterned(100), flags: header.TCPFlagAck}
+		pkt := g.packet()
+		defer pkt.DecRef()
+		if k, _, ok := writePacket([][]byte{make([]byte, 1500)}, make([]int, 1), 0, pkt, 0); ok || k != 0 {
+			t.Errorf("writePacket = %d, %v; want 0, false for a payload with MSS 0", k, ok)
+		}
+	})
+}
+
 // recordingDispatcher records the sizes of the packets the link delivers.
 type recordingDispatcher struct{ sizes []int }
 

@@ -2,6 +2,7 @@ package netstack
 
 import (
 	"context"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -12,6 +13,10 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/wgkit/wgkit/internal/memnet"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 )
 
 // The tests in this file hold the memory bounds the package documents
@@ -63,10 +68,11 @@ func TestTimeWaitMemoryReleased(t *testing.T) {
 	}
 	conns := 3000
 	if raceEnabled {
-		// Under -race, in CI's parallel packages, 2 of 3000 dials have
-		// twice waited out the whole deadline (not reproduced in 4 runs
-		// alone, 5 s each: see the note of issue 14). The heap figures are
-		// the plain run's to check; the race run keeps the churn short.
+		// The heap figures are the plain run's to check; the race run
+		// keeps the churn short. (2 of 3000 dials that waited out the
+		// deadline here under -race met a server connection stranded
+		// in FIN_WAIT_2, whose challenge ACKs the link did not let the
+		// dial answer: see tcpFinWait2 and TestDialPortHeldByPeer.)
 		conns = 500
 	}
 	a, b := openPair(t, nil)
@@ -202,3 +208,76 @@ func TestDialBurstMemory(t *testing.T) {
 // dialBurstCeiling is well above the 45 to 51 MiB measured with the cap
 // (a loaded machine collects later) and far below the 320 MiB without it.
 const dialBurstCeiling = 96 * mib
+
+// TestFinWait2Released closes a connection from the server's side after
+// the client's FIN (CLOSE_WAIT, then LAST_ACK) while the client's ACKs
+// are lost, so that the server retransmits its FIN. gVisor then moves
+// the connection to FIN_WAIT_1 and, with the ACK, to FIN_WAIT_2, where
+// it waits for the FIN it has already had; it used to stay there 60 s
+// (gVisor's FIN_WAIT_2 timeout), holding its memory and its four-tuple.
+// With tcpFinWait2 it is gone within that, whatever state gVisor leaves
+// it in.
+func TestFinWait2Released(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits out FIN_WAIT_2 (5 s); skipped with -short")
+	}
+	t.Parallel() // it mostly sleeps
+	ctx := testContext(t, 30*time.Second)
+	s := openServerTunnel(t, ctx)
+	b := s.openClient(t, ctx, 2)
+	client, err := b.DialContext(ctx, "tcp", netip.AddrPortFrom(addrA4, 80).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	server := s.accept(t)
+	port := uint16(client.LocalAddr().(*net.TCPAddr).Port)
+	if err := client.(*tcpConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	server.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := server.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("server read %v, want io.EOF", err)
+	}
+	// The client's ACKs of the server's FIN are lost for a while: the
+	// server resends its FIN (its RTO is 20 ms to 1 s).
+	if err := s.sw.SetLinkFaults(2, 1, &memnet.Faults{Loss: 1}); err != nil {
+		t.Fatal(err)
+	}
+	server.Close()
+	time.Sleep(300 * time.Millisecond)
+	if err := s.sw.SetLinkFaults(2, 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	healed := time.Now()
+	var states []string
+	for {
+		st := tcpState(s.a, port)
+		if len(states) == 0 || states[len(states)-1] != st {
+			states = append(states, st)
+		}
+		if st == "" {
+			break
+		}
+		if time.Since(healed) > tcpFinWait2+2*time.Second {
+			t.Fatalf("the server's connection is still held %v after the path healed; its states: %v", time.Since(healed).Round(time.Millisecond), states)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("server connection gone %v after the path healed; its states: %v", time.Since(healed).Round(100*time.Millisecond), states[:len(states)-1])
+}
+
+// tcpState returns the state of n's TCP endpoint whose remote port is
+// port, or "" if it has none.
+func tcpState(n *Net, port uint16) string {
+	for _, ep := range n.stack.RegisteredEndpoints() {
+		te, ok := ep.(*tcp.Endpoint)
+		if !ok {
+			continue
+		}
+		if info, ok := te.Info().(*stack.TransportEndpointInfo); ok && info.ID.RemotePort == port {
+			return tcp.EndpointState(te.State()).String()
+		}
+	}
+	return ""
+}

@@ -63,12 +63,28 @@
 // within about a second of the path returning, after an outage of any
 // length; an unacknowledged connection is aborted after about 15 minutes
 // of retries, as on Linux. A closed connection stays in TIME_WAIT for 5 s
-// (not 60), holding about 8 KiB: the memory of closed connections is
-// at most about 5 s times the closing rate times 8 KiB (40 MiB at 1000
-// connections a second). Dials in progress are not capped: each packet in
-// flight in the engine sits in a 64 KiB buffer, so 5000 dials at once to
-// a listener that never accepts peak near 200 MiB, within wireguard-go's
-// per-peer queue bounds. BENCHMARKS.md has the figures.
+// (not 60), and one the application closed waits at most 5 s in
+// FIN_WAIT_2 for the peer's FIN (not 60: gVisor strands some connections
+// there whose FIN it has received), each holding about 8 KiB: the memory
+// of closed connections is at most about 5 s times the closing rate
+// times 8 KiB (40 MiB at 1000 connections a second). At most
+// MaxHalfOpenDials (256) TCP dials of a Net are in their handshake at
+// once, further ones waiting within their context: each packet in flight
+// in the engine sits in a 64 KiB buffer, so 5000 dials at once to a
+// listener that never accepts peak near 45 MiB (near 200 MiB without
+// the cap). BENCHMARKS.md has the figures.
+//
+// A tunnel opened anew with the address of an earlier one (an app that
+// reopens its tunnel) may dial from the source port of a connection the
+// peer still holds from the earlier tunnel. If the peer holds it open
+// or closing, it answers the SYN with a challenge ACK, the dial answers
+// with a RST that ends the old connection, and the SYN's retransmission
+// connects within milliseconds. If the peer holds it in TIME_WAIT, a
+// gVisor peer (this package's included) drops a SYN below the old
+// connection's sequence numbers without an answer, as half of a new
+// tunnel's are, and the dial connects only at its first SYN
+// retransmission after that TIME_WAIT: about 7 s after it began with this
+// package's 5 s.
 package netstack
 
 import (
@@ -605,6 +621,21 @@ const (
 	// that delay packets by seconds, which WireGuard's replay window
 	// and TCP's timestamps and random initial sequence numbers cover.
 	tcpTimeWait = 5 * time.Second
+
+	// tcpFinWait2 is how long a connection the application has closed
+	// waits in FIN_WAIT_2 for the peer's FIN (gVisor's default is 60 s,
+	// as Linux's tcp_fin_timeout). gVisor (the version in go.mod) also
+	// strands closed connections there: a FIN retransmitted from
+	// LAST_ACK or CLOSING sets the state to FIN_WAIT_1 again (the
+	// sender's maybeSendSegment), the peer's ACK of it moves the
+	// connection to FIN_WAIT_2, and it waits for a FIN it has already
+	// received. Under -race a churn of 3000 connections left 100 to 170
+	// of them so, each holding its memory and its four-tuple for a
+	// minute (a dial from that port then meets a challenge ACK). Nobody
+	// reads such a connection any more, so ending it after TIME_WAIT's
+	// 5 s loses nothing: data the peer sends later gets a RST, as on
+	// Linux after tcp_fin_timeout.
+	tcpFinWait2 = 5 * time.Second
 )
 
 // setTCPRecovery sets the TCP options above and turns RACK loss
@@ -647,7 +678,8 @@ func setTCPRecovery(st *stack.Stack) error {
 	maxRTO := tcpip.TCPMaxRTOOption(tcpMaxRTO)
 	retries := tcpip.TCPMaxRetriesOption(tcpMaxRetries)
 	timeWait := tcpip.TCPTimeWaitTimeoutOption(tcpTimeWait)
-	for _, o := range []tcpip.SettableTransportProtocolOption{&recovery, &minRTO, &maxRTO, &retries, &timeWait} {
+	finWait2 := tcpip.TCPLingerTimeoutOption(tcpFinWait2)
+	for _, o := range []tcpip.SettableTransportProtocolOption{&recovery, &minRTO, &maxRTO, &retries, &timeWait, &finWait2} {
 		if terr := st.SetTransportProtocolOption(tcp.ProtocolNumber, o); terr != nil {
 			return fmt.Errorf("set TCP option %T: %s", o, terr)
 		}
