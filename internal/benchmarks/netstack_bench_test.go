@@ -239,9 +239,12 @@ func echoOnce(b *testing.B, client tunnel, got []byte) net.Conn {
 // closeBoth closes c in both directions and waits (at most 2 s) for the
 // peer's FIN, so that the server's side of the connection is gone before
 // the client's tunnel closes. A server connection whose client vanished
-// stays open and keeps its 4-tuple: a later client stack (same address)
-// that picks the same ephemeral port gets only challenge ACKs for its SYN
-// until the dial times out, about once in a few hundred iterations.
+// stays open (the server's heap grew with every iteration) and keeps its
+// 4-tuple: a later client stack (same address) that picks the same
+// ephemeral port meets a challenge ACK and has to reset that connection
+// first, which the stock side's link may not do as wgkit's does
+// (netstack's TestDialPortHeldByPeer), and which would time the reset
+// rather than the path.
 func closeBoth(c net.Conn) {
 	if cw, ok := c.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
 		c.SetReadDeadline(time.Now().Add(2 * time.Second))
