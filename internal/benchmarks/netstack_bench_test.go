@@ -242,8 +242,7 @@ func echoOnce(b *testing.B, client tunnel, got []byte) net.Conn {
 // stays open (the server's heap grew with every iteration) and keeps its
 // 4-tuple: a later client stack (same address) that picks the same
 // ephemeral port meets a challenge ACK and has to reset that connection
-// first, which the stock side's link may not do as wgkit's does
-// (netstack's TestDialPortHeldByPeer), and which would time the reset
+// first (netstack's TestDialPortHeldByPeer), which would time the reset
 // rather than the path.
 func closeBoth(c net.Conn) {
 	if cw, ok := c.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
