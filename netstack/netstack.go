@@ -61,7 +61,10 @@
 // (a partition, a roam, a peer re-set): loss detection without RACK, and a
 // retransmission timeout between 20 ms and 1 s, so a stream is back to speed
 // within about a second of the path returning, after an outage of any
-// length; an unacknowledged connection is aborted after about 15 minutes
+// length. (A dial's SYN is the exception: gVisor resends it on its own
+// schedule, 1 s and doubling, so a dial that began during an outage
+// connects at its next SYN after the path returns, within its context.)
+// An unacknowledged connection is aborted after about 15 minutes
 // of retries, as on Linux. A closed connection stays in TIME_WAIT for 5 s
 // (not 60), and one the application closed waits at most 5 s in
 // FIN_WAIT_2 for the peer's FIN (not 60: gVisor strands some connections
